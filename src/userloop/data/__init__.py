@@ -1,0 +1,1 @@
+"""Reading real chat logs into conversations, and preparing them (filters, dedupe, splits)."""

@@ -1,0 +1,181 @@
+"""Where records come from: files, folders of shards, and Hugging Face datasets.
+
+Every source yields ``(file, line, value)`` where ``value`` is the parsed record or a
+:class:`BadLine`. ``line`` is the 1-based line number for JSON lines, the 1-based row for Parquet
+and datasets, and the 1-based element for a JSON array file. Reading is streamed: JSON lines,
+Parquet and datasets are never loaded whole (a ``.json`` array file is, as the format requires).
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from userloop.errors import UserError, missing_dependency
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+SUPPORTED_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".json.gz", ".parquet")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(slots=True, frozen=True)
+class BadLine:
+    """A record that could not be used, with where it was and why."""
+
+    file: str
+    line: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "reason": self.reason}
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+@dataclass(slots=True, frozen=True)
+class Source:
+    """One input: a local file, or a dataset on the Hugging Face Hub (``hub_split`` set)."""
+
+    name: str
+    hub_split: str | None = None
+
+    def records(self) -> Iterator[tuple[int, Any]]:
+        """Yield ``(line, record)``; a line that cannot be parsed comes as a :class:`ParseFailure`,
+        an empty line as :data:`BLANK`."""
+        if self.hub_split is not None:
+            return _hub_rows(self.name, self.hub_split)
+        name = self.name.lower()
+        if name.endswith(".parquet"):
+            return _parquet_rows(self.name)
+        if name.endswith((".json", ".json.gz")):
+            return _json_array(self.name)
+        return _jsonl_lines(self.name)
+
+
+@dataclass(slots=True, frozen=True)
+class ParseFailure:
+    """A line that is not JSON, with the reason."""
+
+    reason: str
+
+
+BLANK = object()  # an empty line: not a record, counted apart from bad lines
+
+
+def _open(path: str):
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+
+
+def _jsonl_lines(path: str) -> Iterator[tuple[int, Any]]:
+    loads = orjson.loads
+    number = 0
+    with _open(path) as f:
+        try:
+            for number, raw in enumerate(f, 1):
+                try:
+                    yield number, loads(raw)
+                except orjson.JSONDecodeError as err:
+                    yield number, BLANK if not raw.strip() else ParseFailure(_json_error_reason(raw, err))
+        except (OSError, EOFError) as err:  # a truncated or corrupt .gz ends the file here
+            yield number + 1, ParseFailure(f"unreadable file: stops after line {number} ({err})")
+
+
+def _json_error_reason(raw: bytes, err: Exception) -> str:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "invalid UTF-8"
+    return f"invalid JSON: {str(err).split(':', 1)[0]}"
+
+
+def _json_array(path: str) -> Iterator[tuple[int, Any]]:
+    with _open(path) as f:
+        raw = f.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        yield 1, ParseFailure(_json_error_reason(raw, err) + " (the whole .json file)")
+        return
+    if isinstance(data, list):
+        yield from enumerate(data, 1)
+    else:
+        yield 1, data
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """Rows from Parquet or datasets may hold datetimes and bytes; make them JSON values as
+    the JSON releases have them (RFC 3339 strings), so every source gives the same records."""
+    return orjson.loads(orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS, default=str))
+
+
+def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
+    import pyarrow.parquet as pq
+
+    from userloop.conversation import from_arrow, is_userloop_schema
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+        raise UserError(f"{path}: not a readable Parquet file ({err})") from None
+    prepared = is_userloop_schema(parquet.schema_arrow)
+    number = 0
+    for batch in parquet.iter_batches(batch_size=2048):
+        rows = from_arrow(batch) if prepared else batch.to_pylist()
+        for row in rows:
+            number += 1
+            yield number, row if prepared else _jsonable(row)
+
+
+def _hub_rows(name: str, split: str) -> Iterator[tuple[int, Any]]:
+    try:
+        import datasets
+    except ImportError:
+        raise missing_dependency("datasets", "hub") from None
+    try:
+        dataset = datasets.load_dataset(name, split=split, streaming=True)
+    except Exception as err:  # datasets raises many types for a missing or unreachable dataset
+        raise UserError(f"cannot load dataset '{name}' (split {split}): {err}") from None
+    for number, row in enumerate(dataset, 1):
+        yield number, _jsonable(row)
+
+
+def expand_inputs(inputs: list[str]) -> list[Source]:
+    """Resolve files, folders (searched recursively for supported files, sorted) and dataset
+    ids (``hf:NAME`` or ``hf:NAME:SPLIT``, or a bare ``owner/name`` that is not a local path)."""
+    sources: list[Source] = []
+    for item in inputs:
+        path = Path(item)
+        if item.startswith("hf:"):
+            name, _, split = item[3:].partition(":")
+            sources.append(Source(name, split or "train"))
+        elif path.is_dir() and (path / "report.json").is_file() and (path / "train.parquet").is_file():
+            # a folder written by `userloop data prepare`: its split files, not its reports
+            sources.extend(Source(str(path / f"{split}.parquet")) for split in ("train", "validation", "test")
+                           if (path / f"{split}.parquet").is_file())
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p) and not _hidden(p, path))
+            if not files:
+                raise UserError(f"{item}: no supported files in this folder ({', '.join(SUPPORTED_SUFFIXES)})")
+            sources.extend(Source(str(p)) for p in files)
+        elif path.is_file():
+            sources.append(Source(item))
+        elif _HUB_ID.match(item):
+            sources.append(Source(item, "train"))
+        else:
+            raise UserError(f"{item}: no such file or folder")
+    return sources
+
+
+def _supported(path: Path) -> bool:
+    return path.name.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
