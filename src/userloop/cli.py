@@ -47,7 +47,10 @@ def friendly_errors(command):
 
 
 def _counter(description: str):
-    """A progress display for a stream of unknown length: count, rate, elapsed (on stderr)."""
+    """A progress display for a stream of unknown length: count, rate, elapsed (on stderr).
+
+    Transient: it is cleared when the command ends, so an error stays the only line on stderr
+    (a non-terminal stderr would otherwise get the final progress line printed before it)."""
     from rich.console import Console
     from rich.progress import Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.text import Text
@@ -57,7 +60,7 @@ def _counter(description: str):
             return Text(f"{task.speed:,.0f}/s" if task.speed else "")
 
     return Progress(SpinnerColumn(), TextColumn(description), TextColumn("{task.completed:,} conversations"),
-                    Rate(), TimeElapsedColumn(), console=Console(stderr=True))
+                    Rate(), TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
 
 def _version(value: bool) -> None:

@@ -20,7 +20,7 @@ conversation, or a conversation with no user turn.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from userloop.conversation import Conversation, Message
@@ -54,10 +54,12 @@ def detect(record: Any) -> str | None:
         return "prompts"
     if not isinstance(record, dict):
         return None
-    if "conversation" in record or "conversation_hash" in record or "hashed_ip" in record:
+    if "conversation" in record:
         return "wildchat"
-    if "messages" in record:
+    if "messages" in record:  # before the WildChat keys: userloop's records of WildChat keep them in extras
         return "openai"
+    if "conversation_hash" in record or "hashed_ip" in record:
+        return "wildchat"
     if "conversations" in record:
         return "sharegpt"
     if "message_tree_id" in record or "message_id" in record:
@@ -166,12 +168,18 @@ def openai(record: Any, where: str) -> list[Conversation]:
     messages, merges = _normalise(messages)
     conv = Conversation.from_dict({**record, "messages": []})
     conv.messages = messages
+    for name in _TEXT_FIELDS:  # a number where text is expected (e.g. "id": 7) becomes text
+        value = getattr(conv, name)
+        if value is not None and not isinstance(value, str):
+            setattr(conv, name, str(value))
     conv.id = conv.id or where
     conv.source = conv.source or "openai"
     conv.language = language_name(conv.language)
     conv.toxic, conv.redacted = bool(conv.toxic), bool(conv.redacted)
     return [_note_merges(conv, merges)]
 
+
+_TEXT_FIELDS = ("id", "source", "user_id", "country", "model", "timestamp", "intent")
 
 _SHAREGPT_ROLES = {
     "system": "system", "human": "user", "user": "user",
@@ -188,7 +196,7 @@ def sharegpt(record: Any, where: str) -> list[Conversation]:
     messages, merges = _normalise(messages)
     extra = {k: v for k, v in record.items() if k not in ("conversations", "id")}
     conv = Conversation(messages=messages, id=str(record.get("id") or where), source="sharegpt",
-                        user_id=record.get("user_id"), language=language_name(record.get("language") or record.get("lang")),
+                        user_id=None if record.get("user_id") is None else str(record["user_id"]), language=language_name(record.get("language") or record.get("lang")),
                         extra=extra)
     return [_note_merges(conv, merges)]
 
@@ -207,12 +215,12 @@ _OASST_NOT_EXTRA = frozenset(("text", "role", "replies"))
 
 def _oasst_threads(root: dict[str, Any], tree_id: str | None, tree_extra: dict[str, Any]) -> list[Conversation]:
     """Every root-to-leaf path of a nested OASST tree."""
-    if not isinstance(root, dict):
-        raise BadRecord("message is not an object")
     out: list[Conversation] = []
     stack: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [(root, [])]
     while stack:
         node, path = stack.pop()
+        if not isinstance(node, dict):
+            raise BadRecord("message is not an object")
         path = [*path, node]
         replies = node.get("replies") or []
         if not isinstance(replies, list):
@@ -229,11 +237,12 @@ def _oasst_conversation(path: list[dict[str, Any]], tree_id: str | None, tree_ex
     for node in path:
         if not isinstance(node, dict):
             raise BadRecord("message is not an object")
-        text, role = node.get("text"), _OASST_ROLES.get(node.get("role"))
+        raw_role = node.get("role")
+        text, role = node.get("text"), _OASST_ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if not isinstance(text, str):
             raise BadRecord("message without text")
         if role is None:
-            raise BadRecord(f"unknown role: {node.get('role')!r}")
+            raise BadRecord(f"unknown role: {raw_role!r}")
         messages.append(Message(role, text, {k: v for k, v in node.items() if k not in _OASST_NOT_EXTRA}))
     messages, _ = _normalise(messages)  # OASST alternates by construction
     root, leaf = path[0], path[-1]
@@ -269,6 +278,8 @@ class OasstFlatTrees:
         tree_id = record.get("message_tree_id")
         if not isinstance(tree_id, str):
             raise BadRecord("flat OASST message without message_tree_id")
+        if not isinstance(record.get("message_id"), str) or not isinstance(record.get("parent_id"), (str, type(None))):
+            raise BadRecord("flat OASST message without a text message_id and parent_id")
         if tree_id in self.finished:
             raise BadRecord(f"OASST tree not contiguous: message of tree {tree_id} after that tree ended")
         self.tree_id = tree_id

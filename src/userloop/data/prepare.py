@@ -18,11 +18,15 @@ lists each unusable line with its file, line number and reason.
 from __future__ import annotations
 
 import gc
+import itertools
+import multiprocessing
+import os
 import shutil
+import sys
 import time
-from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +38,9 @@ from userloop import __version__
 from userloop.conversation import Conversation, parquet_schema, to_arrow
 from userloop.data import dedupe
 from userloop.data.formats import FORMATS, language_name
-from userloop.data.readers import ReadReport, read_conversations
-from userloop.data.sources import BadLine
+from userloop.data.formats import detect, is_flat_oasst
+from userloop.data.readers import ReadReport, read_records
+from userloop.data.sources import BLANK, BadLine, ParseFailure, Source, expand_inputs, parse_line, raw_line_chunks
 from userloop.data.users import SPLIT_NAMES, USER_IDENTITIES, assign_splits, parse_ratios, user_key
 from userloop.errors import UserError
 
@@ -45,6 +50,7 @@ DROP_REASONS = (
     "exact_duplicate", "near_duplicate",
 )
 BATCH_SIZE = 2048
+PARALLEL_MIN_BYTES = 32 * 2**20
 MAX_BAD_LINES_IN_REPORT = 100
 
 
@@ -71,6 +77,7 @@ class PrepareConfig:
     seed: int = _option(0, "seed of the user split")
     format: str | None = _option(None, f"force the input format ({', '.join(FORMATS)}); detected per file by default")
     strict: bool = _option(False, "stop at the first bad line instead of reporting it")
+    workers: int = _option(0, "processes that parse JSON-lines input (0: one per core for inputs over 32 MiB, else 1)")
 
     def validate(self) -> None:
         if self.language is not None and not self.language.strip():
@@ -83,6 +90,8 @@ class PrepareConfig:
             raise UserError("--near-dup-threshold must be in (0, 1]")
         if self.user_identity not in USER_IDENTITIES:
             raise UserError(f"--user-identity must be one of {', '.join(USER_IDENTITIES)}")
+        if self.workers < 0:
+            raise UserError("--workers must be >= 0")
         if self.format is not None and self.format not in FORMATS:
             raise UserError(f"--format must be one of {', '.join(FORMATS)}")
         parse_ratios(self.splits)
@@ -144,10 +153,146 @@ def prepare(
     return PrepareResult(out, report)
 
 
-def _run(inputs, out: Path, work: Path, config: PrepareConfig, on_progress) -> dict[str, Any]:
+@dataclass
+class _Chunk:
+    """What pass 1 learns from one stretch of input, kept in input order."""
+
+    part: str  # Parquet file holding the conversations that passed the filters
+    exact_keys: np.ndarray
+    signatures: np.ndarray | None  # uint32 MinHash signatures (near dedupe on)
+    has_words: np.ndarray | None
+    user_keys: list[str]
+    countries: list[str | None]
+    without_user_id: np.ndarray
+    dropped: Counter[str]
+    language_unknown: int
+    read: ReadReport = field(default_factory=ReadReport)
+    bad_lines: list[BadLine] = field(default_factory=list)
+
+
+def _wanted_language(config: PrepareConfig) -> str | None:
+    if config.language is None or config.language.lower() == "any":
+        return None
+    return (language_name(config.language) or config.language).lower()
+
+
+def _summarise(conversations: list[Conversation], config: PrepareConfig, part: str) -> _Chunk:
+    """Filter a batch of conversations, write the survivors to the Parquet file ``part`` and
+    return what dedupe and splitting need."""
     import pyarrow.parquet as pq
 
-    wanted = None if config.language is None or config.language.lower() == "any" else language_name(config.language).lower()
+    wanted = _wanted_language(config)
+    dropped: Counter[str] = Counter()
+    kept: list[Conversation] = []
+    language_unknown = 0
+    for conv in conversations:
+        language_unknown += conv.language is None
+        reason = drop_reason(conv, config, wanted)
+        if reason is None:
+            kept.append(conv)
+        else:
+            dropped[reason] += 1
+    signatures = has_words = None
+    if config.near_dedupe:
+        minhash = dedupe.MinHashConfig(threshold=config.near_dup_threshold)
+        sig, has_words = dedupe.signatures(["\n".join(c.user_turns) for c in kept], minhash)
+        signatures = sig.astype(np.uint32)
+    pq.write_table(to_arrow(kept), part, compression="lz4")
+    return _Chunk(
+        part=part,
+        exact_keys=np.fromiter((dedupe.exact_key(c.user_turns) for c in kept), dtype=np.uint64, count=len(kept)),
+        signatures=signatures,
+        has_words=has_words,
+        user_keys=[user_key(c, config.user_identity) for c in kept],
+        countries=[c.country for c in kept],
+        without_user_id=np.fromiter((not c.user_id for c in kept), dtype=bool, count=len(kept)),
+        dropped=dropped,
+        language_unknown=language_unknown,
+    )
+
+
+def _parse_chunk(file: str, lines: list, fmt: str | None, config: PrepareConfig, part: str) -> _Chunk:
+    """Worker entry point: parse raw JSON lines of one file, then :func:`_summarise` them."""
+    gc.disable()  # many short-lived acyclic objects: collection only costs time
+    read = ReadReport()
+    bad_lines: list[BadLine] = []
+    records = ((n, raw if isinstance(raw, ParseFailure) else parse_line(raw)) for n, raw in lines)
+    conversations = list(read_records(file, records, fmt, config.strict, read, bad_lines.append))
+    chunk = _summarise(conversations, config, part)
+    chunk.read, chunk.bad_lines = read, bad_lines
+    return chunk
+
+
+def _file_format(source: Source, fmt: str | None) -> tuple[str | None, bool]:
+    """The format of a JSON-lines file from its first recognisable record, and whether the
+    file can be parsed in parallel chunks (flat OASST rows must be read in one piece)."""
+    for chunk in raw_line_chunks(source.name, 256):
+        for _, raw in chunk:
+            record = raw if isinstance(raw, ParseFailure) else parse_line(raw)
+            if isinstance(record, ParseFailure) or record is BLANK:
+                continue
+            found = fmt or detect(record)
+            if found is not None:
+                return found, not (found == "oasst" and is_flat_oasst(record))
+        return fmt, True
+    return fmt, True
+
+
+def _quiet_worker() -> None:
+    """Workers never print; fresh std streams also avoid locks inherited from a parent thread."""
+    sys.stdout = sys.stderr = open(os.devnull, "w")
+
+
+def _start_pool(workers: int) -> ProcessPoolExecutor | None:
+    """Worker processes for parsing, started before any thread of ours (fork is safe then; it
+    also spares callers the ``if __name__ == '__main__'`` guard that spawn needs)."""
+    if workers <= 1:
+        return None
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_worker)
+    pool.submit(int).result()  # start the processes now
+    return pool
+
+
+def _chunks(sources: list[Source], config: PrepareConfig, pool: ProcessPoolExecutor | None, workers: int,
+            read: ReadReport, on_bad, work: Path) -> Iterator[_Chunk]:
+    """Pass 1 over all sources, in input order, one part file per chunk under ``work``.
+    JSON-lines files are parsed by the ``pool``'s ``workers`` processes when there is a pool;
+    everything else is read here."""
+    parts = (str(work / f"part-{i:07d}.parquet") for i in itertools.count())
+    for source in sources:
+        fmt, parallel = _file_format(source, config.format) if source.is_jsonl else (config.format, False)
+        if pool is not None and parallel:
+            in_flight: deque[Future] = deque()
+            for lines in raw_line_chunks(source.name, BATCH_SIZE):
+                in_flight.append(pool.submit(_parse_chunk, source.name, lines, fmt, config, next(parts)))
+                if len(in_flight) >= 2 * workers:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+            continue
+        batch: list[Conversation] = []
+        for conv in read_records(source.name, source.records(), fmt, config.strict, read, on_bad):
+            batch.append(conv)
+            if len(batch) >= BATCH_SIZE:
+                yield _summarise(batch, config, next(parts))
+                batch = []
+        yield _summarise(batch, config, next(parts))
+
+
+def _auto_workers(sources: list[Source]) -> int:
+    """Worker processes pay off on large JSON-lines inputs only (each costs ~0.5 s to start)."""
+    size = sum(Path(s.name).stat().st_size for s in sources if s.is_jsonl)
+    return min(os.cpu_count() or 1, 8) if size >= PARALLEL_MIN_BYTES else 1
+
+
+def _run(inputs, out: Path, work: Path, config: PrepareConfig, on_progress) -> dict[str, Any]:
+    started = time.perf_counter()
+
+    sources = expand_inputs(inputs)
+    workers = config.workers or _auto_workers(sources)
+    pool = _start_pool(workers)
     read = ReadReport()
     dropped: Counter[str] = Counter()
     language_unknown = 0
@@ -160,7 +305,6 @@ def _run(inputs, out: Path, work: Path, config: PrepareConfig, on_progress) -> d
     has_words: list[np.ndarray] = []
     minhash = dedupe.MinHashConfig(threshold=config.near_dup_threshold)
     bad_examples: list[dict[str, Any]] = []
-
     bad_file = open(out / "bad_lines.jsonl", "wb")
 
     def on_bad(bad: BadLine) -> None:
@@ -168,74 +312,60 @@ def _run(inputs, out: Path, work: Path, config: PrepareConfig, on_progress) -> d
         if len(bad_examples) < MAX_BAD_LINES_IN_REPORT:
             bad_examples.append(bad.to_dict())
 
-    temp_path = work / "kept.parquet"
-    batch: list[Conversation] = []
+    def user_indices(chunk: _Chunk, mask: np.ndarray) -> np.ndarray:
+        """Index of each row's user (-1 for rows already dropped as exact duplicates)."""
+        indices = np.full(len(mask), -1, dtype=np.int64)
+        for row in np.flatnonzero(mask).tolist():
+            key = chunk.user_keys[row]
+            index = user_index.get(key)
+            if index is None:
+                index = user_index[key] = len(user_index)
+                user_country[key] = chunk.countries[row]
+            indices[row] = index
+        return indices
 
-    def flush(writer) -> None:
-        if not batch:
-            return
-        if pending_write:  # one write in flight: Parquet encoding runs beside parsing
-            pending_write.pop().result()
-        pending_write.append(background.submit(writer.write_table, to_arrow(batch)))
-        conv_users.append(np.fromiter((_user_index(c) for c in batch), dtype=np.int64, count=len(batch)))
-        if config.near_dedupe:
-            sig, words = dedupe.signatures(["\n".join(c.user_turns) for c in batch], minhash)
-            signatures.append(sig.astype(np.uint32))
-            has_words.append(words)
-        batch.clear()
-
-    def _user_index(conv: Conversation) -> int:
-        key = user_key(conv, config.user_identity)
-        index = user_index.get(key)
-        if index is None:
-            index = user_index[key] = len(user_index)
-            user_country[key] = conv.country
-        return index
-
-    pending_progress = 0
-    background = ThreadPoolExecutor(max_workers=1)
-    pending_write: list[Future] = []
+    parts: list[str] = []
+    exact_keep: list[np.ndarray] = []
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the stream makes millions of short-lived acyclic objects; collection only costs time
+    conversations_before = 0
     try:
-        with pq.ParquetWriter(str(temp_path), parquet_schema(), compression="lz4") as writer:
-            for conv in read_conversations(inputs, fmt=config.format, strict=config.strict, report=read, on_bad=on_bad):
-                pending_progress += 1
-                if on_progress is not None and pending_progress >= 1000:
-                    on_progress(pending_progress)
-                    pending_progress = 0
-                if conv.language is None:
-                    language_unknown += 1
-                reason = drop_reason(conv, config, wanted)
-                if reason is None and config.exact_dedupe:
-                    key = dedupe.exact_key(conv.user_turns)
+        for chunk in _chunks(sources, config, pool, workers, read, on_bad, work):
+            read.merge(chunk.read)
+            for bad in chunk.bad_lines:
+                on_bad(bad)
+            dropped.update(chunk.dropped)
+            language_unknown += chunk.language_unknown
+            mask = np.ones(len(chunk.exact_keys), dtype=bool)
+            if config.exact_dedupe:
+                for row, key in enumerate(chunk.exact_keys.tolist()):
                     if key in seen_exact:
-                        reason = "exact_duplicate"
+                        mask[row] = False
                     else:
                         seen_exact.add(key)
-                if reason is not None:
-                    dropped[reason] += 1
-                    continue
-                if not conv.user_id:
-                    no_user_id += 1
-                batch.append(conv)
-                if len(batch) >= BATCH_SIZE:
-                    flush(writer)
-            flush(writer)
-            for future in pending_write:
-                future.result()
+                dropped["exact_duplicate"] += int((~mask).sum())
+            no_user_id += int(chunk.without_user_id[mask].sum())
+            conv_users.append(user_indices(chunk, mask))
+            exact_keep.append(mask)
+            parts.append(chunk.part)
+            if chunk.signatures is not None:
+                signatures.append(chunk.signatures)
+                has_words.append(chunk.has_words)
+            if on_progress is not None:
+                on_progress(read.conversations - conversations_before)
+                conversations_before = read.conversations
     finally:
-        background.shutdown()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         bad_file.close()
         if gc_was_enabled:
             gc.enable()
-    if on_progress is not None and pending_progress:
-        on_progress(pending_progress)
 
+    timings = {"read_filter_hash": time.perf_counter() - started}
     users_of_rows = np.concatenate(conv_users) if conv_users else np.zeros(0, dtype=np.int64)
-    keep = np.ones(len(users_of_rows), dtype=bool)
+    keep = np.concatenate(exact_keep) if exact_keep else np.zeros(0, dtype=bool)
     if config.near_dedupe and signatures:
-        near = dedupe.near_duplicates(np.concatenate(signatures), np.concatenate(has_words), minhash)
+        near = dedupe.near_duplicates(np.concatenate(signatures), np.concatenate(has_words) & keep, minhash)
         dropped["near_duplicate"] = int(near.sum())
         keep &= ~near
 
@@ -247,7 +377,9 @@ def _run(inputs, out: Path, work: Path, config: PrepareConfig, on_progress) -> d
         split_of_user[i] = split_of_user_key[keys[i]]
     split_of_row = np.where(keep, split_of_user[users_of_rows], -1)
 
-    splits_report = _write_splits(temp_path, out, split_of_row, users_of_rows)
+    timings["near_dedupe_and_splits"] = time.perf_counter() - started - timings["read_filter_hash"]
+    splits_report = _write_splits(parts, out, split_of_row, users_of_rows)
+    timings["write_splits"] = time.perf_counter() - started - sum(timings.values())
     read_dict = read.to_dict()
     kept_total = sum(s["conversations"] for s in splits_report.values())
     return {
@@ -269,23 +401,30 @@ def _run(inputs, out: Path, work: Path, config: PrepareConfig, on_progress) -> d
         "near_dedupe": {"num_perm": minhash.num_perm, "bands_rows": list(minhash.bands_rows), "ngram": minhash.ngram,
                         "threshold": minhash.threshold} if config.near_dedupe else None,
         "splits": splits_report,
+        "workers": workers,
+        "seconds_by_phase": {k: round(v, 3) for k, v in timings.items()},
     }
 
 
-def _write_splits(temp_path: Path, out: Path, split_of_row: np.ndarray, users_of_rows: np.ndarray) -> dict[str, Any]:
+def _write_splits(parts: list[str], out: Path, split_of_row: np.ndarray, users_of_rows: np.ndarray) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writers = [pq.ParquetWriter(str(out / f"{name}.parquet"), parquet_schema(), compression="zstd") for name in SPLIT_NAMES]
     try:
         offset = 0
-        for record_batch in pq.ParquetFile(str(temp_path)).iter_batches(batch_size=BATCH_SIZE):
-            rows = split_of_row[offset : offset + record_batch.num_rows]
-            offset += record_batch.num_rows
-            for index, writer in enumerate(writers):
-                selected = record_batch.filter(pa.array(rows == index))
-                if selected.num_rows:
-                    writer.write_batch(selected)
+        with ThreadPoolExecutor(max_workers=1) as reader:  # decode the next part while this one is written
+            upcoming = reader.submit(pq.read_table, parts[0]) if parts else None
+            for i in range(len(parts)):
+                table = upcoming.result()
+                if i + 1 < len(parts):
+                    upcoming = reader.submit(pq.read_table, parts[i + 1])
+                rows = split_of_row[offset : offset + table.num_rows]
+                offset += table.num_rows
+                for index, writer in enumerate(writers):
+                    selected = table.filter(pa.array(rows == index))
+                    if selected.num_rows:
+                        writer.write_table(selected)
     finally:
         for writer in writers:
             writer.close()

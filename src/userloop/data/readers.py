@@ -10,13 +10,13 @@ else that happened is counted in a :class:`ReadReport` and each unusable line is
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from userloop.conversation import Conversation
 from userloop.data import formats
-from userloop.data.sources import BLANK, BadLine, ParseFailure, Source, expand_inputs
+from userloop.data.sources import BLANK, BadLine, ParseFailure, expand_inputs
 from userloop.errors import UserError
 
 
@@ -31,6 +31,14 @@ class ReadReport:
     conversations: int = 0
     repaired_conversations: int = 0
     formats: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: ReadReport) -> None:
+        """Add the counts of ``other`` (a report of a later part of the same input)."""
+        for name in ("lines_read", "blank_lines", "records_parsed", "conversations", "repaired_conversations"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.bad_lines.update(other.bad_lines)
+        for file, fmt in other.formats.items():
+            self.formats.setdefault(file, fmt)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,11 +74,18 @@ def read_conversations(
     sources = expand_inputs(inputs)
     report = report if report is not None else ReadReport()
     for source in sources:
-        yield from _read_source(source, fmt, strict, report, on_bad)
+        yield from read_records(source.name, source.records(), fmt, strict, report, on_bad)
 
 
-def _read_source(source: Source, fmt: str | None, strict: bool, report: ReadReport, on_bad) -> Iterator[Conversation]:
-    file = source.name
+def read_records(
+    file: str,
+    records: Iterable[tuple[int, Any]],
+    fmt: str | None,
+    strict: bool,
+    report: ReadReport,
+    on_bad: Callable[[BadLine], None] | None,
+) -> Iterator[Conversation]:
+    """Conversations from the ``(line, record)`` pairs of one file (see :meth:`Source.records`)."""
     file_format = fmt
     flat_trees = formats.OasstFlatTrees()
     flat_lines: list[int] = []
@@ -102,7 +117,7 @@ def _read_source(source: Source, fmt: str | None, strict: bool, report: ReadRepo
                 report.repaired_conversations += 1
             yield conv
 
-    for line, record in source.records():
+    for line, record in records:
         report.lines_read += 1
         if record is BLANK:
             report.blank_lines += 1

@@ -46,6 +46,10 @@ class Source:
     name: str
     hub_split: str | None = None
 
+    @property
+    def is_jsonl(self) -> bool:
+        return self.hub_split is None and self.name.lower().endswith(JSONL_SUFFIXES)
+
     def records(self) -> Iterator[tuple[int, Any]]:
         """Yield ``(line, record)``; a line that cannot be parsed comes as a :class:`ParseFailure`,
         an empty line as :data:`BLANK`."""
@@ -56,7 +60,7 @@ class Source:
             return _parquet_rows(self.name)
         if name.endswith((".json", ".json.gz")):
             return _json_array(self.name)
-        return _jsonl_lines(self.name)
+        return _jsonl_lines(self.name)  # .jsonl, .ndjson (gzipped or not) and any other file
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,18 +77,36 @@ def _open(path: str):
     return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
 
 
-def _jsonl_lines(path: str) -> Iterator[tuple[int, Any]]:
-    loads = orjson.loads
+def parse_line(raw: bytes) -> Any:
+    """One JSON line: the record, :data:`BLANK`, or a :class:`ParseFailure` with the reason."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        return BLANK if not raw.strip() else ParseFailure(_json_error_reason(raw, err))
+
+
+def raw_line_chunks(path: str, size: int) -> Iterator[list[tuple[int, bytes | ParseFailure]]]:
+    """The raw lines of a JSON-lines file in lists of ``size`` ``(line, bytes)``, for parsing
+    elsewhere; a file that cannot be read to its end gets a final :class:`ParseFailure`."""
+    chunk: list[tuple[int, bytes | ParseFailure]] = []
     number = 0
     with _open(path) as f:
         try:
             for number, raw in enumerate(f, 1):
-                try:
-                    yield number, loads(raw)
-                except orjson.JSONDecodeError as err:
-                    yield number, BLANK if not raw.strip() else ParseFailure(_json_error_reason(raw, err))
+                chunk.append((number, raw))
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
         except (OSError, EOFError) as err:  # a truncated or corrupt .gz ends the file here
-            yield number + 1, ParseFailure(f"unreadable file: stops after line {number} ({err})")
+            chunk.append((number + 1, ParseFailure(f"unreadable file: stops after line {number} ({err})")))
+    if chunk:
+        yield chunk
+
+
+def _jsonl_lines(path: str) -> Iterator[tuple[int, Any]]:
+    for chunk in raw_line_chunks(path, 1024):
+        for number, raw in chunk:
+            yield number, raw if isinstance(raw, ParseFailure) else parse_line(raw)
 
 
 def _json_error_reason(raw: bytes, err: Exception) -> str:
@@ -96,8 +118,12 @@ def _json_error_reason(raw: bytes, err: Exception) -> str:
 
 
 def _json_array(path: str) -> Iterator[tuple[int, Any]]:
-    with _open(path) as f:
-        raw = f.read()
+    try:
+        with _open(path) as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # a truncated or corrupt .json.gz
+        yield 1, ParseFailure(f"unreadable file: {err} (the whole .json file)")
+        return
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
@@ -112,7 +138,14 @@ def _json_array(path: str) -> Iterator[tuple[int, Any]]:
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     """Rows from Parquet or datasets may hold datetimes and bytes; make them JSON values as
     the JSON releases have them (RFC 3339 strings), so every source gives the same records."""
-    return orjson.loads(orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS, default=str))
+    return orjson.loads(orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    # orjson writes datetime itself; subclasses it hands over (pandas.Timestamp, which pyarrow
+    # gives for timestamp[ns]) must come out in the same ISO form, not str()'s "YYYY-MM-DD hh:mm".
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else str(value)
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
@@ -166,7 +199,7 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
             sources.extend(Source(str(p)) for p in files)
         elif path.is_file():
             sources.append(Source(item))
-        elif _HUB_ID.match(item):
+        elif _HUB_ID.match(item) and not _supported(path):  # 'dir/missing.jsonl' is a missing file, not a dataset
             sources.append(Source(item, "train"))
         else:
             raise UserError(f"{item}: no such file or folder")
