@@ -94,6 +94,7 @@ def prepare_command(
     seed: Annotated[int, typer.Option(help=_help("seed"))] = 0,
     format: Annotated[Optional[str], typer.Option("--format", help=_help("format"))] = None,
     strict: Annotated[bool, typer.Option("--strict", help=_help("strict"))] = False,
+    workers: Annotated[int, typer.Option(help=_help("workers"))] = 0,
 ) -> None:
     """Filter, dedupe and split chat logs into Parquet (the UserLM paper's recipe)."""
     from userloop.data.prepare import PrepareConfig, prepare
@@ -104,7 +105,7 @@ def prepare_command(
         drop_synthetic=drop_synthetic, min_user_turns=min_user_turns, max_user_turns=max_user_turns,
         max_turn_chars=max_turn_chars, exact_dedupe=exact_dedupe, near_dedupe=near_dedupe,
         near_dup_threshold=near_dup_threshold, user_identity=user_identity, splits=splits, seed=seed,
-        format=format, strict=strict,
+        format=format, strict=strict, workers=workers,
     )
     config.validate()
     expand_inputs(inputs)  # a missing input is reported before any work starts

@@ -80,7 +80,10 @@ def _normalise(messages: list[Message]) -> tuple[list[Message], int]:
             raise BadRecord("system message after the first turn")
         if out and out[-1].role == m.role:
             last = out[-1]
-            out[-1] = Message(last.role, f"{last.content}\n\n{m.content}", {**last.extra, "merged_turns": last.extra.get("merged_turns", 1) + 1})
+            extra = {**last.extra, "merged_turns": last.extra.get("merged_turns", 1) + 1}
+            if m.extra:  # the later turn's own fields are kept beside the first turn's
+                extra["merged_extra"] = [*last.extra.get("merged_extra", []), m.extra]
+            out[-1] = Message(last.role, f"{last.content}\n\n{m.content}", extra)
             merges += 1
         else:
             out.append(m)
@@ -194,10 +197,11 @@ def sharegpt(record: Any, where: str) -> list[Conversation]:
         raise BadRecord("not a JSON object")
     messages = [_turn(t, "from", "value", _SHAREGPT_ROLES) for t in _turn_list(record, "conversations")]
     messages, merges = _normalise(messages)
-    extra = {k: v for k, v in record.items() if k not in ("conversations", "id")}
-    conv = Conversation(messages=messages, id=str(record.get("id") or where), source="sharegpt",
-                        user_id=None if record.get("user_id") is None else str(record["user_id"]), language=language_name(record.get("language") or record.get("lang")),
-                        extra=extra)
+    extra = {k: v for k, v in record.items() if k not in ("conversations", "id", "user_id", "language", "lang")}
+    user_id = record.get("user_id")
+    conv = Conversation(messages=messages, id=where if record.get("id") is None else str(record["id"]), source="sharegpt",
+                        user_id=None if user_id is None else str(user_id),
+                        language=language_name(record.get("language") or record.get("lang")), extra=extra)
     return [_note_merges(conv, merges)]
 
 

@@ -62,7 +62,7 @@ def _option(default: Any, help: str, **kwargs: Any) -> Any:
 class PrepareConfig:
     """Options of ``userloop data prepare``; the CLI flags are generated from the help texts."""
 
-    language: str | None = _option("English", "keep conversations in this language ('any' keeps all; name or ISO code); conversations with no recorded language are kept and counted")
+    language: str | None = _option("English", "keep conversations in this language ('any' keeps all; name or ISO code); conversations with no recorded language pass and are counted")
     drop_toxic: bool = _option(True, "drop conversations flagged toxic")
     drop_redacted: bool = _option(False, "drop conversations whose PII was redacted")
     drop_synthetic: bool = _option(True, "drop conversations a source marks as model-written or deleted (OpenAssistant)")
@@ -393,7 +393,7 @@ def _run(inputs, out: Path, work: Path, config: PrepareConfig, on_progress) -> d
         "conversations": {
             "read": read_dict["conversations_read"],
             "with_merged_turns": read_dict["conversations_with_merged_turns"],
-            "language_not_recorded_kept": language_unknown,
+            "language_not_recorded": language_unknown,
             "without_user_id": no_user_id,
             "dropped": {reason: dropped.get(reason, 0) for reason in DROP_REASONS},
             "kept": kept_total,

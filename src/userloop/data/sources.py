@@ -93,6 +93,8 @@ def raw_line_chunks(path: str, size: int) -> Iterator[list[tuple[int, bytes | Pa
     with _open(path) as f:
         try:
             for number, raw in enumerate(f, 1):
+                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+                    raw = raw[3:]
                 chunk.append((number, raw))
                 if len(chunk) >= size:
                     yield chunk
@@ -180,8 +182,9 @@ def _hub_rows(name: str, split: str) -> Iterator[tuple[int, Any]]:
 
 
 def expand_inputs(inputs: list[str]) -> list[Source]:
-    """Resolve files, folders (searched recursively for supported files, sorted) and dataset
-    ids (``hf:NAME`` or ``hf:NAME:SPLIT``, or a bare ``owner/name`` that is not a local path)."""
+    """Resolve files, folders (searched recursively for supported files, sorted) and Hugging
+    Face dataset ids (``hf:NAME`` or ``hf:NAME:SPLIT``; the prefix keeps a mistyped local path
+    from being looked up on the Hub)."""
     sources: list[Source] = []
     for item in inputs:
         path = Path(item)
@@ -199,8 +202,8 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
             sources.extend(Source(str(p)) for p in files)
         elif path.is_file():
             sources.append(Source(item))
-        elif _HUB_ID.match(item) and not _supported(path):  # 'dir/missing.jsonl' is a missing file, not a dataset
-            sources.append(Source(item, "train"))
+        elif _HUB_ID.match(item) and not _supported(path):
+            raise UserError(f"{item}: no such file or folder (for a Hugging Face dataset, write hf:{item})")
         else:
             raise UserError(f"{item}: no such file or folder")
     return sources
