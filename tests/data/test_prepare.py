@@ -584,3 +584,28 @@ def test_bad_config_is_a_user_error(tmp_path, options):
 ])
 def test_good_config_validates(options):
     PrepareConfig(**options).validate()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_parallel_reading_reports_bad_lines_at_their_true_line(tmp_path, monkeypatch, suffix):
+    """Workers read byte ranges (plain files) or line chunks (gzip); bad lines keep file line numbers."""
+    import gzip
+
+    lines = write_wildchat(tmp_path / "clean.jsonl", 120, seed=3).read_bytes().splitlines()
+    for position in (7, 50, 51, 99):  # bad lines spread over several ranges
+        lines.insert(position, b"{truncated")
+    data = b"\n".join(lines) + b"\n"
+    src = tmp_path / f"in{suffix}"
+    src.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    monkeypatch.setattr(prepare_module, "RANGE_BYTES", 20_000)
+    monkeypatch.setattr(prepare_module, "BATCH_SIZE", 16)
+    outputs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        report = prepare([str(src)], out, PrepareConfig(language="any", workers=workers)).report
+        bad = [orjson.loads(line) for line in (out / "bad_lines.jsonl").read_bytes().splitlines()]
+        outputs[workers] = (_stable(report), bad, {s: [c.id for c in read_parquet(out / f"{s}.parquet")] for s in SPLIT_NAMES})
+    assert outputs[2] == outputs[1]
+    assert [b["line"] for b in outputs[1][1]] == [8, 51, 52, 100]
+    with pytest.raises(UserError, match=r":8: invalid JSON"):
+        prepare([str(src)], tmp_path / "strict", PrepareConfig(language="any", workers=2, strict=True))

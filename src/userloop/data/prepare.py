@@ -40,7 +40,9 @@ from userloop.data import dedupe
 from userloop.data.formats import FORMATS, language_name
 from userloop.data.formats import detect, is_flat_oasst
 from userloop.data.readers import ReadReport, read_records
-from userloop.data.sources import BLANK, BadLine, ParseFailure, Source, expand_inputs, parse_line, raw_line_chunks
+from userloop.data.sources import (
+    BLANK, BadLine, ParseFailure, Source, byte_ranges, expand_inputs, parse_line, range_lines, raw_line_chunks,
+)
 from userloop.data.users import SPLIT_NAMES, USER_IDENTITIES, assign_splits, parse_ratios, user_key
 from userloop.errors import UserError
 
@@ -51,6 +53,7 @@ DROP_REASONS = (
 )
 BATCH_SIZE = 2048
 PARALLEL_MIN_BYTES = 32 * 2**20
+RANGE_BYTES = 8 * 2**20  # about 1,500 WildChat conversations
 MAX_BAD_LINES_IN_REPORT = 100
 
 
@@ -211,13 +214,17 @@ def _summarise(conversations: list[Conversation], config: PrepareConfig, part: s
     )
 
 
-def _parse_chunk(file: str, lines: list, fmt: str | None, config: PrepareConfig, part: str) -> _Chunk:
-    """Worker entry point: parse raw JSON lines of one file, then :func:`_summarise` them."""
+def _parse_chunk(file: str, lines: list | tuple[int, int], fmt: str | None, config: PrepareConfig, part: str) -> _Chunk:
+    """Worker entry point: parse the raw JSON lines of one file (given, or a byte range to read),
+    then :func:`_summarise` them. Bad lines are returned, never raised: with a byte range their
+    line numbers count from the range's start, and the caller puts them right."""
     gc.disable()  # many short-lived acyclic objects: collection only costs time
+    if isinstance(lines, tuple):
+        lines = range_lines(file, *lines)
     read = ReadReport()
     bad_lines: list[BadLine] = []
     records = ((n, raw if isinstance(raw, ParseFailure) else parse_line(raw)) for n, raw in lines)
-    conversations = list(read_records(file, records, fmt, config.strict, read, bad_lines.append))
+    conversations = list(read_records(file, records, fmt, False, read, bad_lines.append))
     chunk = _summarise(conversations, config, part)
     chunk.read, chunk.bad_lines = read, bad_lines
     return chunk
@@ -264,13 +271,23 @@ def _chunks(sources: list[Source], config: PrepareConfig, pool: ProcessPoolExecu
     for source in sources:
         fmt, parallel = _file_format(source, config.format) if source.is_jsonl else (config.format, False)
         if pool is not None and parallel:
+            if source.is_plain_jsonl:  # workers read their own byte ranges
+                pieces = iter(byte_ranges(source.name, RANGE_BYTES))
+            else:
+                pieces = iter(raw_line_chunks(source.name, BATCH_SIZE))
             in_flight: deque[Future] = deque()
-            for lines in raw_line_chunks(source.name, BATCH_SIZE):
-                in_flight.append(pool.submit(_parse_chunk, source.name, lines, fmt, config, next(parts)))
-                if len(in_flight) >= 2 * workers:
-                    yield in_flight.popleft().result()
-            while in_flight:
-                yield in_flight.popleft().result()
+            lines_before = 0
+            for piece in itertools.chain(pieces, [None]):
+                if piece is not None:
+                    in_flight.append(pool.submit(_parse_chunk, source.name, piece, fmt, config, next(parts)))
+                while in_flight and (piece is None or len(in_flight) >= 2 * workers):
+                    chunk = in_flight.popleft().result()
+                    if source.is_plain_jsonl:  # line numbers counted from the start of the range
+                        chunk.bad_lines = [BadLine(b.file, b.line + lines_before, b.reason) for b in chunk.bad_lines]
+                    lines_before += chunk.read.lines_read
+                    if config.strict and chunk.bad_lines:
+                        raise UserError(f"bad input at {chunk.bad_lines[0]} (--strict)")
+                    yield chunk
             continue
         batch: list[Conversation] = []
         for conv in read_records(source.name, source.records(), fmt, config.strict, read, on_bad):

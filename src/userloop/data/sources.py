@@ -9,6 +9,7 @@ Parquet and datasets are never loaded whole (a ``.json`` array file is, as the f
 from __future__ import annotations
 
 import gzip
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ class Source:
     @property
     def is_jsonl(self) -> bool:
         return self.hub_split is None and self.name.lower().endswith(JSONL_SUFFIXES)
+
+    @property
+    def is_plain_jsonl(self) -> bool:
+        """JSON lines that can be read from any byte offset (not gzipped)."""
+        return self.is_jsonl and not self.name.lower().endswith(".gz")
 
     def records(self) -> Iterator[tuple[int, Any]]:
         """Yield ``(line, record)``; a line that cannot be parsed comes as a :class:`ParseFailure`,
@@ -103,6 +109,33 @@ def raw_line_chunks(path: str, size: int) -> Iterator[list[tuple[int, bytes | Pa
             chunk.append((number + 1, ParseFailure(f"unreadable file: stops after line {number} ({err})")))
     if chunk:
         yield chunk
+
+
+def byte_ranges(path: str, size: int) -> Iterator[tuple[int, int]]:
+    """Split an uncompressed file into ranges of about ``size`` bytes that end at line ends,
+    so that each range can be read and parsed by another process."""
+    total = os.path.getsize(path)
+    with open(path, "rb") as f:
+        start = 0
+        while start < total:
+            f.seek(min(start + size, total))
+            f.readline()
+            end = min(f.tell(), total)
+            yield start, end
+            start = end
+
+
+def range_lines(path: str, start: int, end: int) -> list[tuple[int, bytes]]:
+    """The lines of ``path[start:end]``, numbered from 1 within the range."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    if start == 0 and lines and lines[0].startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+        lines[0] = lines[0][3:]
+    return list(enumerate(lines, 1))
 
 
 def _jsonl_lines(path: str) -> Iterator[tuple[int, Any]]:
