@@ -271,10 +271,9 @@ def _chunks(sources: list[Source], config: PrepareConfig, pool: ProcessPoolExecu
     for source in sources:
         fmt, parallel = _file_format(source, config.format) if source.is_jsonl else (config.format, False)
         if pool is not None and parallel:
-            if source.is_plain_jsonl:  # workers read their own byte ranges
-                pieces = iter(byte_ranges(source.name, RANGE_BYTES))
-            else:
-                pieces = iter(raw_line_chunks(source.name, BATCH_SIZE))
+            # workers read their own byte ranges of a plain file; a gzipped one is read here in chunks of lines
+            pieces = (byte_ranges(source.name, RANGE_BYTES) if source.is_plain_jsonl
+                      else raw_line_chunks(source.name, BATCH_SIZE))
             in_flight: deque[Future] = deque()
             lines_before = 0
             for piece in itertools.chain(pieces, [None]):
