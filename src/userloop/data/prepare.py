@@ -41,7 +41,7 @@ from userloop.data.formats import FORMATS, language_name
 from userloop.data.formats import detect, is_flat_oasst
 from userloop.data.readers import ReadReport, read_records
 from userloop.data.sources import (
-    BLANK, BadLine, ParseFailure, Source, byte_ranges, expand_inputs, parse_line, range_lines, raw_line_chunks,
+    BLANK, BadLine, ParseFailure, Source, byte_ranges, expand_inputs, parse_lines, range_lines, raw_line_chunks,
 )
 from userloop.data.users import SPLIT_NAMES, USER_IDENTITIES, assign_splits, parse_ratios, user_key
 from userloop.errors import UserError
@@ -223,8 +223,7 @@ def _parse_chunk(file: str, lines: list | tuple[int, int], fmt: str | None, conf
         lines = range_lines(file, *lines)
     read = ReadReport()
     bad_lines: list[BadLine] = []
-    records = ((n, raw if isinstance(raw, ParseFailure) else parse_line(raw)) for n, raw in lines)
-    conversations = list(read_records(file, records, fmt, False, read, bad_lines.append))
+    conversations = list(read_records(file, parse_lines(lines), fmt, False, read, bad_lines.append))
     chunk = _summarise(conversations, config, part)
     chunk.read, chunk.bad_lines = read, bad_lines
     return chunk
@@ -233,15 +232,12 @@ def _parse_chunk(file: str, lines: list | tuple[int, int], fmt: str | None, conf
 def _file_format(source: Source, fmt: str | None) -> tuple[str | None, bool]:
     """The format of a JSON-lines file from its first recognisable record, and whether the
     file can be parsed in parallel chunks (flat OASST rows must be read in one piece)."""
-    for chunk in raw_line_chunks(source.name, 256):
-        for _, raw in chunk:
-            record = raw if isinstance(raw, ParseFailure) else parse_line(raw)
-            if isinstance(record, ParseFailure) or record is BLANK:
-                continue
-            found = fmt or detect(record)
-            if found is not None:
-                return found, not (found == "oasst" and is_flat_oasst(record))
-        return fmt, True
+    for _, record in parse_lines(next(raw_line_chunks(source.name, 256), [])):
+        if isinstance(record, ParseFailure) or record is BLANK:
+            continue
+        found = fmt or detect(record)
+        if found is not None:
+            return found, not (found == "oasst" and is_flat_oasst(record))
     return fmt, True
 
 

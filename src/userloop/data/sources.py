@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,16 @@ def parse_line(raw: bytes) -> Any:
         return BLANK if not raw.strip() else ParseFailure(_json_error_reason(raw, err))
 
 
+def parse_lines(lines: Iterable[tuple[int, bytes | ParseFailure]]) -> Iterator[tuple[int, Any]]:
+    """Parse numbered raw lines (from :func:`raw_line_chunks` or :func:`range_lines`)."""
+    for number, raw in lines:
+        yield number, raw if isinstance(raw, ParseFailure) else parse_line(raw)
+
+
+def _without_byte_order_mark(first_line: bytes) -> bytes:
+    return first_line[3:] if first_line.startswith(b"\xef\xbb\xbf") else first_line
+
+
 def raw_line_chunks(path: str, size: int) -> Iterator[list[tuple[int, bytes | ParseFailure]]]:
     """The raw lines of a JSON-lines file in lists of ``size`` ``(line, bytes)``, for parsing
     elsewhere; a file that cannot be read to its end gets a final :class:`ParseFailure`."""
@@ -99,9 +109,7 @@ def raw_line_chunks(path: str, size: int) -> Iterator[list[tuple[int, bytes | Pa
     with _open(path) as f:
         try:
             for number, raw in enumerate(f, 1):
-                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
-                    raw = raw[3:]
-                chunk.append((number, raw))
+                chunk.append((number, _without_byte_order_mark(raw) if number == 1 else raw))
                 if len(chunk) >= size:
                     yield chunk
                     chunk = []
@@ -133,15 +141,14 @@ def range_lines(path: str, start: int, end: int) -> list[tuple[int, bytes]]:
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
-    if start == 0 and lines and lines[0].startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
-        lines[0] = lines[0][3:]
+    if start == 0 and lines:
+        lines[0] = _without_byte_order_mark(lines[0])
     return list(enumerate(lines, 1))
 
 
 def _jsonl_lines(path: str) -> Iterator[tuple[int, Any]]:
     for chunk in raw_line_chunks(path, 1024):
-        for number, raw in chunk:
-            yield number, raw if isinstance(raw, ParseFailure) else parse_line(raw)
+        yield from parse_lines(chunk)
 
 
 def _json_error_reason(raw: bytes, err: Exception) -> str:
