@@ -265,8 +265,10 @@ def _chunks(sources: list[Source], config: PrepareConfig, pool: ProcessPoolExecu
     everything else is read here."""
     parts = (str(work / f"part-{i:07d}.parquet") for i in itertools.count())
     for source in sources:
-        fmt, parallel = _file_format(source, config.format) if source.is_jsonl else (config.format, False)
-        if pool is not None and parallel:
+        fmt, parallel = config.format, False
+        if pool is not None and source.is_jsonl:  # workers need the file's format before they start
+            fmt, parallel = _file_format(source, config.format)
+        if parallel:
             # workers read their own byte ranges of a plain file; a gzipped one is read here in chunks of lines
             pieces = (byte_ranges(source.name, RANGE_BYTES) if source.is_plain_jsonl
                       else raw_line_chunks(source.name, BATCH_SIZE))

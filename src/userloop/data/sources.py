@@ -221,6 +221,14 @@ def _hub_rows(name: str, split: str) -> Iterator[tuple[int, Any]]:
         yield number, _jsonable(row)
 
 
+def prepared_splits(path: Path) -> dict[str, str]:
+    """The split files of a folder written by ``userloop data prepare`` (empty for any other path)."""
+    if not ((path / "report.json").is_file() and (path / "train.parquet").is_file()):
+        return {}
+    return {split: str(path / f"{split}.parquet") for split in ("train", "validation", "test")
+            if (path / f"{split}.parquet").is_file()}
+
+
 def expand_inputs(inputs: list[str]) -> list[Source]:
     """Resolve files, folders (searched recursively for supported files, sorted) and Hugging
     Face dataset ids (``hf:NAME`` or ``hf:NAME:SPLIT``; the prefix keeps a mistyped local path
@@ -231,10 +239,8 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
         if item.startswith("hf:"):
             name, _, split = item[3:].partition(":")
             sources.append(Source(name, split or "train"))
-        elif path.is_dir() and (path / "report.json").is_file() and (path / "train.parquet").is_file():
-            # a folder written by `userloop data prepare`: its split files, not its reports
-            sources.extend(Source(str(path / f"{split}.parquet")) for split in ("train", "validation", "test")
-                           if (path / f"{split}.parquet").is_file())
+        elif splits := prepared_splits(path):  # its split files, not its reports
+            sources.extend(Source(file) for file in splits.values())
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p) and not _hidden(p, path))
             if not files:

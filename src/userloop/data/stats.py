@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from userloop.data.readers import ReadReport, read_conversations
-from userloop.data.users import SPLIT_NAMES, user_key
+from userloop.data.sources import prepared_splits
+from userloop.data.users import user_key
 
 
 def _summary(values: list[int]) -> dict[str, float]:
@@ -28,10 +29,8 @@ def stats(inputs: list[str], fmt: str | None = None, on_progress=None) -> dict[s
 
 
 def _groups(inputs: list[str]) -> dict[str, list[str]]:
-    if len(inputs) == 1 and (Path(inputs[0]) / "report.json").is_file() and (Path(inputs[0]) / "train.parquet").is_file():
-        folder = Path(inputs[0])
-        return {name: [str(folder / f"{name}.parquet")] for name in SPLIT_NAMES if (folder / f"{name}.parquet").is_file()}
-    return {"all": inputs}
+    splits = prepared_splits(Path(inputs[0])) if len(inputs) == 1 else {}
+    return {name: [file] for name, file in splits.items()} or {"all": inputs}
 
 
 def _stats(inputs: list[str], fmt: str | None, on_progress) -> dict[str, Any]:
