@@ -142,7 +142,8 @@ def wildchat(record: Any, where: str) -> list[Conversation]:
     user_id = record.get("hashed_ip") or next(
         (m.extra.get("hashed_ip") for m in messages if m.role == "user" and m.extra.get("hashed_ip")), None
     )
-    extra = {k: v for k, v in record.items() if k not in _WILDCHAT_CONSUMED}
+    intent = record.get("intent")
+    extra = {k: v for k, v in record.items() if k not in _WILDCHAT_CONSUMED or (k == "intent" and not isinstance(v, str))}
     conv = Conversation(
         messages=messages,
         id=str(conv_id),
@@ -154,12 +155,15 @@ def wildchat(record: Any, where: str) -> list[Conversation]:
         timestamp=record.get("timestamp"),
         toxic=bool(record.get("toxic", False)),
         redacted=bool(record.get("redacted", False)),
+        intent=intent if isinstance(intent, str) else None,
         extra=extra,
     )
     return [_note_merges(conv, merges)]
 
 
-_WILDCHAT_CONSUMED = frozenset(("conversation", "hashed_ip", "language", "country", "model", "timestamp", "toxic", "redacted"))
+# "intent" is not a WildChat field: the testbed writes it, so its conversations carry their true intent.
+_WILDCHAT_CONSUMED = frozenset(("conversation", "hashed_ip", "language", "country", "model", "timestamp", "toxic", "redacted",
+                                "intent"))
 
 
 def openai(record: Any, where: str) -> list[Conversation]:

@@ -1,0 +1,1 @@
+"""Metrics of user simulators and user populations."""
