@@ -43,10 +43,10 @@ def run(*args: str) -> None:
 
 
 def demo() -> None:
-    """Until the end-to-end demo lands: generate WildChat-layout logs, prepare them, summarise."""
+    """Until the end-to-end demo lands: generate the testbed population, prepare it, summarise."""
     userloop = str(BIN / "userloop")
-    run(userloop, "data", "synthetic", "--n", "20000", "--out", "demo/raw/wildchat.jsonl.gz")
-    run(userloop, "data", "prepare", "demo/raw", "--out", "demo/prepared")
+    run(userloop, "testbed", "generate", "--users", "2000", "--seed", "0", "--out", "demo/testbed")
+    run(userloop, "data", "prepare", "demo/testbed", "--out", "demo/prepared")
     run(userloop, "data", "stats", "demo/prepared")
 
 

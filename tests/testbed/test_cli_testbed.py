@@ -35,3 +35,12 @@ def test_data_commands_default_to_the_testbed(tmp_path, monkeypatch):
     result = runner.invoke(app, ["data", "prepare", "--out", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
     assert "0 bad lines" in result.output
+
+
+def test_prepare_reads_a_testbed_folder_as_its_conversations(tmp_path):
+    out = tmp_path / "tb"
+    assert runner.invoke(app, ["testbed", "generate", "--users", "25", "--out", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["data", "prepare", str(tmp_path), "--out", str(tmp_path / "prepared")])
+    assert result.exit_code == 0, result.output
+    n = len((out / "conversations.jsonl").read_bytes().splitlines())
+    assert f"read {n:,} lines: {n:,} conversations, 0 bad lines" in result.output

@@ -242,7 +242,8 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
         elif splits := prepared_splits(path):  # its split files, not its reports
             sources.extend(Source(file) for file in splits.values())
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p) and not _hidden(p, path))
+            files = sorted(p for p in path.rglob("*")
+                           if p.is_file() and _supported(p) and not _hidden(p, path) and not _testbed_side_file(p))
             if not files:
                 raise UserError(f"{item}: no supported files in this folder ({', '.join(SUPPORTED_SUFFIXES)})")
             sources.extend(Source(str(p)) for p in files)
@@ -253,6 +254,14 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
         else:
             raise UserError(f"{item}: no such file or folder")
     return sources
+
+
+def _testbed_side_file(path: Path) -> bool:
+    """``truth.jsonl`` and ``summary.json`` of a folder written by ``userloop testbed generate``:
+    not conversations, so a folder of testbed output reads as its ``conversations.jsonl``."""
+    folder = path.parent
+    return (path.name in ("truth.jsonl", "summary.json") and (folder / "truth.jsonl").is_file()
+            and (folder / "conversations.jsonl").is_file())
 
 
 def _supported(path: Path) -> bool:
