@@ -21,6 +21,8 @@ app = typer.Typer(help="userloop: model the users of chat assistants.", no_args_
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Read, prepare and summarise chat logs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+testbed_app = typer.Typer(help="The built-in population of simulated users with known ground truth.", no_args_is_help=True)
+app.add_typer(testbed_app, name="testbed")
 
 
 def _help(field_name: str) -> str:
@@ -63,6 +65,31 @@ def _counter(description: str):
                     Rate(), TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
 
+def _bar(description: str, total: int):
+    """A progress bar with a known total (on stderr, transient); yields (progress, task)."""
+    from contextlib import contextmanager
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    @contextmanager
+    def bar():
+        with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True), transient=True) as progress:
+            yield progress, progress.add_task(description, total=total)
+
+    return bar()
+
+
+def _default_data(prepared: bool) -> Path:
+    """The built-in testbed (generated into the cache on first use), with a note on stderr."""
+    from userloop.testbed.population import default_data
+
+    path = default_data(prepared=prepared)
+    typer.echo(f"no data given: using the built-in testbed at {path}", err=True)
+    return path
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"userloop {__version__}")
@@ -77,8 +104,8 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 @data_app.command("prepare")
 @friendly_errors
 def prepare_command(
-    inputs: Annotated[list[str], typer.Argument(help="files (.jsonl, .jsonl.gz, .json, .parquet), folders of shards, or dataset ids (hf:NAME[:SPLIT])")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder: train/validation/test.parquet, report.json, bad_lines.jsonl")],
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="files (.jsonl, .jsonl.gz, .json, .parquet), folders of shards, or dataset ids (hf:NAME[:SPLIT]); default: the built-in testbed")] = None,
     language: Annotated[str, typer.Option(help=_help("language"))] = "English",
     drop_toxic: Annotated[bool, typer.Option("--drop-toxic/--keep-toxic", help=_help("drop_toxic"))] = True,
     drop_redacted: Annotated[bool, typer.Option("--drop-redacted/--keep-redacted", help=_help("drop_redacted"))] = False,
@@ -108,6 +135,7 @@ def prepare_command(
         format=format, strict=strict, workers=workers,
     )
     config.validate()
+    inputs = inputs or [str(_default_data(prepared=False) / "conversations.jsonl")]
     expand_inputs(inputs)  # a missing input is reported before any work starts
     with _counter("preparing") as progress:
         task = progress.add_task("prepare", total=None)
@@ -129,7 +157,7 @@ def _print_prepare_summary(report: dict, out: Path) -> None:
 @data_app.command("stats")
 @friendly_errors
 def stats_command(
-    paths: Annotated[list[str], typer.Argument(help="inputs as for 'prepare', or a prepared folder")],
+    paths: Annotated[Optional[list[str]], typer.Argument(help="inputs as for 'prepare', or a prepared folder; default: the built-in testbed, prepared")] = None,
     format: Annotated[Optional[str], typer.Option("--format", help="force the input format")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
@@ -139,6 +167,7 @@ def stats_command(
     from userloop.data.sources import expand_inputs
     from userloop.data.stats import stats
 
+    paths = paths or [str(_default_data(prepared=True))]
     expand_inputs(paths)
     with _counter("reading") as progress:
         task = progress.add_task("stats", total=None)
@@ -183,6 +212,72 @@ def synthetic_command(
         raise UserError("--n must be at least 1")
     write_wildchat(out, n, seed)
     typer.echo(f"wrote {n:,} WildChat-layout conversations to {out}")
+
+
+@testbed_app.command("generate")
+@friendly_errors
+def testbed_generate_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for conversations.jsonl, truth.jsonl and summary.json")],
+    users: Annotated[int, typer.Option("--users", help="number of simulated users")] = 2000,
+    seed: Annotated[int, typer.Option(help="random seed (the same seed gives the same population)")] = 0,
+) -> None:
+    """Generate simulated users with known personas and their conversations (WildChat layout) plus the truth."""
+    from userloop.testbed import generate
+
+    with _bar("generating users", users) as (progress, task):
+        population = generate(users, seed, on_progress=lambda n: progress.advance(task, n))
+    population.write(out)
+    _print_testbed_summary(out)
+
+
+def _print_testbed_summary(out: Path) -> None:
+    import orjson
+
+    s = orjson.loads((out / "summary.json").read_bytes())
+    ends = ", ".join(f"{k} {v:.0%}" for k, v in s["end_reasons"].items())
+    typer.echo(f"wrote {s['users']:,} users and {s['conversations']:,} conversations to {out}/ "
+               f"({s['conversations_per_user']['mean']} per user, {s['user_turns_per_conversation']['mean']} user turns each)")
+    typer.echo(f"feedback in {s['share_of_conversations_with_feedback']:.0%} of conversations; ends: {ends}; "
+               f"first-turn diversity {s['first_turn_diversity']}")
+
+
+@app.command("serve")
+@friendly_errors
+def serve_command(
+    spec: Annotated[str, typer.Argument(help="model to serve: hf:PATH_OR_HUB_ID (or scripted:FILE.json for demos)")],
+    port: Annotated[int, typer.Option(help="port to listen on (0: any free port, printed at start)")] = 8000,
+    host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 exposes the server beyond this machine")] = "127.0.0.1",
+    api_key_env: Annotated[Optional[str], typer.Option(help="environment variable holding the API key clients must send")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="API key clients must send (other users can see command lines: prefer --api-key-env)")] = None,
+    model_name: Annotated[Optional[str], typer.Option(help="model id clients ask for (default: SPEC without its prefix)")] = None,
+    device: Annotated[str, typer.Option(help="hf: auto, cpu, cuda, cuda:N or mps")] = "auto",
+    dtype: Annotated[str, typer.Option(help="hf: auto (bf16 on GPUs that support it, else float32), float32, bfloat16, float16")] = "auto",
+    max_batch_size: Annotated[int, typer.Option(help="hf: most conversations generated together")] = 64,
+) -> None:
+    """Serve a model over the OpenAI chat-completions API (/v1/chat/completions, /v1/models, /health)."""
+    import os
+
+    from userloop.models.registry import parse_spec
+
+    prefix, _ = parse_spec(spec)
+    if prefix not in ("hf", "scripted"):
+        raise UserError(f"serve takes hf: or scripted: models, not {prefix}: ({prefix}: models are already served elsewhere)")
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be in 0..65535, got {port}")
+    if api_key_env and api_key:
+        raise UserError("give either --api-key-env or --api-key, not both")
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise UserError(f"--api-key-env {api_key_env}: that environment variable is not set")
+    options = {"device": device, "dtype": dtype, "max_batch_size": max_batch_size} if prefix == "hf" else {}
+    from userloop.models.serve import serve
+
+    def announce(url: str, name: str) -> None:
+        typer.echo(f"serving {spec} as model {name!r} at {url}{' (API key required)' if api_key else ''}; "
+                   "Ctrl-C stops", err=True)
+
+    serve(spec, host=host, port=port, api_key=api_key, model_name=model_name, on_ready=announce, **options)
 
 
 def main() -> None:

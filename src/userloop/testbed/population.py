@@ -16,7 +16,7 @@ import hashlib
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -161,18 +161,14 @@ def generate_user(seed: int, index: int) -> tuple[SimulatedUser, list[dict], lis
     return user, records, truth
 
 
-def iter_users(users: int, seed: int) -> Iterator[tuple[SimulatedUser, list[dict], list[dict]]]:
+def generate(users: int = 2000, seed: int = 0, on_progress: Callable[[int], None] | None = None) -> Population:
+    """Generate a population of ``users`` simulated users (deterministic for ``seed``)."""
     if users < 1:
         raise UserError("the number of users must be at least 1")
-    for index in range(users):
-        yield generate_user(seed, index)
-
-
-def generate(users: int = 1000, seed: int = 0, on_progress: Callable[[int], None] | None = None) -> Population:
-    """Generate a population of ``users`` simulated users (deterministic for ``seed``)."""
     population = Population(seed, [], [], [])
     conversation_truth: list[dict] = []
-    for user, records, truth in iter_users(users, seed):
+    for index in range(users):
+        user, records, truth = generate_user(seed, index)
         population.users.append(user)
         population.records.extend(records)
         population.truth.append(user.truth(len(records)))
