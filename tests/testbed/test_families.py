@@ -9,9 +9,9 @@ from userloop.testbed.families import code, facts, family_modules, math, recomme
 def test_code_reference_passes_and_bug_fails(fn):
     def passes(source: str) -> bool:
         namespace: dict = {}
-        exec(source, namespace)  # trusted: the testbed's own catalogue
+        exec(source, namespace)  # noqa: S102 (trusted: the testbed catalogue)
         try:
-            exec("\n".join(fn.tests), namespace)
+            exec("\n".join(fn.tests), namespace)  # noqa: S102
         except (AssertionError, ZeroDivisionError, IndexError):
             return False
         return True

@@ -4,8 +4,14 @@ from collections import Counter
 import pytest
 
 from userloop.testbed.persona import (
-    DOMAIN_COUNT_DISTRIBUTION, LOWERCASE_SHARE, PATIENCE_DISTRIBUTION, PERSONA_DISTRIBUTION, REGISTER_MATCHES_TONE,
-    TYPO_FREE_SHARE, Persona, sample_persona,
+    DOMAIN_COUNT_DISTRIBUTION,
+    LOWERCASE_SHARE,
+    PATIENCE_DISTRIBUTION,
+    PERSONA_DISTRIBUTION,
+    REGISTER_MATCHES_TONE,
+    TYPO_FREE_SHARE,
+    Persona,
+    sample_persona,
 )
 
 N = 20_000

@@ -9,7 +9,7 @@ from userloop.data.readers import read_conversations
 from userloop.errors import UserError
 from userloop.metrics.diversity import first_turn_diversity
 from userloop.testbed import generate, read_truth
-from userloop.testbed.dialogue import converse, choose_task
+from userloop.testbed.dialogue import choose_task, converse
 from userloop.testbed.persona import sample_persona
 
 
@@ -84,7 +84,7 @@ def test_first_turn_forms_per_family_are_many():
     forms: dict[str, set[str]] = {}
     for _ in range(6000):
         persona = sample_persona(rng)
-        dialogue = converse(rng, persona, lambda f, d: choose_task(rng, persona, f, d))
+        dialogue = converse(rng, persona, lambda f, d, p=persona: choose_task(rng, p, f, d))
         task = dialogue.tasks[0]
         text = dialogue.turns[0].text.lower()
         for piece in sorted([s.text.lower() for s in task.shards] + [task.full_request.lower()], key=len, reverse=True):

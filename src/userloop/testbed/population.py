@@ -18,7 +18,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from userloop.testbed.persona import Persona, sample_persona
 
 TESTBED_VERSION = 1
 ASSISTANT_MODEL = "testbed-assistant"
-START = datetime(2023, 4, 9, tzinfo=timezone.utc)    # WildChat's collection period
+START = datetime(2023, 4, 9, tzinfo=UTC)    # WildChat's collection period
 PERIOD_DAYS = 385
 # Conversations per user: round(lognormal(mu, sigma)), at least 1, at most MAX_CONVERSATIONS.
 CONVERSATIONS_MU, CONVERSATIONS_SIGMA, MAX_CONVERSATIONS = 1.0, 0.9, 80

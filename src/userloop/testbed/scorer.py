@@ -29,8 +29,8 @@ from typing import Any
 from userloop.testbed.persona import Persona
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
-_LIST_LINE = re.compile(r"^[ \t]*(?:[-*\u2022]|\d{1,2}[.)]|#{1,6})[ \t]+\S", re.M)
-_CONTRACTION = re.compile(r"^[A-Za-z]+'(?:s|re|ll|ve|d|t|m)$", re.I)
+_LIST_LINE = re.compile(r"^[ \t]*(?:[-*\u2022]|\d{1,2}[.)]|#{1,6})[ \t]+\S", re.MULTILINE)
+_CONTRACTION = re.compile(r"^[A-Za-z]+'(?:s|re|ll|ve|d|t|m)$", re.IGNORECASE)
 FORMAL_MARKERS = frozenset((
     "certainly", "therefore", "however", "furthermore", "additionally", "moreover", "regarding", "sincerely",
     "kindly", "would", "shall", "consequently", "thus", "hence", "assist", "require", "accordingly",
