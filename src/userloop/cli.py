@@ -251,7 +251,7 @@ def serve_command(
     api_key: Annotated[Optional[str], typer.Option(help="API key clients must send (other users can see command lines: prefer --api-key-env)")] = None,
     model_name: Annotated[Optional[str], typer.Option(help="model id clients ask for (default: SPEC without its prefix)")] = None,
     device: Annotated[str, typer.Option(help="hf: auto, cpu, cuda, cuda:N or mps")] = "auto",
-    dtype: Annotated[str, typer.Option(help="hf: auto (bf16 on GPUs that support it, else float32), float32, bfloat16, float16")] = "auto",
+    dtype: Annotated[str, typer.Option(help="hf: auto (bf16 on GPUs that support it, fp16 on others, float32 on CPU), float32, bfloat16, float16")] = "auto",
     max_batch_size: Annotated[int, typer.Option(help="hf: most conversations generated together")] = 64,
 ) -> None:
     """Serve a model over the OpenAI chat-completions API (/v1/chat/completions, /v1/models, /health)."""

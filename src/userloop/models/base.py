@@ -1,0 +1,220 @@
+"""The one interface to chat models: :class:`ChatModel`, :class:`GenerationParams`, :class:`Completion`.
+
+Every provider takes a batch of conversations (lists of :class:`~userloop.conversation.Message` or
+``{"role", "content"}`` dicts) and returns one :class:`Completion` per conversation, in order.
+Providers are async first; :meth:`ChatModel.generate` is the blocking wrapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Self
+
+from userloop.conversation import Message
+from userloop.errors import UserError
+
+ChatMessages = list[dict[str, str]]
+
+
+class ModelError(UserError):
+    """A model or server failed in a way the user has to act on (unreachable after retries, rejected request)."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to generate; validated on construction (a bad value raises :class:`UserError`).
+
+    ``temperature`` and ``top_p`` left at ``None`` mean "the model's own default" (an ``hf`` checkpoint's
+    generation config, a server's default); ``temperature=0`` is greedy decoding. ``stop`` strings end a
+    completion early: the text is cut before the first one and ``finish_reason`` is ``"stop"``.
+    ``banned_tokens`` may never be generated, ``banned_first_tokens`` never as the first token; both are
+    strings (a word such as ``"I"`` is banned with and without a leading space). ``logit_bias`` maps token
+    ids to a bias in [-100, 100] added to their logits. Not every model can enforce every field: see
+    :attr:`ChatModel.supports`; a model given a field it cannot enforce raises :class:`UserError`.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+    banned_tokens: tuple[str, ...] = ()
+    banned_first_tokens: tuple[str, ...] = ()
+    logit_bias: Mapping[int, float] | tuple[tuple[int, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        set_field = object.__setattr__  # frozen: normalise lists and dicts into hashable tuples
+        set_field(self, "stop", _strings("stop", self.stop))
+        set_field(self, "banned_tokens", _strings("banned_tokens", self.banned_tokens))
+        set_field(self, "banned_first_tokens", _strings("banned_first_tokens", self.banned_first_tokens))
+        set_field(self, "logit_bias", _logit_bias(self.logit_bias))
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if not _is_int(self.n) or self.n < 1:
+            raise UserError(f"n must be an integer >= 1, got {self.n!r}")
+        if self.seed is not None and not _is_int(self.seed):
+            raise UserError(f"seed must be an integer, got {self.seed!r}")
+        if self.temperature is not None and not (_is_number(self.temperature) and 0 <= self.temperature <= 100):
+            raise UserError(f"temperature must be a number in [0, 100], got {self.temperature!r}")
+        if self.top_p is not None and not (_is_number(self.top_p) and 0 < self.top_p <= 1):
+            raise UserError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+
+    @property
+    def bans(self) -> bool:
+        return bool(self.banned_tokens or self.banned_first_tokens)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _strings(name: str, value) -> tuple[str, ...]:
+    values = (value,) if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+        raise UserError(f"{name} must be a list of non-empty strings, got {value!r}")
+    return tuple(values)
+
+
+def _logit_bias(value) -> tuple[tuple[int, float], ...]:
+    pairs = value.items() if isinstance(value, Mapping) else value
+    try:
+        normalised = {int(token): float(bias) for token, bias in pairs}
+    except (TypeError, ValueError):
+        raise UserError(f"logit_bias must map token ids to numbers, got {value!r}") from None
+    for token, bias in normalised.items():
+        if token < 0 or not (math.isfinite(bias) and -100 <= bias <= 100):
+            raise UserError(f"logit_bias needs token ids >= 0 and biases in [-100, 100], got {token}: {bias}")
+    return tuple(sorted(normalised.items()))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Which :class:`GenerationParams` fields a model enforces (the others are rejected, never ignored)."""
+
+    banned_tokens: bool = False
+    banned_first_tokens: bool = False
+    logit_bias: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One sample: its text, why it ended (``"stop"`` or ``"length"``) and how many tokens it took."""
+
+    text: str
+    finish_reason: str
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The samples for one conversation, with token counts and wall-clock seconds."""
+
+    choices: list[Choice]
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    model: str
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+    @property
+    def finish_reason(self) -> str:
+        return self.choices[0].finish_reason
+
+
+class ChatModel(ABC):
+    """A chat model behind one interface; made by :func:`userloop.models.load_model` from a spec string.
+
+    Use ``async with model:`` (or call :meth:`aclose`) to release connections and the batching worker;
+    the model can be used again afterwards. Model weights stay loaded until the object is dropped.
+    """
+
+    name: str
+    supports: Capabilities = Capabilities()
+
+    async def agenerate(self, conversations: Sequence[Sequence[Message | Mapping[str, str]]],
+                        params: GenerationParams | None = None) -> list[Completion]:
+        """One :class:`Completion` per conversation, in order."""
+        params = params or GenerationParams()
+        self._check_supported(params)
+        batch = [chat_messages(conversation) for conversation in conversations]
+        if not batch:
+            return []
+        return await self._agenerate(batch, params)
+
+    def generate(self, conversations: Sequence[Sequence[Message | Mapping[str, str]]],
+                 params: GenerationParams | None = None) -> list[Completion]:
+        """Blocking :meth:`agenerate`, for scripts; inside a running event loop, await ``agenerate``."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop running: the one case where blocking is allowed
+        else:
+            raise RuntimeError("ChatModel.generate() blocks, so it cannot run inside an event loop: "
+                               "use 'await model.agenerate(...)'")
+        return asyncio.run(self._generate_once(conversations, params))
+
+    async def _generate_once(self, conversations, params) -> list[Completion]:
+        try:
+            return await self.agenerate(conversations, params)
+        finally:
+            await self.aclose()
+
+    @abstractmethod
+    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams) -> list[Completion]:
+        """Generate for validated conversations (each a non-empty list of role/content dicts)."""
+
+    async def aclose(self) -> None:
+        """Release connections and background tasks bound to the running event loop."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+    def _check_supported(self, params: GenerationParams) -> None:
+        for field_name in ("banned_tokens", "banned_first_tokens", "logit_bias"):
+            if getattr(params, field_name) and not getattr(self.supports, field_name):
+                raise UserError(f"{self.name} cannot enforce {field_name} (see model.supports); "
+                                "leave it empty and check the output instead")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def chat_messages(conversation: Sequence[Message | Mapping[str, str]]) -> ChatMessages:
+    """Validate one conversation and turn it into ``[{"role", "content"}]`` dicts."""
+    if isinstance(conversation, (str, bytes, Mapping)) or not isinstance(conversation, Sequence):
+        raise UserError(f"a conversation must be a list of messages, got {type(conversation).__name__}")
+    if not conversation:
+        raise UserError("a conversation needs at least one message")
+    messages = []
+    for message in conversation:
+        if isinstance(message, Message):
+            role, content = message.role, message.content
+        elif isinstance(message, Mapping):
+            role, content = message.get("role"), message.get("content")
+        else:
+            raise UserError(f"a message must be a Message or a {{'role', 'content'}} dict, got {message!r:.80}")
+        if not isinstance(role, str) or not role or not isinstance(content, str):
+            raise UserError(f"a message needs a non-empty string 'role' and a string 'content', got {message!r:.80}")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` cut before the earliest stop string, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,50 @@
+"""Spec strings (``PREFIX:TARGET``) to :class:`~userloop.models.base.ChatModel` instances.
+
+Each prefix names a provider module that is imported only when a spec asks for it, so a missing
+optional dependency of one provider never affects the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from userloop.errors import UserError
+from userloop.models.base import ChatModel
+
+PROVIDERS: dict[str, tuple[str, str, str]] = {
+    # prefix: (module, class, what the target is)
+    "hf": ("userloop.models.hf", "HFChatModel", "hf:PATH_OR_HUB_ID"),
+    "openai": ("userloop.models.openai_compatible", "OpenAIChatModel", "openai:MODEL[@BASE_URL[,BASE_URL...]]"),
+    "vllm": ("userloop.models.vllm", "VLLMChatModel", "vllm:PATH_OR_HUB_ID"),
+    "scripted": ("userloop.models.scripted", "ScriptedChatModel", "scripted:FILE.json"),
+}
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``PREFIX:TARGET``; an unknown prefix or empty target raises :class:`UserError`."""
+    if not isinstance(spec, str):
+        raise UserError(f"a model spec must be a string such as 'hf:PATH', got {type(spec).__name__}")
+    prefix, sep, target = spec.partition(":")
+    known = ", ".join(f"{p}:" for p in PROVIDERS)
+    if not sep or prefix not in PROVIDERS:
+        raise UserError(f"unknown model spec {spec!r}: it must start with one of {known}")
+    if not target.strip():
+        raise UserError(f"model spec {spec!r} names no model: expected {PROVIDERS[prefix][2]}")
+    return prefix, target.strip()
+
+
+def load_model(spec: str, **options) -> ChatModel:
+    """The model that ``spec`` names, e.g. ``hf:./my-user-lm`` or ``openai:llama@http://127.0.0.1:8000/v1``.
+
+    ``options`` go to the provider (``device=``, ``max_batch_size=`` for ``hf``; ``api_key_env=``,
+    ``timeout=`` for ``openai``; see docs/models.md); an option the provider does not take is an error.
+    """
+    prefix, target = parse_spec(spec)
+    module_name, class_name, _ = PROVIDERS[prefix]
+    provider = getattr(importlib.import_module(module_name), class_name)
+    accepted = [name for name, p in inspect.signature(provider).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"{prefix}: models take no option {unknown[0]!r} (options: {', '.join(accepted) or 'none'})")
+    return provider(target, **options)

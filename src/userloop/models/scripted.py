@@ -1,0 +1,93 @@
+"""``scripted:FILE.json``: deterministic replies for tests and demos, no model at all.
+
+The file holds either a JSON list of replies, used in order and cycled (each sample takes the next
+one, counted per model instance), or a JSON object mapping a substring of the last message to a reply:
+the first key, in file order, found in the last message's content wins; the key ``"*"`` is the reply
+when no other key matches (without it, an unmatched message is an error). Tokens are counted as
+whitespace-separated words; ``max_new_tokens`` cuts a reply to that many words (``finish_reason``
+``"length"``) and stop strings cut it as a model's would.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import orjson
+
+from userloop.errors import UserError
+from userloop.models.base import ChatMessages, ChatModel, Choice, Completion, GenerationParams, cut_at_stop
+
+DEFAULT_KEY = "*"
+_WORD = re.compile(r"\S+")
+
+
+class ScriptedChatModel(ChatModel):
+    """Replies read from a JSON file (a list cycled in order, or last-message substring -> reply)."""
+
+    def __init__(self, path: str) -> None:
+        self.name = f"scripted:{path}"
+        self._replies, self._by_substring = _read_script(Path(path))
+        self._next = 0
+
+    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams) -> list[Completion]:
+        completions = []
+        for messages in conversations:
+            started = time.perf_counter()
+            choices = [_choice(self._reply(messages[-1]["content"]), params) for _ in range(params.n)]
+            completions.append(Completion(
+                choices=choices, prompt_tokens=sum(_words(m["content"]) for m in messages),
+                completion_tokens=sum(c.completion_tokens for c in choices),
+                seconds=time.perf_counter() - started, model=self.name,
+            ))
+        return completions
+
+    def _reply(self, last_message: str) -> str:
+        if self._replies is not None:
+            reply = self._replies[self._next % len(self._replies)]
+            self._next += 1
+            return reply
+        for key, reply in self._by_substring.items():
+            if key != DEFAULT_KEY and key in last_message:
+                return reply
+        if DEFAULT_KEY in self._by_substring:
+            return self._by_substring[DEFAULT_KEY]
+        raise UserError(f"{self.name}: no key matches the last message {last_message[:60]!r} "
+                        f"(add a {DEFAULT_KEY!r} key for a default reply)")
+
+
+def _read_script(path: Path) -> tuple[list[str] | None, dict[str, str] | None]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"scripted model file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"scripted model file is a folder: {path}") from None
+    except orjson.JSONDecodeError as err:
+        raise UserError(f"scripted model file {path} is not valid JSON: {err}") from None
+    if isinstance(data, list):
+        if not data or not all(isinstance(reply, str) for reply in data):
+            raise UserError(f"scripted model file {path}: a list must hold at least one reply, all strings")
+        return data, None
+    if isinstance(data, dict):
+        if not data or not all(isinstance(reply, str) for reply in data.values()):
+            raise UserError(f"scripted model file {path}: an object must map substrings to reply strings")
+        if "" in data:
+            raise UserError(f"scripted model file {path}: an empty key matches everything; use {DEFAULT_KEY!r}")
+        return None, data
+    raise UserError(f"scripted model file {path}: expected a JSON list of replies or an object, "
+                    f"got {type(data).__name__}")
+
+
+def _words(text: str) -> int:
+    return sum(1 for _ in _WORD.finditer(text))
+
+
+def _choice(reply: str, params: GenerationParams) -> Choice:
+    words = list(_WORD.finditer(reply))
+    too_long = len(words) > params.max_new_tokens
+    text = reply[:words[params.max_new_tokens - 1].end()] if too_long else reply
+    text, stopped = cut_at_stop(text, params.stop)
+    finish = "length" if too_long and not stopped else "stop"
+    return Choice(text=text, finish_reason=finish, completion_tokens=_words(text))
