@@ -175,7 +175,7 @@ def _contract_outside_code(text: str) -> str:
     return "```".join(_contract(p) if i % 2 == 0 else p for i, p in enumerate(pieces))
 
 
-def answer_reply(rng: random.Random, style: Style, task: Task, answer: Answer) -> Reply:
+def answer_reply(rng: random.Random, style: Style, answer: Answer) -> Reply:
     text = render(rng, style, answer.lead, answer.points, answer.block)
     return Reply(text, "answer", style, answer.correct, answer.correction)
 

@@ -25,8 +25,8 @@ from typing import Any
 from userloop.testbed import assistant, phrasing
 from userloop.testbed.assistant import Reply, Style
 from userloop.testbed.families import Task, family_modules, pick
-from userloop.testbed.persona import Persona
-from userloop.testbed.scorer import score_components, text_features
+from userloop.testbed.persona import Persona, pick_weighted
+from userloop.testbed.scorer import fits_from_features, technicality, text_features
 
 MAX_USER_TURNS = 10
 MAX_TASKS = 3
@@ -66,21 +66,19 @@ class Dialogue:
 
 def violations(persona: Persona, text: str) -> tuple[list[str], dict[str, float]]:
     """Which preferences a reply misses (persona-match fit below :data:`FIT_THRESHOLD`), worst first."""
-    fits = score_components(persona, text)
+    features = text_features(text)
+    fits = fits_from_features(persona, features)
     found = []
     for axis, fit in sorted(fits.items(), key=lambda kv: kv[1]):
         if fit >= FIT_THRESHOLD:
             continue
         if axis == "expertise":
-            found.append("too_simple" if persona.expertise == "expert" or (
-                persona.expertise == "intermediate" and _technicality_low(text)) else "too_technical")
+            too_plain = persona.expertise == "expert" or (
+                persona.expertise == "intermediate" and technicality(features["long_word_share"]) < 0.5)
+            found.append("too_simple" if too_plain else "too_technical")
         else:
             found.append(VIOLATION_BY_AXIS[axis][getattr(persona, axis)])
     return found, fits
-
-
-def _technicality_low(text: str) -> bool:
-    return text_features(text)["long_word_share"] < 0.09  # technicality below 0.5
 
 
 class _Conversation:
@@ -155,7 +153,7 @@ class _Conversation:
         module = family_modules()[task.family]
         answer = module.answer(rng, task, self.revealed, rng.random() >= error_rate,
                                self.style.vocabulary == "technical")
-        reply = assistant.answer_reply(rng, self.style, task, answer)
+        reply = assistant.answer_reply(rng, self.style, answer)
         if self.revealed >= len(task.shards):
             self.solved = answer.correct
         return reply
@@ -241,7 +239,7 @@ class _Conversation:
             weights["variation"] = weights["new_request"] = 0.0
         if any(t.label.get("relation") == "extend" for t in self.turns if t.role == "user"):
             weights["extend"] = 0.0
-        step = self.rng.choices(list(weights), list(weights.values()))[0]
+        step = pick_weighted(self.rng, weights)
         return None if step == "leave" else step
 
     def finish(self, end_reason: str) -> Dialogue:
@@ -262,7 +260,7 @@ def choose_task(rng: random.Random, persona: Persona, family: str | None = None,
             weights["code"] = 3.0
         if persona.expertise == "expert":
             weights["code"] *= 1.5
-        family = rng.choices(list(weights), list(weights.values()))[0]
+        family = pick_weighted(rng, weights)
     module = modules[family]
     if domain is None or domain not in module.DOMAINS:
         liked = [d for d in persona.domains if d in module.DOMAINS]

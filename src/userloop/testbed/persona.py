@@ -80,28 +80,24 @@ def _join(words: tuple[str, ...]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def _pick(rng: random.Random, distribution: dict) -> Any:
-    roll, total = rng.random(), 0.0
-    for value, p in distribution.items():
-        total += p
-        if roll < total:
-            return value
-    return value
+def pick_weighted(rng: random.Random, distribution: dict) -> Any:
+    """A key of ``distribution`` drawn with its value as probability (or relative weight)."""
+    return rng.choices(list(distribution), list(distribution.values()))[0]
 
 
 def sample_persona(rng: random.Random) -> Persona:
     """Draw one persona from :data:`PERSONA_DISTRIBUTION` and the habit ranges above."""
-    tone = _pick(rng, PERSONA_DISTRIBUTION["tone"])
-    n_domains = _pick(rng, DOMAIN_COUNT_DISTRIBUTION)
+    tone = pick_weighted(rng, PERSONA_DISTRIBUTION["tone"])
+    n_domains = pick_weighted(rng, DOMAIN_COUNT_DISTRIBUTION)
     typo = 0.0 if rng.random() < TYPO_FREE_SHARE else round(rng.uniform(*TYPO_RATE_RANGE), 3)
     return Persona(
-        expertise=_pick(rng, PERSONA_DISTRIBUTION["expertise"]),
-        detail=_pick(rng, PERSONA_DISTRIBUTION["detail"]),
+        expertise=pick_weighted(rng, PERSONA_DISTRIBUTION["expertise"]),
+        detail=pick_weighted(rng, PERSONA_DISTRIBUTION["detail"]),
         tone=tone,
-        structure=_pick(rng, PERSONA_DISTRIBUTION["structure"]),
+        structure=pick_weighted(rng, PERSONA_DISTRIBUTION["structure"]),
         domains=tuple(rng.sample(DOMAINS, n_domains)),
-        patience=_pick(rng, PATIENCE_DISTRIBUTION),
-        disclosure=_pick(rng, PERSONA_DISTRIBUTION["disclosure"]),
+        patience=pick_weighted(rng, PATIENCE_DISTRIBUTION),
+        disclosure=pick_weighted(rng, PERSONA_DISTRIBUTION["disclosure"]),
         register=tone if rng.random() < REGISTER_MATCHES_TONE else {"casual": "formal", "formal": "casual"}[tone],
         typo_rate=typo,
         lowercase=rng.random() < LOWERCASE_SHARE[tone],

@@ -27,7 +27,7 @@ import orjson
 from userloop.conversation import Conversation
 from userloop.errors import UserError
 from userloop.testbed.dialogue import Dialogue, choose_task, converse
-from userloop.testbed.persona import Persona, sample_persona
+from userloop.testbed.persona import Persona, pick_weighted, sample_persona
 
 TESTBED_VERSION = 1
 ASSISTANT_MODEL = "testbed-assistant"
@@ -96,15 +96,11 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(b"\n")
 
 
-def _pick_weighted(rng: random.Random, weights: dict[str, float]) -> str:
-    return rng.choices(list(weights), list(weights.values()))[0]
-
-
 def _user(rng: random.Random, seed: int, index: int) -> SimulatedUser:
     persona = sample_persona(rng)
     user_id = hashlib.sha256(f"userloop-testbed-{seed}-{index}".encode()).hexdigest()
     agent = rng.choice(BROWSERS).format(v=rng.randint(100, 124), w=rng.randint(12, 17))
-    return SimulatedUser(user_id, persona, agent, _pick_weighted(rng, COUNTRIES))
+    return SimulatedUser(user_id, persona, agent, pick_weighted(rng, COUNTRIES))
 
 
 def _conversation_count(rng: random.Random) -> int:

@@ -81,13 +81,17 @@ def tone_fit(tone: str, formal_markers: int, casual_markers: int) -> float:
     return formality if tone == "formal" else 1.0 - formality
 
 
+def technicality(long_word_share: float) -> float:
+    return _ramp(long_word_share, 0.04, 0.14)
+
+
 def expertise_fit(expertise: str, long_word_share: float) -> float:
-    technicality = _ramp(long_word_share, 0.04, 0.14)
+    level = technicality(long_word_share)
     if expertise == "expert":
-        return technicality
+        return level
     if expertise == "novice":
-        return 1.0 - technicality
-    return 1.0 - max(0.0, abs(technicality - 0.5) - 0.25) / 0.25
+        return 1.0 - level
+    return 1.0 - max(0.0, abs(level - 0.5) - 0.25) / 0.25
 
 
 def _preferences(persona: Persona | Mapping[str, Any]) -> dict[str, str]:
@@ -105,8 +109,12 @@ def _preferences(persona: Persona | Mapping[str, Any]) -> dict[str, str]:
 
 def score_components(persona: Persona | Mapping[str, Any], response: str) -> dict[str, float]:
     """The four fits (``detail``, ``structure``, ``tone``, ``expertise``), each in [0, 1]."""
+    return fits_from_features(persona, text_features(response))
+
+
+def fits_from_features(persona: Persona | Mapping[str, Any], f: dict[str, float]) -> dict[str, float]:
+    """:func:`score_components` from already measured :func:`text_features`."""
     prefs = _preferences(persona)
-    f = text_features(response)
     if not f["words"]:
         return dict.fromkeys(("detail", "structure", "tone", "expertise"), 0.0)
     return {
