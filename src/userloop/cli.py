@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Optional
@@ -65,20 +66,15 @@ def _counter(description: str):
                     Rate(), TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
 
+@contextmanager
 def _bar(description: str, total: int):
     """A progress bar with a known total (on stderr, transient); yields (progress, task)."""
-    from contextlib import contextmanager
-
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    @contextmanager
-    def bar():
-        with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                      console=Console(stderr=True), transient=True) as progress:
-            yield progress, progress.add_task(description, total=total)
-
-    return bar()
+    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        yield progress, progress.add_task(description, total=total)
 
 
 def _default_data(prepared: bool) -> Path:
