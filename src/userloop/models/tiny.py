@@ -9,7 +9,7 @@ weights are random: the model writes fluent-looking nonsense, which is all a tes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 BEGIN_OF_TEXT = "<|begin_of_text|>"
@@ -31,7 +31,7 @@ CORPUS = (
 )
 
 
-def chat_template(generation_role: str = "assistant") -> str:
+def _llama3_template(generation_role: str = "assistant") -> str:
     """A Llama-3-style template whose generation prompt opens a turn for ``generation_role``."""
     return (
         "{{ bos_token }}{% for message in messages %}"
@@ -40,6 +40,20 @@ def chat_template(generation_role: str = "assistant") -> str:
         f"<|start_header_id|>{generation_role}<|end_header_id|>\n\n"
         "{% endif %}"
     )
+
+
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[str]):
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts`` (GPT-2 pre-tokenisation, no prefix
+    space), with ``special_tokens`` first in the vocabulary; every byte is in the alphabet, so any text encodes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(texts, trainer=trainer)
+    return bpe
 
 
 def build_tiny_chat_model(
@@ -53,6 +67,7 @@ def build_tiny_chat_model(
     extra_special_tokens: Sequence[str] = (),
     generation_role: str = "assistant",
     sampling_defaults: dict | None = None,
+    chat_template: str | None = None,
     seed: int = 0,
 ) -> Path:
     """Write a tiny random Llama chat model and its tokenizer to ``path``; returns the folder.
@@ -61,23 +76,17 @@ def build_tiny_chat_model(
     ``extra_special_tokens`` are added as special tokens (e.g. ``<|endconversation|>``).
     ``sampling_defaults`` go into the saved generation config (e.g. ``{"do_sample": True,
     "temperature": 0.6}``); without them the checkpoint decodes greedily by default. Generation
-    stops on ``<|eot_id|>`` and ``<|end_of_text|>``.
+    stops on ``<|eot_id|>`` and ``<|end_of_text|>``. ``chat_template`` replaces the Llama-3-style
+    template (and then ``generation_role`` has no effect).
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     path = Path(path)
-    specials = [*SPECIAL_TOKENS, *extra_special_tokens]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(CORPUS, trainer=trainer)
+    bpe = train_byte_level_bpe(CORPUS, vocab_size, [*SPECIAL_TOKENS, *extra_special_tokens])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=BEGIN_OF_TEXT, eos_token=END_OF_TURN,
                                         additional_special_tokens=list(extra_special_tokens))
-    tokenizer.chat_template = chat_template(generation_role)
+    tokenizer.chat_template = chat_template or _llama3_template(generation_role)
 
     token_id = tokenizer.convert_tokens_to_ids
     stop_ids = [token_id(END_OF_TURN), token_id(END_OF_TEXT)]

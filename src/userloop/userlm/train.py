@@ -1,0 +1,391 @@
+"""``userloop train user-lm``: train a user LM on flipped conversations with TRL's ``SFTTrainer``.
+
+The recipe of "Flipping the Dialogue" (arXiv 2510.06552, section 3; microsoft/UserLM-8b: full
+fine-tuning of Llama3-8b on WildChat, max length 2048, lr 2e-5) on a prepared folder: the ``train``
+split is flipped (:mod:`userloop.userlm.flip`, ``packed`` or ``per_turn``) into pre-tokenised rows
+with a ``completion_mask`` (1 on target tokens only), and ``SFTTrainer`` trains with
+``completion_only_loss``; the ``validation`` split (packed: the same per-token loss, fewer tokens)
+gives the validation loss. From scratch (``init: scratch``) a byte-level BPE tokenizer is trained on
+the training text and a small Llama is built; from a pretrained path or Hub id the UserLM special
+tokens and chat template are added where missing, and training is full fine-tuning or LoRA (peft).
+
+Everything is one :class:`UserLMTrainConfig`, read by one parser (:func:`parse_config`: flags, and a
+YAML file given with ``--config`` whose values flags override). ``out`` ends up a ``save_pretrained``
+folder (model, tokenizer with the chat template, generation config with UserLM-8b's sampling
+defaults) that stock transformers loads, plus ``train_config.yaml``, ``train_report.json``,
+``loss_curve.jsonl`` and ``loss_curve.png``; ``checkpoint-N/`` folders let ``--resume`` continue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from userloop.conversation import Conversation
+from userloop.errors import UserError
+from userloop.userlm.flip import SCHEMES, Sample, flip, read_split
+from userloop.userlm.template import (
+    BEGIN_OF_TEXT,
+    END_OF_TEXT,
+    END_OF_TURN,
+    GENERATION_DEFAULTS,
+    SPECIAL_TOKENS,
+    USERLM_CHAT_TEMPLATE,
+    save_tokenizer,
+    special_token_ids,
+)
+
+
+def _option(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class UserLMTrainConfig:
+    """How to train a user LM; every field is also a flag (``--field value``) and a YAML key."""
+
+    data: str | None = _option(None, "prepared folder (userloop data prepare): trains on 'train', validates on "
+                                      "'validation'; default: the built-in testbed, prepared")
+    out: str = _option("user-lm", "output folder: the final model, checkpoint-N/ folders, loss curve and reports")
+    init: str = _option("scratch", "'scratch' (new tokenizer and small Llama) or a pretrained path or Hub id")
+    scheme: str = _option("packed", "packed (one sequence per conversation, loss on every user turn) or per_turn "
+                                    "(the paper's K+1 samples); same loss, packed reads ~K times fewer tokens")
+    vocab_size: int = _option(2048, "scratch: BPE vocabulary size of the tokenizer trained on the training text")
+    hidden_size: int = _option(128, "scratch: model width")
+    layers: int = _option(2, "scratch: number of transformer layers")
+    heads: int = _option(4, "scratch: attention heads (key/value heads: half of them)")
+    max_length: int = _option(2048, "longest sample in tokens (the paper: 2048); targets beyond it are dropped and counted")
+    learning_rate: float | None = _option(None, "peak learning rate; default 2e-3 from scratch, 2e-4 with LoRA, "
+                                                "2e-5 for full fine-tuning (the paper)")
+    batch_size: int = _option(8, "samples per device per step (batches group samples of similar length)")
+    gradient_accumulation_steps: int = _option(1, "steps whose gradients are summed before an update")
+    epochs: float = _option(1.0, "passes over the training samples (ignored when max_steps > 0)")
+    max_steps: int = _option(200, "stop after this many updates (-1: run the epochs); the default 200 fits in "
+                                  "10 minutes on a 2-core CPU on the testbed")
+    warmup: float = _option(0.05, "learning-rate warmup: a fraction of the updates (< 1) or a number of updates")
+    lora: bool = _option(False, "train LoRA adapters (peft) instead of all weights; pretrained init only; the "
+                                "adapters are merged into the saved model")
+    lora_r: int = _option(16, "LoRA rank")
+    lora_alpha: int = _option(32, "LoRA alpha")
+    lora_dropout: float = _option(0.05, "LoRA dropout")
+    seed: int = _option(0, "random seed (data order, initialisation)")
+    bf16: str = _option("auto", "bfloat16 mixed precision: auto (on when the GPU or CPU supports it: CUDA bf16, "
+                                "AVX512-BF16 or AMX), true, false")
+    eval_steps: int = _option(100, "compute the validation loss every N updates (0: only at the end)")
+    save_steps: int = _option(200, "write a checkpoint-N/ folder every N updates (0: only at the end)")
+    logging_steps: int = _option(10, "record the training loss every N updates")
+    resume: bool = _option(False, "continue from the last checkpoint-N/ folder in out")
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` for a value that cannot work."""
+        if self.scheme not in SCHEMES:
+            raise UserError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        if self.bf16 not in ("auto", "true", "false"):
+            raise UserError(f"bf16 must be auto, true or false, got {self.bf16!r}")
+        positive = ("vocab_size", "hidden_size", "layers", "heads", "max_length", "batch_size",
+                    "gradient_accumulation_steps", "lora_r", "lora_alpha", "logging_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 2:
+            raise UserError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads}) with an even head size")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise UserError(f"max_steps must be -1 or at least 1, got {self.max_steps}")
+        if self.max_steps == -1 and self.epochs <= 0:
+            raise UserError(f"epochs must be positive, got {self.epochs}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise UserError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.warmup < 0 or self.eval_steps < 0 or self.save_steps < 0 or not 0 <= self.lora_dropout < 1:
+            raise UserError("warmup, eval_steps and save_steps must be >= 0 and lora_dropout in [0, 1)")
+        if self.lora and self.init == "scratch":
+            raise UserError("lora needs a pretrained init (a path or Hub id); from scratch every weight is trained")
+
+    @property
+    def peak_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 2e-3 if self.init == "scratch" else 2e-4 if self.lora else 2e-5
+
+
+def parse_config(args: Sequence[str]) -> UserLMTrainConfig:
+    """The config from command-line ``args``: ``--config FILE.yaml`` sets values, other flags override them.
+
+    One parser (TRL's ``TrlParser``, an ``HfArgumentParser``); ``--help`` lists every field with its help.
+    """
+    from trl import TrlParser
+
+    args = list(args)
+    if "--config" in args:
+        index = args.index("--config")
+        if index + 1 >= len(args):
+            raise UserError("--config needs a YAML file")
+        if not Path(args[index + 1]).is_file():
+            raise UserError(f"--config {args[index + 1]}: no such file")
+    parser = TrlParser(UserLMTrainConfig, prog="userloop train user-lm",
+                       description="Train a user LM on flipped conversations (see docs/userlm.md).")
+    try:
+        [config] = parser.parse_args_and_config(args)
+    except ValueError as err:  # unknown YAML keys, a YAML file that is not a mapping
+        raise UserError(str(err)) from None
+    config.validate()
+    return config
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    report: dict
+
+
+def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], None] | None = None,
+                  on_message: Callable[[str], None] = lambda message: None) -> TrainResult:
+    """Train (or resume) as ``config`` says; returns the output folder and the report written to it.
+
+    ``on_progress(step, total_steps)`` is called after each update; ``on_message`` gets one-line notes
+    (data accounting, resumption) as they happen.
+    """
+    config.validate()
+    started = time.time()
+    out = Path(config.out)
+    checkpoint = _last_checkpoint(out) if config.resume else None
+    train_convs, validation_convs, filled = _read_data(config)
+    if filled:
+        on_message(f"{filled:,} conversations had no intent: gave them an offline intent (userloop.userlm.intents)")
+    tokenizer, model, added_tokens = _tokenizer_and_model(config, train_convs, checkpoint)
+    train_samples, train_report = flip(train_convs, tokenizer, config.scheme, config.max_length)
+    validation_samples, validation_report = flip(validation_convs, tokenizer, "packed", config.max_length)
+    on_message(f"train: {train_report.summary()}")
+    on_message(f"validation: {validation_report.summary()}")
+    if not train_samples or not validation_samples:
+        raise UserError("no training or validation samples left after flipping (see the counts above)")
+    unigram = unigram_baseline(train_samples, validation_samples, len(tokenizer))
+    if checkpoint:
+        on_message(f"resuming from {checkpoint}")
+
+    trainer = _trainer(config, model, tokenizer, train_samples, validation_samples, added_tokens, on_progress)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    validation_loss = next((entry["eval_loss"] for entry in trainer.state.log_history  # evaluated at the last step?
+                            if "eval_loss" in entry and entry["step"] == trainer.state.global_step), None)
+    if validation_loss is None:
+        validation_loss = trainer.evaluate()["eval_loss"]
+    _save_final(trainer, tokenizer, config, out)
+    curve = _curve_rows(trainer.state.log_history)
+    report = {
+        "init": config.init, "scheme": config.scheme, "resumed_from": str(checkpoint) if checkpoint else None,
+        "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "vocab_size": len(tokenizer), "flip": {"train": train_report.to_dict(), "validation": validation_report.to_dict()},
+        "intents_filled_offline": filled,
+        "tokens_per_epoch": train_report.tokens, "target_tokens_per_epoch": train_report.target_tokens,
+        "final_train_loss": next((row["loss"] for row in reversed(curve) if "loss" in row), None),
+        "validation_loss": validation_loss, "unigram_baseline": unigram,
+        "seconds": round(time.time() - started, 1),
+    }
+    if trainer.is_world_process_zero():  # under accelerate launch, one process writes the reports
+        write_loss_curve(curve, out, unigram)
+        (out / "train_report.json").write_text(json.dumps(report, indent=2))
+    return TrainResult(out, report)
+
+
+# ---------------------------------------------------------------------- data
+def _read_data(config: UserLMTrainConfig) -> tuple[list[Conversation], list[Conversation], int]:
+    if config.data is None:
+        from userloop.testbed.population import default_data
+
+        config.data = str(default_data(prepared=True))
+    train, filled_train = read_split(config.data, "train")
+    validation, filled_validation = read_split(config.data, "validation")
+    return train, validation, filled_train + filled_validation
+
+
+def unigram_baseline(train: list[Sample], validation: list[Sample], vocab_size: int) -> float:
+    """Cross-entropy (nats/token) of the validation targets under the unigram distribution of the
+    training targets (add-one smoothed over the vocabulary): what a model that ignores context scores."""
+    counts = Counter(token for s in train for token, bit in zip(s.ids, s.mask, strict=True) if bit)
+    total = sum(counts.values()) + vocab_size
+    nll = [-math.log((counts[token] + 1) / total) for s in validation for token, bit in zip(s.ids, s.mask, strict=True) if bit]
+    return sum(nll) / len(nll)
+
+
+# ---------------------------------------------------------------------- model
+def _last_checkpoint(out: Path) -> Path:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if last is None:
+        raise UserError(f"--resume: no checkpoint-N/ folder in {out}")
+    return Path(last)
+
+
+def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], checkpoint: Path | None):
+    """Tokenizer and model to start from; returns ``(tokenizer, model, added special tokens)``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if config.init == "scratch":
+        if checkpoint is not None:  # the trainer restores the weights; the tokenizer must be the saved one
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        else:
+            from userloop.userlm.tokenizer import train_tokenizer
+
+            tokenizer = train_tokenizer(_texts(train), config.vocab_size)
+        ids = special_token_ids(tokenizer)
+        torch.manual_seed(config.seed)
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=4 * config.hidden_size,
+            num_hidden_layers=config.layers, num_attention_heads=config.heads,
+            num_key_value_heads=max(1, config.heads // 2), max_position_embeddings=config.max_length,
+            tie_word_embeddings=True, bos_token_id=ids[BEGIN_OF_TEXT], eos_token_id=ids[END_OF_TURN],
+            pad_token_id=tokenizer.pad_token_id))
+        return tokenizer, model, []
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.init)
+        model = AutoModelForCausalLM.from_pretrained(config.init)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load {config.init!r} with transformers: {str(err).splitlines()[0][:300]}") from None
+    vocab = tokenizer.get_vocab()
+    added = [token for token in SPECIAL_TOKENS if token not in vocab]
+    if added:
+        tokenizer.add_special_tokens({"additional_special_tokens": added}, replace_extra_special_tokens=False)
+        model.resize_token_embeddings(len(tokenizer))
+    tokenizer.bos_token = BEGIN_OF_TEXT  # what the UserLM template writes first
+    tokenizer.pad_token = tokenizer.pad_token or END_OF_TEXT
+    tokenizer.chat_template = USERLM_CHAT_TEMPLATE
+    return tokenizer, model, added
+
+
+def _texts(conversations: list[Conversation]):
+    for conv in conversations:
+        yield conv.intent or ""
+        for message in conv.messages:
+            yield message.content
+
+
+# ---------------------------------------------------------------------- trainer
+def _bf16(setting: str) -> bool:
+    import torch
+
+    if setting != "auto":
+        return setting == "true"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # CPUs with AVX512-BF16 or AMX
+
+
+def _dataset(samples: list[Sample]):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"input_ids": [s.ids for s in samples], "completion_mask": [s.mask for s in samples]})
+
+
+def _trainer(config, model, tokenizer, train: list[Sample], validation: list[Sample], added_tokens: list[str],
+             on_progress):
+    import datasets
+    import transformers
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import SFTTrainer
+
+    datasets.disable_progress_bars()  # progress is reported through on_progress
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+    class Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if on_progress is not None:
+                on_progress(state.global_step, state.max_steps)
+
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules="all-linear", task_type="CAUSAL_LM",
+                                 modules_to_save=["embed_tokens", "lm_head"] if added_tokens else None)
+    with warnings.catch_warnings():  # TRL's own use of deprecated transformers names, not ours to fix
+        warnings.simplefilter("ignore", FutureWarning)
+        args = _sft_config(config)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=_dataset(train), eval_dataset=_dataset(validation),
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=[Progress()])
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _sft_config(config: UserLMTrainConfig):
+    """TRL's training arguments for ``config``: completion-only loss on pre-tokenised rows, length-grouped batches."""
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=config.out, seed=config.seed, learning_rate=config.peak_learning_rate,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, num_train_epochs=config.epochs,
+        max_steps=config.max_steps, warmup_steps=config.warmup, lr_scheduler_type="cosine", weight_decay=0.0,
+        logging_steps=config.logging_steps, eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps or None, save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500, bf16=_bf16(config.bf16), use_cpu=not torch.cuda.is_available(),
+        report_to="none", disable_tqdm=True, max_length=config.max_length, completion_only_loss=True,
+        packing=False, dataloader_num_workers=0, train_sampling_strategy="group_by_length",
+    )
+
+
+def _save_final(trainer, tokenizer, config: UserLMTrainConfig, out: Path) -> None:
+    """The final model as a plain ``save_pretrained`` folder (LoRA adapters merged; FSDP and ZeRO-3 shards
+    gathered by the trainer), the tokenizer with the chat template, UserLM-8b's generation defaults and
+    the config that was run."""
+    import yaml
+    from transformers import GenerationConfig
+
+    ids = special_token_ids(tokenizer)
+    generation_config = GenerationConfig(bos_token_id=ids[BEGIN_OF_TEXT], eos_token_id=ids[END_OF_TURN],
+                                         pad_token_id=tokenizer.pad_token_id, **GENERATION_DEFAULTS)
+    main = trainer.is_world_process_zero()
+    if config.lora:
+        merged = trainer.model.merge_and_unload()
+        merged.generation_config = generation_config
+        if main:
+            merged.save_pretrained(out)
+    else:
+        trainer.model.generation_config = generation_config
+        trainer.save_model(str(out))
+    if main:
+        save_tokenizer(tokenizer, out)
+        (out / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def _curve_rows(log_history: list[dict]) -> list[dict]:
+    """One row per logged step: ``step``, ``epoch`` and ``loss`` (training) or ``eval_loss`` (validation)."""
+    return [{"step": entry["step"], "epoch": entry.get("epoch"), **{k: entry[k] for k in ("loss", "eval_loss") if k in entry}}
+            for entry in log_history if "loss" in entry or "eval_loss" in entry]
+
+
+def write_loss_curve(rows: list[dict], out: Path, unigram: float) -> None:
+    """``loss_curve.jsonl`` (the rows of :func:`_curve_rows`) and ``loss_curve.png`` in ``out`` (with the
+    unigram baseline as a dashed line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(out / "loss_curve.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("loss", "train"), ("eval_loss", "validation")):
+        points = [(row["step"], row[key]) for row in rows if key in row]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
+    ax.axhline(unigram, color="grey", linestyle="--", label="unigram baseline (validation)")
+    ax.set_xlabel("update")
+    ax.set_ylabel("loss (nats per target token)")
+    ax.set_title("user LM training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=100)
+    plt.close(fig)
+

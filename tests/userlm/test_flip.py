@@ -1,0 +1,104 @@
+"""Flipping: masks only on target turns, prefix-consistent tokens, per-turn and packed give the same loss."""
+
+import pytest
+
+from userloop.conversation import Conversation, Message
+from userloop.userlm.flip import Renderer, flip, render, user_lm_messages
+from userloop.userlm.template import END_CONVERSATION, END_OF_TURN
+
+
+def _conversation(intent: str | None = "You are a user who wants a recipe.") -> Conversation:
+    return Conversation(
+        messages=[Message("system", "You are a helpful assistant."), Message("user", "a quick rice recipe please"),
+                  Message("assistant", "Fry rice with beans."), Message("user", "shorter, and add a title"),
+                  Message("assistant", "Rice & beans: fry them.")],
+        id="c1", intent=intent)
+
+
+def _decoded_targets(tokenizer, sample):
+    """The runs of mask=1 tokens, decoded."""
+    runs, current = [], []
+    for token, bit in zip(sample.ids, sample.mask, strict=True):
+        if bit:
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return [tokenizer.decode(run) for run in runs]
+
+
+def test_packed_mask_covers_user_turns_and_the_end_token_only(userlm_tokenizer):
+    [sample], report = flip([_conversation()], userlm_tokenizer, "packed")
+    assert _decoded_targets(userlm_tokenizer, sample) == [
+        "a quick rice recipe please" + END_OF_TURN, "shorter, and add a title" + END_OF_TURN, END_CONVERSATION + END_OF_TURN]
+    assert (report.used, report.samples, report.targets) == (1, 1, 3)
+    assert sample.mask[-2:] == [1, 1] and sample.ids[-2:] == userlm_tokenizer.convert_tokens_to_ids([END_CONVERSATION, END_OF_TURN])
+
+
+def test_per_turn_makes_k_plus_one_samples_with_the_mask_on_the_last_target(userlm_tokenizer):
+    samples, _ = flip([_conversation()], userlm_tokenizer, "per_turn")
+    assert len(samples) == 3
+    for sample, target in zip(samples, ["a quick rice recipe please", "shorter, and add a title", END_CONVERSATION], strict=True):
+        assert _decoded_targets(userlm_tokenizer, sample) == [target + END_OF_TURN]
+        assert sample.mask[-1] == 1
+
+
+def test_rendering_equals_tokenising_the_template_string(userlm_tokenizer, testbed_conversations):
+    renderer = Renderer(userlm_tokenizer)
+    for conv in testbed_conversations[:30]:
+        messages = user_lm_messages(conv, end=False)
+        text = userlm_tokenizer.apply_chat_template(messages, tokenize=False)
+        assert renderer.prompt(messages) == userlm_tokenizer(text, add_special_tokens=False)["input_ids"]
+        [packed], _, _ = render(renderer, messages + [{"role": "user", "content": END_CONVERSATION}], "packed", 10**6)
+        assert packed.ids[:len(renderer.prompt(messages))] == renderer.prompt(messages)
+
+
+def test_per_turn_samples_are_prefixes_of_the_packed_sequence(userlm_tokenizer, testbed_conversations):
+    for conv in testbed_conversations[:30]:
+        [packed], _ = flip([conv], userlm_tokenizer, "packed", max_length=10**6)
+        per_turn, _ = flip([conv], userlm_tokenizer, "per_turn", max_length=10**6)
+        assert len(per_turn) == conv.n_user_turns + 1
+        assert all(s.ids == packed.ids[:len(s.ids)] for s in per_turn)
+        assert sum(sum(s.mask) for s in per_turn) == sum(packed.mask)
+
+
+def test_per_turn_and_packed_give_the_same_summed_loss(userlm_path, userlm_tokenizer, testbed_conversations):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(userlm_path, dtype=torch.float64).eval()
+
+    def summed_loss(samples):
+        total = torch.zeros((), dtype=torch.float64)
+        for s in samples:
+            ids = torch.tensor([s.ids])
+            with torch.no_grad():
+                logits = model(ids).logits[0, :-1]
+            nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+            total += (nll * torch.tensor(s.mask[1:], dtype=torch.float64)).sum()
+        return total.item()
+
+    conversations = testbed_conversations[:6]
+    packed, _ = flip(conversations, userlm_tokenizer, "packed")
+    per_turn, _ = flip(conversations, userlm_tokenizer, "per_turn")
+    assert summed_loss(per_turn) == pytest.approx(summed_loss(packed), rel=1e-9)
+    assert sum(len(s.ids) for s in per_turn) > 1.5 * sum(len(s.ids) for s in packed)
+
+
+def test_max_length_keeps_whole_targets_and_counts_the_rest(userlm_tokenizer):
+    [full], _ = flip([_conversation()], userlm_tokenizer, "packed")
+    [cut], report = flip([_conversation()], userlm_tokenizer, "packed", max_length=len(full.ids) - 1)
+    assert report.targets_dropped_by_max_length == 1
+    assert _decoded_targets(userlm_tokenizer, cut)[-1] == "shorter, and add a title" + END_OF_TURN
+    samples, report = flip([_conversation()], userlm_tokenizer, "per_turn", max_length=5)
+    assert samples == [] and report.skipped_too_long == 1
+
+
+def test_conversations_without_intent_are_counted_not_silently_dropped(userlm_tokenizer):
+    samples, report = flip([_conversation(None), _conversation()], userlm_tokenizer, "packed")
+    assert (len(samples), report.skipped_without_intent, report.used) == (1, 1, 1)
+    assert "1 without an intent" in report.summary()
+    samples, report = flip([_conversation(None)], userlm_tokenizer, "packed", with_intent=False)
+    assert len(samples) == 1 and userlm_tokenizer.decode(samples[0].ids).count("system") == 0

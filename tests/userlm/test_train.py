@@ -1,0 +1,155 @@
+"""Training a user LM: the config parser, from scratch and LoRA runs, resuming, accelerate configs, the CLI."""
+
+import json
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from userloop.cli import app
+from userloop.errors import UserError
+from userloop.userlm.train import UserLMTrainConfig, parse_config, train_user_lm
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--hidden_size", "32", "--layers", "1", "--vocab_size", "400", "--batch_size", "4", "--max_length", "512",
+        "--logging_steps", "1", "--eval_steps", "2", "--save_steps", "2"]
+
+
+def test_every_config_field_has_help():
+    assert all(f.metadata.get("help") for f in fields(UserLMTrainConfig))
+
+
+def test_yaml_sets_values_and_flags_override_them(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("scheme: per_turn\nlearning_rate: 0.01\nmax_steps: 7\n")
+    config = parse_config(["--config", str(config_file), "--max_steps", "3"])
+    assert (config.scheme, config.learning_rate, config.max_steps) == ("per_turn", 0.01, 3)
+    assert parse_config([]).peak_learning_rate == 2e-3
+    assert parse_config(["--init", "some/model", "--lora", "true"]).peak_learning_rate == 2e-4
+
+
+@pytest.mark.parametrize("args", [["--scheme", "zigzag"], ["--lora", "true"], ["--hidden_size", "30"],
+                                  ["--max_steps", "0"], ["--config", "missing.yaml"]])
+def test_bad_configs_are_user_errors(args):
+    with pytest.raises(UserError):
+        parse_config(args)
+
+
+def test_unknown_yaml_keys_are_user_errors(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("learning_rat: 0.01\n")
+    with pytest.raises(UserError, match="learning_rat"):
+        parse_config(["--config", str(config_file)])
+
+
+@pytest.fixture(scope="module")
+def scratch_run(prepared_testbed, tmp_path_factory):
+    """Two updates from scratch through the CLI, with a checkpoint after the second."""
+    out = tmp_path_factory.mktemp("train") / "user-lm"
+    result = CliRunner().invoke(app, ["train", "user-lm", "--data", str(prepared_testbed), "--out", str(out),
+                                      "--max_steps", "2", *TINY])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_scratch_training_writes_a_loadable_user_lm(scratch_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, output = scratch_run
+    assert "validation loss" in output and "unigram baseline" in output
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["steps"] == 2 and report["flip"]["train"]["used"] > 100
+    assert report["unigram_baseline"] > 0 and report["validation_loss"] > 0
+    curve = [json.loads(line) for line in (out / "loss_curve.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in curve if "loss" in row] == [1, 2]
+    assert (out / "loss_curve.png").stat().st_size > 0 and (out / "train_config.yaml").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.generation_config.do_sample and model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    text = tokenizer.apply_chat_template([{"role": "system", "content": "intent"}], tokenize=False)
+    assert text.endswith("<|start_header_id|>user<|end_header_id|>\n")
+
+
+def test_resume_continues_the_step_count(scratch_run, prepared_testbed):
+    from transformers import AutoModelForCausalLM
+
+    out, _ = scratch_run
+    config = parse_config(["--data", str(prepared_testbed), "--out", str(out), "--max_steps", "4", "--resume", "true", *TINY])
+    messages = []
+    result = train_user_lm(config, on_message=messages.append)
+    assert any("resuming from" in m and "checkpoint-2" in m for m in messages)
+    assert result.report["steps"] == 4 and result.report["resumed_from"].endswith("checkpoint-2")
+    curve = [json.loads(line) for line in (out / "loss_curve.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in curve if "loss" in row] == [1, 2, 3, 4]
+    assert AutoModelForCausalLM.from_pretrained(out).num_parameters() > 0
+
+
+def test_resume_without_a_checkpoint_is_a_user_error(tmp_path, prepared_testbed):
+    config = parse_config(["--data", str(prepared_testbed), "--out", str(tmp_path / "empty"), "--resume", "true"])
+    with pytest.raises(UserError, match="no checkpoint"):
+        train_user_lm(config)
+
+
+def test_lora_fine_tuning_of_a_pretrained_user_lm(userlm_path, prepared_testbed, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    config = parse_config(["--data", str(prepared_testbed), "--out", str(tmp_path / "lora"), "--init", str(userlm_path),
+                           "--lora", "true", "--lora_r", "4", "--scheme", "per_turn", "--max_steps", "2",
+                           "--batch_size", "4", "--max_length", "512", "--eval_steps", "0", "--save_steps", "0"])
+    result = train_user_lm(config)
+    assert result.report["steps"] == 2 and result.report["scheme"] == "per_turn"
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "lora")
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize(("name", "distributed_type"), [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero3", "DEEPSPEED")])
+def test_accelerate_configs_are_valid(name, distributed_type):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(REPO / "configs" / "accelerate" / f"{name}.yaml")
+    assert config.distributed_type.value == distributed_type and config.num_processes >= 2
+    if name == "fsdp":
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+    if name == "deepspeed_zero3":
+        assert config.deepspeed_config["zero_stage"] == 3
+
+
+def test_example_train_config_parses():
+    config = parse_config(["--config", str(REPO / "configs" / "train_user_lm.yaml")])
+    assert (config.max_length, config.learning_rate, config.init) == (2048, 2e-5, "meta-llama/Meta-Llama-3-8B")
+
+
+def test_python_dash_m_userloop_cli_runs_the_app():
+    result = subprocess.run([sys.executable, "-m", "userloop.cli", "train", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "user-lm" in result.stdout
+
+
+def test_train_command_help_lists_the_fields():
+    result = CliRunner().invoke(app, ["train", "user-lm", "--help"])
+    assert result.exit_code == 0 and "--max_length" in result.output and "--lora_r" in result.output
+
+
+def test_train_command_errors_are_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["train", "user-lm", "--data", str(tmp_path), "--scheme", "zigzag"])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == ["error: scheme must be one of packed, per_turn, got 'zigzag'"]
+    result = CliRunner().invoke(app, ["train", "user-lm", "--data", str(tmp_path), "--max_steps", "1"])
+    assert result.exit_code == 2 and "not a prepared folder" in result.output
+
+
+def test_full_fine_tuning_adds_the_missing_userlm_tokens(prepared_testbed, tmp_path):
+    from transformers import AutoTokenizer
+
+    from userloop.models.tiny import build_tiny_chat_model
+
+    base = build_tiny_chat_model(tmp_path / "base", hidden_size=32, layers=1)  # a chat model without <|endconversation|>
+    config = parse_config(["--data", str(prepared_testbed), "--out", str(tmp_path / "ft"), "--init", str(base),
+                           "--max_steps", "1", "--batch_size", "2", "--max_length", "512", "--eval_steps", "0", "--save_steps", "0"])
+    result = train_user_lm(config)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ft")
+    assert result.report["steps"] == 1 and result.report["init"] == str(base)
+    assert tokenizer.convert_tokens_to_ids("<|endconversation|>") == len(tokenizer) - 1
+    assert tokenizer.apply_chat_template([{"role": "system", "content": "x"}], tokenize=False).endswith("user<|end_header_id|>\n")
