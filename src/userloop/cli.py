@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -70,7 +70,14 @@ def _counter(description: str):
 def _bar(description: str, total: int):
     """A progress bar with a known total (on stderr, transient); yields (progress, task)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as progress:
@@ -101,7 +108,7 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 @friendly_errors
 def prepare_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder: train/validation/test.parquet, report.json, bad_lines.jsonl")],
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="files (.jsonl, .jsonl.gz, .json, .parquet), folders of shards, or dataset ids (hf:NAME[:SPLIT]); default: the built-in testbed")] = None,
+    inputs: Annotated[list[str] | None, typer.Argument(help="files (.jsonl, .jsonl.gz, .json, .parquet), folders of shards, or dataset ids (hf:NAME[:SPLIT]); default: the built-in testbed")] = None,
     language: Annotated[str, typer.Option(help=_help("language"))] = "English",
     drop_toxic: Annotated[bool, typer.Option("--drop-toxic/--keep-toxic", help=_help("drop_toxic"))] = True,
     drop_redacted: Annotated[bool, typer.Option("--drop-redacted/--keep-redacted", help=_help("drop_redacted"))] = False,
@@ -115,7 +122,7 @@ def prepare_command(
     user_identity: Annotated[str, typer.Option(help=_help("user_identity"))] = "user+agent",
     splits: Annotated[str, typer.Option(help=_help("splits"))] = "90/5/5",
     seed: Annotated[int, typer.Option(help=_help("seed"))] = 0,
-    format: Annotated[Optional[str], typer.Option("--format", help=_help("format"))] = None,
+    format: Annotated[str | None, typer.Option("--format", help=_help("format"))] = None,
     strict: Annotated[bool, typer.Option("--strict", help=_help("strict"))] = False,
     workers: Annotated[int, typer.Option(help=_help("workers"))] = 0,
 ) -> None:
@@ -153,8 +160,8 @@ def _print_prepare_summary(report: dict, out: Path) -> None:
 @data_app.command("stats")
 @friendly_errors
 def stats_command(
-    paths: Annotated[Optional[list[str]], typer.Argument(help="inputs as for 'prepare', or a prepared folder; default: the built-in testbed, prepared")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", help="force the input format")] = None,
+    paths: Annotated[list[str] | None, typer.Argument(help="inputs as for 'prepare', or a prepared folder; default: the built-in testbed, prepared")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="force the input format")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
     """Summarise conversations: counts, turns, lengths, languages, users."""
@@ -243,9 +250,9 @@ def serve_command(
     spec: Annotated[str, typer.Argument(help="model to serve: hf:PATH_OR_HUB_ID (or scripted:FILE.json for demos)")],
     port: Annotated[int, typer.Option(help="port to listen on (0: any free port, printed at start)")] = 8000,
     host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 exposes the server beyond this machine")] = "127.0.0.1",
-    api_key_env: Annotated[Optional[str], typer.Option(help="environment variable holding the API key clients must send")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="API key clients must send (other users can see command lines: prefer --api-key-env)")] = None,
-    model_name: Annotated[Optional[str], typer.Option(help="model id clients ask for (default: SPEC without its prefix)")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="environment variable holding the API key clients must send")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key clients must send (other users can see command lines: prefer --api-key-env)")] = None,
+    model_name: Annotated[str | None, typer.Option(help="model id clients ask for (default: SPEC without its prefix)")] = None,
     device: Annotated[str, typer.Option(help="hf: auto, cpu, cuda, cuda:N or mps")] = "auto",
     dtype: Annotated[str, typer.Option(help="hf: auto (bf16 on GPUs that support it, fp16 on others, float32 on CPU), float32, bfloat16, float16")] = "auto",
     max_batch_size: Annotated[int, typer.Option(help="hf: most conversations generated together")] = 64,
@@ -274,6 +281,251 @@ def serve_command(
                    "Ctrl-C stops", err=True)
 
     serve(spec, host=host, port=port, api_key=api_key, model_name=model_name, on_ready=announce, **options)
+
+
+@app.command("intents")
+@friendly_errors
+def intents_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder: a copy of DATA (same splits) with every conversation's intent filled")],
+    data: Annotated[Path | None, typer.Option("--data", help="a folder written by 'userloop data prepare' (default: the built-in testbed, prepared)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="model that writes the intents (hf:, openai:, vllm:, scripted:); without it, the offline rules")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace intents the conversations already carry (the testbed's are true ones)")] = False,
+    seed: Annotated[int, typer.Option(help="sampling seed of the model")] = 0,
+) -> None:
+    """Write one high-level intent per conversation, as the UserLM paper conditions its user LM."""
+    from userloop.userlm.intents import count_conversations, write_intents
+
+    data = data or _default_data(prepared=True)
+    with _bar("writing intents", count_conversations(data)) as (progress, task):
+        result = write_intents(data, out, model=model, overwrite=overwrite, seed=seed,
+                               on_progress=lambda n: progress.advance(task, n))
+    r = result.report["intents"]
+    typer.echo(f"{r['conversations']:,} conversations: kept {r['kept']:,}, written by the model {r['written_by_model']:,} "
+               f"({r['written_by_model_after_retry']:,} after a retry), offline rules {r['offline_fallback']:,}, "
+               f"invalid twice then offline rules {r['invalid_then_offline_fallback']:,}")
+    typer.echo(f"wrote {result.out}/ (report.json has the counts under 'intents')")
+
+
+def _guardrail_help(name: str) -> str:
+    from userloop.userlm.simulator import GUARDRAIL_HELP
+
+    return GUARDRAIL_HELP[name]
+
+
+@app.command("user-turn")
+@friendly_errors
+def user_turn_command(
+    user: Annotated[str, typer.Option("--user", help="the user LM: hf:PATH, openai:MODEL@URL (served with the UserLM chat template), scripted:FILE.json")],
+    intent: Annotated[str, typer.Option("--intent", help="the task intent (the system message), e.g. 'You are a user chatting with an assistant language model to ...'")],
+    history: Annotated[Path | None, typer.Option("--history", help="JSON file: a list of messages (user first, alternating, ending with the assistant) or an object with 'messages'")] = None,
+    filter_first_tokens: Annotated[bool, typer.Option("--filter-first-tokens/--no-filter-first-tokens", help=_guardrail_help("filter_first_tokens"))] = True,
+    avoid_termination: Annotated[bool, typer.Option("--avoid-termination/--no-avoid-termination", help=_guardrail_help("avoid_termination"))] = True,
+    avoid_termination_turns: Annotated[str, typer.Option(help="how many user turns may not end the conversation: a number, or 'always'")] = "2",
+    end_token_ids: Annotated[list[int] | None, typer.Option("--end-token-id", help=_guardrail_help("end_token_ids"))] = None,
+    length_thresholds: Annotated[bool, typer.Option("--length-thresholds/--no-length-thresholds", help=_guardrail_help("length_thresholds"))] = True,
+    min_words: Annotated[int, typer.Option(help=_guardrail_help("min_words"))] = 3,
+    max_words: Annotated[int, typer.Option(help=_guardrail_help("max_words"))] = 25,
+    filter_repetition: Annotated[bool, typer.Option("--filter-repetition/--no-filter-repetition", help=_guardrail_help("filter_repetition"))] = True,
+    max_attempts: Annotated[int, typer.Option(help=_guardrail_help("max_attempts"))] = 8,
+    samples_per_call: Annotated[int, typer.Option(help=_guardrail_help("samples_per_call"))] = 2,
+    seed: Annotated[int | None, typer.Option(help="sampling seed (the same seed gives the same turn)")] = None,
+    temperature: Annotated[float, typer.Option(help="sampling temperature (model card: 1.0)")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling (model card: 0.8)")] = 0.8,
+    max_new_tokens: Annotated[int, typer.Option(help="most tokens per sample")] = 96,
+) -> None:
+    """Write the user's next turn and print {"text", "ended", "events"} as one JSON object."""
+    import orjson
+
+    from userloop.models import GenerationParams
+    from userloop.userlm.simulator import GuardrailConfig, UserSimulator, read_history
+
+    if avoid_termination_turns.strip().lower() == "always":
+        turns = None
+    elif avoid_termination_turns.strip().isdigit():
+        turns = int(avoid_termination_turns)
+    else:
+        raise UserError(f"--avoid-termination-turns must be a number or 'always', got {avoid_termination_turns!r}")
+    guardrails = GuardrailConfig(
+        filter_first_tokens=filter_first_tokens, avoid_termination=avoid_termination, avoid_termination_turns=turns,
+        end_token_ids=tuple(end_token_ids or ()), length_thresholds=length_thresholds, min_words=min_words,
+        max_words=max_words, filter_repetition=filter_repetition, max_attempts=max_attempts,
+        samples_per_call=samples_per_call,
+    )
+    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    messages = read_history(history) if history else []
+    turn = UserSimulator(user, guardrails, params).next_turn(intent, messages)
+    typer.echo(orjson.dumps(turn.to_dict()).decode())
+
+
+# --------------------------------------------------------------------------- RLHI
+rlhi_app = typer.Typer(help="RLHI: learn from users' follow-ups: classify them, derive personas, build preference pairs.",
+                       no_args_is_help=True)
+app.add_typer(rlhi_app, name="rlhi")
+
+
+def _rlhi_help(name: str) -> str:
+    from userloop.rlhi.build import help_text
+
+    return help_text(name)
+
+
+@contextmanager
+def _steps(description: str, total: int):
+    """``rlhi`` progress: one bar per step, yielding the function that advances it."""
+    with _bar(description, total) as (progress, task):
+        yield lambda n: progress.advance(task, n)
+
+
+@app.command("personas")
+@friendly_errors
+def personas_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file: one persona per user (user_id, persona, structured fields)")],
+    data: Annotated[Path | None, typer.Option("--data", help="conversations (file, folder or prepared folder); default: the built-in testbed, prepared")] = None,
+    min_conversations: Annotated[int, typer.Option(help=_rlhi_help("min_conversations"))] = 3,
+    persona_model: Annotated[str, typer.Option(help=_rlhi_help("persona_model"))] = "offline",
+    classifier: Annotated[str, typer.Option(help=_rlhi_help("classifier"))] = "offline",
+) -> None:
+    """Derive each user's persona from their conversation history (RLHI)."""
+    from userloop.rlhi.build import BuildConfig, derive_personas
+
+    config = BuildConfig(classifier=classifier, persona_model=persona_model, min_conversations=min_conversations)
+    config.validate()
+    counts = derive_personas(data or _default_data(prepared=True), out, config, progress=_steps)
+    typer.echo(f"wrote {counts['written']:,} personas to {out} ({counts['users']:,} users, "
+               f"{counts['users_with_enough_history']:,} with at least {min_conversations} conversations)")
+
+
+@rlhi_app.command("build")
+@friendly_errors
+def rlhi_build_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder: followups.jsonl, personas.jsonl, pairs.parquet, pairs_dataset/, report.json")],
+    data: Annotated[Path | None, typer.Option("--data", help="conversations (file, folder or prepared folder); default: the built-in testbed, prepared")] = None,
+    classifier: Annotated[str, typer.Option(help=_rlhi_help("classifier"))] = "offline",
+    persona_model: Annotated[str, typer.Option(help=_rlhi_help("persona_model"))] = "offline",
+    rewriter: Annotated[str, typer.Option(help=_rlhi_help("rewriter"))] = "testbed",
+    judge: Annotated[str, typer.Option(help=_rlhi_help("judge"))] = "scorer",
+    min_conversations: Annotated[int, typer.Option(help=_rlhi_help("min_conversations"))] = 3,
+    batch_size: Annotated[int, typer.Option(help=_rlhi_help("batch_size"))] = 256,
+) -> None:
+    """Classify follow-ups, derive personas, rewrite answers the users complained about, write preference pairs."""
+    from userloop.rlhi.build import BuildConfig, build
+
+    config = BuildConfig(classifier=classifier, persona_model=persona_model, rewriter=rewriter, judge=judge,
+                         min_conversations=min_conversations, batch_size=batch_size)
+    config.validate()
+    report = build(data or _default_data(prepared=True), out, config, progress=_steps)
+    f, p, r = report["followups"], report["personas"], report["rewrites"]
+    typer.echo(f"{report['conversations']:,} conversations: {f['followups']:,} follow-ups, {f['with_negative_feedback']:,} with "
+               f"negative feedback ({f['share_of_conversations_with_negative_feedback']:.1%} of conversations)")
+    typer.echo(f"personas: {p['written']:,} of {p['users']:,} users (at least {p['min_conversations']} conversations)")
+    typer.echo(f"rewrites: {r['candidates']:,} candidates, {r['attempted']:,} attempted, {r['passed_filter']:,} passed the filter; "
+               f"{report['pairs']:,} pairs")
+    typer.echo(f"wrote {out}/ in {report['seconds']:.1f}s (report.json has every count)")
+
+
+@rlhi_app.command("evaluate")
+@friendly_errors
+def rlhi_evaluate_command(
+    data: Annotated[Path | None, typer.Option("--data", help="a testbed folder (raw or prepared, with its truth); default: the built-in testbed, prepared")] = None,
+    real_labels: Annotated[Path | None, typer.Option(help="hand-labelled OASST follow-ups (JSONL of message ids, labels, span offsets)")] = None,
+    oasst: Annotated[Path | None, typer.Option(help="folder of the OASST trees the labels refer to")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """Precision / recall / F1 per class of the offline follow-up classifier, and persona accuracy."""
+    import orjson
+
+    from userloop.rlhi.evaluate import evaluate
+
+    report = evaluate(data or _default_data(prepared=True), real_labels, oasst)
+    if as_json:
+        typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    _print_rlhi_evaluation(report)
+
+
+def _print_rlhi_evaluation(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for name in ("testbed", "handmade_cv", "oasst"):
+        if name not in report:
+            continue
+        for axis in ("relation", "feedback_type"):
+            t = report[name][axis]
+            table = Table(title=f"{name}: {axis} (n {t['n']:,}, accuracy {t['accuracy']}, macro F1 {t['macro_f1']})")
+            for column in ("class", "precision", "recall", "F1", "support"):
+                table.add_column(column)
+            for label, v in t["per_class"].items():
+                table.add_row(label, str(v["precision"]), str(v["recall"]), str(v["f1"]), str(v["support"]))
+            console.print(table)
+        console.print(f"{name}: feedback span {report[name]['feedback_span']}")
+    personas = report["personas"]
+    table = Table(title=f"personas of {personas['users']:,} testbed users")
+    for column in ("field", "accuracy", "majority baseline"):
+        table.add_column(column)
+    for field_name, v in personas["fields"].items():
+        if field_name == "domains":
+            table.add_row("domains", f"exact set {v['exact_set']}, mean Jaccard {v['mean_jaccard']}", "")
+        else:
+            table.add_row(field_name, str(v["accuracy"]), f"{v['majority_baseline']} ({v['majority_class']})")
+    console.print(table)
+    for key, v in personas["population_shares"].items():
+        console.print(f"share {key}: derived {v['derived']:.1%}, truth {v['truth']:.1%}, RLHI on WildChat {v['paper_wildchat']:.1%}")
+
+
+train_app = typer.Typer(help="Train models on prepared conversations.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("user-lm", add_help_option=False,
+                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def train_user_lm_command(ctx: typer.Context) -> None:
+    """Train a user LM on flipped conversations: --config FILE.yaml and/or --FIELD VALUE flags (--help lists them)."""
+    from userloop.userlm.train import parse_config, train_user_lm
+
+    config = parse_config(ctx.args)
+    if config.data is None:
+        config.data = str(_default_data(prepared=True))
+    with _bar("training", total=None) as (progress, task):
+        result = train_user_lm(config, on_progress=lambda step, total: progress.update(task, completed=step, total=total),
+                               on_message=lambda message: progress.console.print(message))
+    r = result.report
+    typer.echo(f"trained {r['steps']:,} updates ({r['epochs']:.2f} epochs, {r['parameters']:,} parameters) in {r['seconds']:.0f}s: "
+               f"validation loss {r['validation_loss']:.3f} nats/token, unigram baseline {r['unigram_baseline']:.3f}")
+    typer.echo(f"wrote {result.out}/ (model, tokenizer, loss_curve.png, train_report.json)")
+
+
+@app.command("eval-ppl")
+@friendly_errors
+def eval_ppl_command(
+    checkpoint: Annotated[Path, typer.Argument(help="a user LM folder (UserLM special tokens), e.g. from 'userloop train user-lm'")],
+    data: Annotated[Path | None, typer.Option(help="prepared folder; default: the built-in testbed, prepared")] = None,
+    split: Annotated[str, typer.Option(help="split to score: train, validation or test")] = "test",
+    max_conversations: Annotated[int | None, typer.Option(help="score only the first N conversations")] = None,
+    batch_size: Annotated[int, typer.Option(help="conversations per forward pass")] = 8,
+    max_length: Annotated[int, typer.Option(help="longest sequence in tokens; turns beyond it are not scored")] = 2048,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Per-token perplexity of real user turns, with and without the intent (the paper's Table 1)."""
+    import orjson
+
+    from userloop.metrics.perplexity import user_turn_perplexity
+
+    data = data or _default_data(prepared=True)
+    with _bar("scoring", total=None) as (progress, task):
+        result = user_turn_perplexity(checkpoint, data, split, max_conversations, batch_size, max_length, device,
+                                      on_progress=lambda n: progress.advance(task, n),
+                                      on_total=lambda n: progress.update(task, total=n))
+    if as_json:
+        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    typer.echo(f"user-turn perplexity of {checkpoint} on {result['turns_scored']:,} user turns of "
+               f"{result['conversations_scored']:,} {split} conversations ({result['turns_not_scored']:,} turns beyond --max-length):")
+    for name, label in (("with_intent", "with intent"), ("without_intent", "without intent")):
+        typer.echo(f"  {label:<15} {result[name]['perplexity']:8.2f}  ({result[name]['tokens']:,} tokens)")
 
 
 def main() -> None:

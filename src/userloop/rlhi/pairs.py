@@ -1,0 +1,47 @@
+"""Preference pairs in TRL's conversational preference format, written as Parquet and as a ``datasets`` dataset.
+
+One row per accepted rewrite: ``prompt`` (the conversation up to and including the user's request, a
+list of ``{"role", "content"}`` messages), ``chosen`` (the rewrite) and ``rejected`` (the original), each
+a one-message assistant list, as TRL's ``DPOTrainer`` reads them, plus ``user_id``, ``persona`` (the
+derived persona text; null for users with too little history), ``feedback`` (the span that asked for
+the change) and ``conversation_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from userloop.errors import missing_dependency
+from userloop.rlhi.rewrites import RewriteResult
+
+
+def pair_record(result: RewriteResult, persona: str | None) -> dict[str, Any]:
+    candidate = result.candidate
+    return {"prompt": candidate.prompt,
+            "chosen": [{"role": "assistant", "content": result.rewrite}],
+            "rejected": [{"role": "assistant", "content": candidate.original}],
+            "user_id": candidate.followup.user_id, "persona": persona, "feedback": candidate.feedback,
+            "conversation_id": candidate.followup.conversation_id}
+
+
+def features():
+    """The dataset's schema (explicit, so an empty dataset has the same columns)."""
+    from datasets import Features, Value
+
+    message = {"role": Value("string"), "content": Value("string")}
+    return Features({"prompt": [message], "chosen": [message], "rejected": [message], "user_id": Value("string"),
+                     "persona": Value("string"), "feedback": Value("string"), "conversation_id": Value("string")})
+
+
+def write_pairs(records: Sequence[dict[str, Any]], parquet_path: Path, dataset_dir: Path) -> None:
+    """``records`` as ``parquet_path`` and as a dataset folder that ``datasets.load_from_disk`` reads."""
+    try:
+        import datasets
+    except ImportError:
+        raise missing_dependency("datasets", "rlhi") from None
+    datasets.disable_progress_bars()   # the CLI shows its own progress
+    dataset = datasets.Dataset.from_list(list(records), features=features())
+    dataset.to_parquet(str(parquet_path))
+    dataset.save_to_disk(str(dataset_dir))

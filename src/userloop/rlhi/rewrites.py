@@ -1,0 +1,255 @@
+"""User-guided rewrites (RLHI section 2.1): rewrite an unsatisfying answer the way the user's follow-up asks.
+
+A candidate is a follow-up with negative feedback or a re-attempt (``taxonomy.NEGATIVE_FEEDBACK``,
+``re_attempt``); the original is the assistant answer it reacts to, and the prompt is the conversation
+up to and including the user's request that the original answered.
+
+Rewriters:
+
+* :class:`TestbedRewriter` (``testbed``, offline): the testbed's scripted assistant. It reads what the
+  feedback asks for (``taxonomy.feedback_reasons``: "too long", "use bullet points", ...), measures the
+  original's style (length, list or prose, tone, vocabulary), moves the style as the testbed assistant
+  does when a user complains (``testbed.assistant.adjust``), and re-renders the original's substance
+  (its sentences minus the assistant's stock openers, closers and filler) in the new style
+  (``testbed.assistant.render``). It changes style only: feedback that asks for other content (a wrong
+  answer, a missed request) gets no rewrite, and is counted.
+* :class:`ModelRewriter` (any chat model spec): our prompt with the conversation, the original, the
+  feedback and the user's persona.
+
+Quality filter (the paper found filtering essential): the rewrite must differ from the original
+(compared lower-cased with whitespace collapsed) and address the feedback, judged by
+:class:`ScorerJudge` (``scorer``, testbed only: the persona-match score of the user's true persona
+must rise) or :class:`ModelJudge` (a chat model answering JSON).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from userloop.conversation import Conversation
+from userloop.errors import UserError
+from userloop.rlhi.followups import FollowUp, Labels, clip
+from userloop.rlhi.llm import ask_validated, parse_json_object
+from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK, REASON_PREFERENCE, feedback_reasons
+from userloop.testbed.assistant import CONTRACTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A follow-up asking for a better answer, with what a rewrite needs."""
+
+    followup: FollowUp
+    labels: Labels
+    prompt: list[dict[str, str]]     # the conversation up to and including the request the original answered
+    original: str
+
+    @property
+    def feedback(self) -> str:
+        """The feedback span, or the whole follow-up when there is none (a re-attempt without feedback)."""
+        return self.labels.feedback_text or self.followup.text
+
+
+def is_candidate(labels: Labels) -> bool:
+    return labels.feedback_type in NEGATIVE_FEEDBACK or labels.relation == "re_attempt"
+
+
+def candidates(conversation: Conversation, labelled: Sequence[tuple[FollowUp, Labels]]) -> list[Candidate]:
+    """The rewrite candidates among one conversation's classified follow-ups."""
+    out = []
+    messages = conversation.messages
+    for followup, labels in labelled:
+        if is_candidate(labels):
+            answer = followup.index - 1
+            prompt = [{"role": m.role, "content": m.content} for m in messages[:answer]]
+            out.append(Candidate(followup, labels, prompt, messages[answer].content))
+    return out
+
+
+def normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+# ----------------------------------------------------------------------------- the testbed rewriter
+def _stock_sentences() -> frozenset[str]:
+    from userloop.testbed import assistant
+
+    banks = (*assistant.OPENERS.values(), *assistant.CLOSERS.values(), assistant.SIMPLE, assistant.MIXED,
+             assistant.TECHNICAL, assistant.LEADS_TECHNICAL)
+    sentences = {s for bank in banks for s in bank}
+    return frozenset(normalised(v) for s in sentences for v in (s, assistant._contract(s)))
+
+
+_CONNECTOR = re.compile(r"^(?:Furthermore|Additionally|Moreover|Consequently|Therefore|Also|Plus|Basically|Honestly|Btw), ")
+_PIECE = re.compile(r"[^.!?]+[.!?]+|[^.!?]+$")
+_EXPAND = {short: long for long, short in CONTRACTIONS}
+_CONTRACTED_WORD = re.compile(r"\b(?:" + "|".join(re.escape(s) for s in _EXPAND) + r")\b")
+
+
+def measured_style(text: str):
+    """The testbed assistant's style axes read off any text (with the scorer's own measurements)."""
+    from userloop.testbed.assistant import Style
+    from userloop.testbed.scorer import technicality, text_features
+
+    f = text_features(text)
+    formality = (f["formal_markers"] + 0.5) / (f["formal_markers"] + f["casual_markers"] + 1)
+    level = technicality(f["long_word_share"])
+    return Style(length="short" if f["words"] < 60 else "medium" if f["words"] < 130 else "long",
+                 structure="list" if f["list_lines"] >= 2 else "prose",
+                 tone="formal" if formality >= 0.5 else "casual",
+                 vocabulary="simple" if level < 0.25 else "mixed" if level < 0.75 else "technical")
+
+
+def substance(text: str, stock: frozenset[str]) -> tuple[list[str], str | None]:
+    """The original's own sentences (stock openers, closers and filler removed) and its code block."""
+    block = None
+    if "```" in text:
+        parts = text.split("```")
+        block = "```" + "```".join(parts[1:-1]) + "```" if len(parts) >= 3 else None
+        text = parts[0] + " " + (parts[-1] if len(parts) >= 3 else "")
+    sentences = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s+", "", line).strip()
+        for piece in _PIECE.findall(line):
+            sentence = piece.strip()
+            bare = _CONNECTOR.sub("", sentence)
+            bare = bare[:1].upper() + bare[1:]
+            if sentence and normalised(bare) not in stock and normalised(sentence) not in stock:
+                sentences.append(sentence)
+    return sentences, block
+
+
+@dataclass
+class TestbedRewriter:
+    """The testbed's scripted assistant as an offline rewriter (style changes only; module docstring)."""
+
+    __test__ = False   # not a pytest class, whatever its name
+    counts: Counter = field(default_factory=Counter)
+    _stock: frozenset[str] = field(default_factory=_stock_sentences, repr=False)
+
+    def rewrite(self, batch: Sequence[Candidate], personas: Sequence[str | None]) -> list[str | None]:
+        from userloop.testbed.assistant import adjust, render
+
+        out: list[str | None] = []
+        for candidate in batch:
+            reasons = [r for r in feedback_reasons(candidate.labels.feedback_text) if r in REASON_PREFERENCE]
+            if not reasons:
+                self.counts["no style change asked"] += 1
+                out.append(None)
+                continue
+            style = measured_style(candidate.original)
+            for reason in reasons:
+                style = adjust(style, reason)
+            sentences, block = substance(candidate.original, self._stock)
+            if style.tone == "formal":
+                sentences = [_CONTRACTED_WORD.sub(lambda m: _EXPAND[m.group(0)], s) for s in sentences]
+            lead, points = (sentences[0], sentences[1:]) if sentences else ("", [])
+            rng = random.Random(f"{candidate.followup.conversation_id}-{candidate.followup.index}")
+            out.append(render(rng, style, lead, points, block))
+        return out
+
+
+# ----------------------------------------------------------------------------- a chat model as rewriter
+REWRITE_SYSTEM = """You improve a chat assistant's answer using the user's own reaction to it. You get the conversation up to the user's request, the assistant's original answer, the user's feedback on it, and a description of the user. Write a new answer to the same request that fixes what the feedback points out and suits the user. Keep what was right in the original. Reply with the new answer only: no preamble, no comments about the change."""
+REWRITE_RETRY = "Your answer was not usable: {error}. Reply with the new answer only."
+MAX_REWRITE_TOKENS = 1024
+
+
+def rewrite_messages(candidate: Candidate, persona: str | None) -> list[dict[str, str]]:
+    history = "\n\n".join(f"[{m['role']}]\n{clip(m['content'])}" for m in candidate.prompt)
+    user = (f"Conversation:\n<<<\n{history}\n>>>\n\nOriginal answer:\n<<<\n{clip(candidate.original, 6000)}\n>>>\n\n"
+            f"User's feedback:\n<<<\n{candidate.feedback}\n>>>\n\nThe user: {persona or 'unknown'}")
+    return [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}]
+
+
+@dataclass
+class ModelRewriter:
+    model: Any
+    max_new_tokens: int = MAX_REWRITE_TOKENS
+    counts: Counter = field(default_factory=Counter)
+
+    def rewrite(self, batch: Sequence[Candidate], personas: Sequence[str | None]) -> list[str | None]:
+        def validate(i: int, answer: str) -> tuple[str | None, str | None]:
+            text = answer.strip()
+            if not text:
+                return None, "empty answer"
+            return text, None
+
+        return ask_validated(self.model, [rewrite_messages(c, p) for c, p in zip(batch, personas, strict=True)],
+                             validate, REWRITE_RETRY, self.max_new_tokens, self.counts)
+
+
+# ----------------------------------------------------------------------------- quality filter
+@dataclass
+class ScorerJudge:
+    """Testbed judge: the persona-match score of the user's true persona must rise with the rewrite."""
+
+    true_personas: dict[str, dict[str, Any]]
+    counts: Counter = field(default_factory=Counter)
+
+    def accept(self, batch: Sequence[Candidate], rewrites: Sequence[str]) -> list[bool]:
+        from userloop.testbed import score
+
+        out = []
+        for candidate, rewrite in zip(batch, rewrites, strict=True):
+            persona = self.true_personas.get(candidate.followup.user_id or "")
+            if persona is None:
+                raise UserError(f"--judge scorer needs the testbed truth of user {candidate.followup.user_id}; "
+                                "on other data give --judge SPEC (a chat model)")
+            out.append(score(persona, rewrite) > score(persona, candidate.original))
+        return out
+
+
+JUDGE_SYSTEM = """You check a rewritten assistant answer. You get the user's feedback on an original answer, the original, and the rewrite. Does the rewrite address the feedback (it does what the feedback asks, and is still an answer to the request)? Answer with one JSON object and nothing else: {"addresses_feedback": true or false}"""
+JUDGE_RETRY = 'Your answer was not usable: {error}. Answer with {{"addresses_feedback": true}} or {{"addresses_feedback": false}} only.'
+
+
+@dataclass
+class ModelJudge:
+    """A chat model decides whether each rewrite addresses the feedback (JSON answer; unusable twice: rejected)."""
+
+    model: Any
+    counts: Counter = field(default_factory=Counter)
+
+    def accept(self, batch: Sequence[Candidate], rewrites: Sequence[str]) -> list[bool]:
+        def validate(i: int, answer: str) -> tuple[bool | None, str | None]:
+            data = parse_json_object(answer)
+            if data is None or not isinstance(data.get("addresses_feedback"), bool):
+                return None, 'no {"addresses_feedback": true|false} object'
+            return data["addresses_feedback"], None
+
+        prompts = [[{"role": "system", "content": JUDGE_SYSTEM},
+                    {"role": "user", "content": f"Feedback:\n<<<\n{c.feedback}\n>>>\n\nOriginal:\n<<<\n{clip(c.original, 6000)}\n>>>\n\n"
+                                                f"Rewrite:\n<<<\n{clip(r, 6000)}\n>>>"}] for c, r in zip(batch, rewrites, strict=True)]
+        return [verdict is True for verdict in ask_validated(self.model, prompts, validate, JUDGE_RETRY, 20, self.counts)]
+
+
+@dataclass
+class RewriteResult:
+    candidate: Candidate
+    rewrite: str | None
+    accepted: bool
+    why: str        # passed | no rewrite | identical | judge rejected
+
+
+def rewrite_and_filter(batch: Sequence[Candidate], personas: Sequence[str | None], rewriter, judge) -> list[RewriteResult]:
+    """Rewrite a batch, drop rewrites equal to the original, judge the rest."""
+    rewrites = rewriter.rewrite(batch, personas)
+    results: list[RewriteResult | None] = [None] * len(batch)
+    to_judge = []
+    for i, (candidate, rewrite) in enumerate(zip(batch, rewrites, strict=True)):
+        if rewrite is None:
+            results[i] = RewriteResult(candidate, None, False, "no rewrite")
+        elif normalised(rewrite) == normalised(candidate.original):
+            results[i] = RewriteResult(candidate, rewrite, False, "identical")
+        else:
+            to_judge.append(i)
+    verdicts = judge.accept([batch[i] for i in to_judge], [rewrites[i] for i in to_judge]) if to_judge else []
+    for i, verdict in zip(to_judge, verdicts, strict=True):
+        results[i] = RewriteResult(batch[i], rewrites[i], verdict, "passed" if verdict else "judge rejected")
+    return [r for r in results if r is not None]
+

@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from userloop.testbed import generate
+
+SHARED_OASST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "oasst"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def trained_classifier():
+    """The offline classifier trained as the default one, on a small population (seed 11, kept apart from
+    the held-out ones) plus the hand-made development set."""
+    from userloop.rlhi.classifier import read_handmade, train
+
+    return train(generate(200, seed=11), read_handmade())
+
+
+@pytest.fixture(scope="session")
+def held_out():
+    return generate(60, seed=3)
+
+
+@pytest.fixture
+def small_classifier(monkeypatch, trained_classifier):
+    """Make the pipeline use the small classifier instead of training (or reading) the cached default one,
+    and a small training population where one is generated (the dev-set cross-validation of ``rlhi evaluate``)."""
+    from userloop.rlhi import classifier
+
+    monkeypatch.setattr(classifier, "load_offline", lambda cache=None: trained_classifier)
+    monkeypatch.setattr(classifier, "TRAIN_USERS", 40)
+    return trained_classifier
+
+
+@pytest.fixture(scope="session")
+def oasst_dir() -> Path:
+    if not (SHARED_OASST / "en_100_tree.jsonl").is_file():
+        pytest.skip(f"shared OASST data not found at {SHARED_OASST}")
+    return SHARED_OASST
