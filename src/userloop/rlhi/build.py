@@ -72,6 +72,23 @@ def truth_folder(data: Path) -> Path | None:
     return None
 
 
+def output_folder(path: Path) -> None:
+    """Create the output folder ``path`` (a UserError when it is a file or cannot be created)."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the folder {path}: {err.strerror}") from None
+
+
+def output_file(path: Path) -> None:
+    """Make sure the output file ``path`` can be written: not a folder, its folder created."""
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give a file name (e.g. {path / 'personas.jsonl'})")
+    output_folder(path.parent)
+
+
 def _model(spec: str):
     from userloop.models import load_model
 
@@ -93,10 +110,21 @@ def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_pr
 
     config.validate()
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    if not data.exists():
+        raise UserError(f"{data}: no such file or folder")
     truth = truth_folder(data)
-    if config.judge == "scorer" and truth is None:
-        raise UserError(f"--judge scorer needs testbed truth (truth.jsonl) for {data}; give --judge SPEC (a chat model)")
+    testbed_only = [f"--{name} {value}" for name, value in (("rewriter", config.rewriter), ("judge", config.judge))
+                    if value in ("testbed", "scorer")]
+    if testbed_only and truth is None:
+        raise UserError(f"{data} is not the testbed (no truth.jsonl) and {' and '.join(testbed_only)} {'need' if len(testbed_only) > 1 else 'needs'} it: give "
+                        "--rewriter SPEC and --judge SPEC (chat models); `userloop personas` runs offline on any data")
+    output_folder(out)
+    if config.judge == "scorer":
+        users, _ = read_truth(truth)
+        judge = ScorerJudge({user_id: record["persona"] for user_id, record in users.items()})
+    else:
+        judge = ModelJudge(_model(config.judge))
+    rewriter = TestbedRewriter() if config.rewriter == "testbed" else ModelRewriter(_model(config.rewriter))
     offline, conversations, labelled, report = _classified(data, config, progress)
     with open(out / "followups.jsonl", "wb") as f:
         f.writelines(orjson.dumps(followup_record(followup, label, report["followups"]["backend"])) + b"\n"
@@ -108,13 +136,12 @@ def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_pr
     by_conversation: dict[str, list[tuple[FollowUp, Labels]]] = {}
     for followup, label in labelled:
         by_conversation.setdefault(followup.conversation_id, []).append((followup, label))
-    todo = [c for conversation in conversations for c in candidates(conversation, by_conversation.get(conversation.id, []))]
-    rewriter = TestbedRewriter() if config.rewriter == "testbed" else ModelRewriter(_model(config.rewriter))
-    if config.judge == "scorer":
-        users, _ = read_truth(truth)
-        judge = ScorerJudge({user_id: record["persona"] for user_id, record in users.items()})
-    else:
-        judge = ModelJudge(_model(config.judge))
+    found = [c for conversation in conversations for c in candidates(conversation, by_conversation.get(conversation.id, []))]
+    answerable = [c for c in found if c.prompt and c.prompt[-1]["role"] == "user"]
+    first: dict[tuple, Any] = {}
+    for candidate in answerable:
+        first.setdefault(candidate_key(candidate), candidate)
+    todo = list(first.values())
     outcomes: Counter = Counter()
     records = []
     with progress("rewriting", len(todo)) as advance:
@@ -126,7 +153,9 @@ def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_pr
                     records.append(pair_record(result, persona_text.get(result.candidate.followup.user_id or "")))
             advance(len(batch))
     write_pairs(records, out / "pairs.parquet", out / "pairs_dataset")
-    report["rewrites"] = {"candidates": len(todo), "attempted": len(todo) - outcomes["no rewrite"],
+    report["rewrites"] = {"candidates": len(todo), "skipped_no_request": len(found) - len(answerable),
+                          "skipped_duplicate": len(answerable) - len(todo),
+                          "attempted": len(todo) - outcomes["no rewrite"],
                           "outcomes": dict(outcomes.most_common()), "passed_filter": outcomes["passed"],
                           "rewriter": dict(rewriter.counts), "judge": dict(judge.counts)}
     report["pairs"] = len(records)
@@ -134,6 +163,12 @@ def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_pr
     report["seconds"] = round(time.perf_counter() - started, 2)
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return report
+
+
+def candidate_key(candidate) -> tuple:
+    """What makes two rewrite candidates the same: prompt, original and follow-up (threads of one tree, as in
+    OASST, or regenerated branches share them); each is rewritten and paired once."""
+    return (tuple((m["role"], m["content"]) for m in candidate.prompt), candidate.original, candidate.followup.text)
 
 
 def _classified(data: Path, config: BuildConfig, progress: Progress):
@@ -145,14 +180,18 @@ def _classified(data: Path, config: BuildConfig, progress: Progress):
     offline = load_offline()
     read_report = ReadReport()
     conversations = list(read_conversations([str(data)], report=read_report))
-    followups: list[FollowUp] = [f for c in conversations for f in extract_followups(c)]
+    if not conversations:
+        raise UserError(f"{data}: no conversations read ({sum(read_report.bad_lines.values()):,} bad lines)")
+    turns: list[FollowUp] = [f for c in conversations for f in extract_followups(c)]
+    followups = [f for f in turns if f.text.strip()]
     classifier = offline if config.classifier == "offline" else JudgeClassifier(_model(config.classifier), offline, config.batch_size)
     with progress("classifying follow-ups", len(followups)) as advance:
         labels = classifier.classify(followups, advance)
     labelled = list(zip(followups, labels, strict=True))
     report: dict[str, Any] = {"data": str(data), "config": asdict(config), "classifier_trained_on": offline.trained_on,
                               "conversations": len(conversations), "bad_lines": sum(read_report.bad_lines.values()),
-                              "followups": {"backend": config.classifier, **followup_counts(conversations, labelled)}}
+                              "followups": {"backend": config.classifier, "skipped_empty": len(turns) - len(followups),
+                                            **followup_counts(conversations, labelled)}}
     if classifier is not offline:
         report["followups"]["judge"] = dict(classifier.counts)
     return offline, conversations, labelled, report
@@ -177,7 +216,6 @@ def _personas(conversations, labelled, offline, config: BuildConfig, progress: P
             backend = ModelPersonas(_model(config.persona_model), offline.domains, config.batch_size)
             personas = backend.derive(eligible, advance)
             counts["model"] = dict(backend.counts)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         f.writelines(orjson.dumps(persona.to_dict()) + b"\n" for persona in personas)
     counts["written"] = len(personas)
@@ -187,6 +225,7 @@ def _personas(conversations, labelled, offline, config: BuildConfig, progress: P
 def derive_personas(data: Path, out_file: Path, config: BuildConfig, progress: Progress = no_progress) -> dict[str, Any]:
     """``userloop personas``: classify follow-ups, derive personas, write ``out_file`` (JSONL); returns counts."""
     config.validate()
+    output_file(out_file)
     offline, conversations, labelled, _ = _classified(data, config, progress)
     return _personas(conversations, labelled, offline, config, progress, out_file)[1]
 

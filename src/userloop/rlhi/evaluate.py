@@ -108,12 +108,16 @@ def read_oasst_labels(labels_path: Path, oasst_dir: Path) -> tuple[list[FollowUp
     followups, labels = [], []
     with open(labels_path, "rb") as f:
         for number, line in enumerate(f, 1):
-            row = orjson.loads(line)
-            followup = by_id.get(row["message_id"])
-            error = validate_labels(row["relation"], row["feedback_type"])
+            try:
+                row = orjson.loads(line)
+                followup = by_id.get(row["message_id"])
+                error = validate_labels(row["relation"], row["feedback_type"])
+                start, end = row["feedback_span_start"], row["feedback_span_end"]
+            except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+                raise UserError(f"{labels_path}:{number}: not a label row (message_id, relation, feedback_type, "
+                                f"feedback_span_start, feedback_span_end): {err}") from None
             if followup is None or error:
                 raise UserError(f"{labels_path}:{number}: " + (error or f"message {row['message_id']} is not a follow-up in {oasst_dir}"))
-            start, end = row["feedback_span_start"], row["feedback_span_end"]
             span = followup.text[start:end] if start is not None else None
             followups.append(followup)
             labels.append(Labels(row["relation"], row["feedback_type"], span))
@@ -203,13 +207,15 @@ def evaluate(data: Path, real_labels: Path | None = None, oasst_dir: Path | None
     from userloop.rlhi.classifier import TRAIN_SEED, TRAIN_USERS, load_offline, read_handmade
     from userloop.testbed import generate, read_truth
 
+    if real_labels is not None and oasst_dir is None:
+        raise UserError("--real-labels needs --oasst (the folder of the OASST trees)")
+    if real_labels is not None and not real_labels.is_file():
+        raise UserError(f"--real-labels {real_labels}: no such file")
     classifier = load_offline()
     report: dict[str, Any] = {"classifier_trained_on": classifier.trained_on, "data": str(data),
                               "testbed": evaluate_followups_testbed(classifier, data),
                               "handmade_cv": cross_validate_handmade(generate(TRAIN_USERS, TRAIN_SEED), read_handmade())}
     if real_labels is not None:
-        if oasst_dir is None:
-            raise UserError("--real-labels needs --oasst (the folder of the OASST trees)")
         report["oasst"] = evaluate_followups_oasst(classifier, real_labels, oasst_dir)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "personas.jsonl"

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from userloop.conversation import Conversation
 from userloop.rlhi.llm import ask_validated, parse_json_object
-from userloop.rlhi.taxonomy import validate_labels
+from userloop.rlhi.taxonomy import normalise_label, validate_labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +63,25 @@ def extract_followups(conversation: Conversation) -> list[FollowUp]:
     return out
 
 
+# Characters a model may write for one another when it copies a span (curly and straight quotes, dashes).
+_LOOKALIKES = ("'\u2018\u2019\u02bc`", '"\u201c\u201d', "-\u2010\u2011\u2012\u2013\u2014")
+_LOOKALIKE_CLASS = {c: "[" + re.escape(group) + "]" for group in _LOOKALIKES for c in group}
+
+
+def _span_pattern(word: str) -> str:
+    return "".join(_LOOKALIKE_CLASS.get(c, re.escape(c)) for c in word)
+
+
 def locate_span(span: str | None, turn: str) -> str | None:
     """The verbatim occurrence of ``span`` in ``turn``: the span itself if it occurs as is, else the
-    turn's own text where it occurs up to whitespace (runs of spaces / newlines), else None."""
+    turn's own text where it occurs up to whitespace (runs of spaces / newlines) and look-alike quotes and
+    dashes (``\u2019`` for ``'``), else None."""
     if not span or not span.strip():
         return None
     if span in turn:
         return span
     words = span.split()
-    match = re.search(r"\s+".join(re.escape(w) for w in words), turn)
+    match = re.search(r"\s+".join(_span_pattern(w) for w in words), turn)
     return match.group(0) if match else None
 
 
@@ -130,7 +140,8 @@ def parse_judgement(answer: str, turn: str) -> tuple[Labels | None, str | None]:
     data = parse_json_object(answer)
     if data is None:
         return None, "no JSON object"
-    relation, feedback_type, span = data.get("relation"), data.get("feedback_type"), data.get("feedback_text")
+    relation, feedback_type = normalise_label(data.get("relation")), normalise_label(data.get("feedback_type"))
+    span = data.get("feedback_text")
     error = validate_labels(relation, feedback_type)
     if error:
         return None, error

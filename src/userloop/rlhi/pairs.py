@@ -42,6 +42,8 @@ def write_pairs(records: Sequence[dict[str, Any]], parquet_path: Path, dataset_d
     except ImportError:
         raise missing_dependency("datasets", "rlhi") from None
     datasets.disable_progress_bars()   # the CLI shows its own progress
-    dataset = datasets.Dataset.from_list(list(records), features=features())
+    schema = features()
+    # column by column, so that zero pairs still give a dataset (and a Parquet file) with every column
+    dataset = datasets.Dataset.from_dict({name: [r[name] for r in records] for name in schema}, features=schema)
     dataset.to_parquet(str(parquet_path))
-    dataset.save_to_disk(str(dataset_dir))
+    dataset.save_to_disk(str(dataset_dir), num_shards=None if len(dataset) else 1)   # an empty one needs its shard named

@@ -26,7 +26,7 @@ from typing import Any
 from userloop.conversation import Conversation
 from userloop.rlhi.followups import FollowUp, Labels, clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
-from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK, REASON_PREFERENCE, feedback_reasons
+from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK, REASON_PREFERENCE, feedback_reasons, normalise_label
 from userloop.testbed.persona import DOMAINS, PERSONA_DISTRIBUTION
 from userloop.testbed.scorer import technicality, text_features
 
@@ -208,7 +208,7 @@ def derive_offline(history: UserHistory, domain_of: Callable[[Sequence[str]], li
         "tone": _leader(votes["tone"]) or revealed["tone"],
         "structure": _leader(votes["structure"]) or revealed["structure"],
     }
-    first_turns = [c.messages[0].content for c in history.conversations if c.messages and c.messages[0].role == "user"]
+    first_turns = [turns[0] for turns in (c.user_turns for c in history.conversations) if turns]   # after any system message
     domain_counts = Counter(domain_of(first_turns))
     enough = max(2, 0.25 * len(first_turns))
     domains = [d for d, n in domain_counts.most_common(MAX_DOMAINS) if n >= enough] or [domain_counts.most_common(1)[0][0]] if domain_counts else []
@@ -252,6 +252,9 @@ def parse_persona(answer: str, history: UserHistory) -> tuple[DerivedPersona | N
     data = parse_json_object(answer)
     if data is None:
         return None, "no JSON object"
+    data = {**data, **{name: normalise_label(data.get(name)) for name in FIELD_VALUES}}
+    if isinstance(data.get("domains"), list):
+        data["domains"] = [normalise_label(d) for d in data["domains"]]
     for name, values in FIELD_VALUES.items():
         if data.get(name) not in values:
             return None, f"{name} must be one of {', '.join(values)}"

@@ -83,6 +83,14 @@ def feedback_reasons(text: str | None) -> list[str]:
     return found
 
 
+def normalise_label(value: object) -> object:
+    """A model's label in vocabulary spelling: "Make aware with correction" / "RE-ATTEMPT" -> snake case;
+    anything that is not a string comes back as is (and fails validation)."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"[\s\-]+", "_", value.strip().lower())
+
+
 def validate_labels(relation: object, feedback_type: object) -> str | None:
     """None when both labels are in the vocabularies, else what is wrong (one line)."""
     if relation not in RELATIONS:
