@@ -337,7 +337,7 @@ def user_turn_command(
     import orjson
 
     from userloop.models import GenerationParams
-    from userloop.userlm.simulator import GuardrailConfig, UserSimulator, read_history
+    from userloop.userlm.simulator import GuardrailConfig, UserSimulator, read_history, user_prompt
 
     if avoid_termination_turns.strip().lower() == "always":
         turns = None
@@ -353,6 +353,7 @@ def user_turn_command(
     )
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     messages = read_history(history) if history else []
+    user_prompt(intent, messages)  # a bad intent or history fails before the model loads
     turn = UserSimulator(user, guardrails, params).next_turn(intent, messages)
     typer.echo(orjson.dumps(turn.to_dict()).decode())
 
@@ -523,7 +524,8 @@ def eval_ppl_command(
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
     typer.echo(f"user-turn perplexity of {checkpoint} on {result['turns_scored']:,} user turns of "
-               f"{result['conversations_scored']:,} {split} conversations ({result['turns_not_scored']:,} turns beyond --max-length):")
+               f"{result['conversations_scored']:,} {split} conversations ({result['turns_not_scored']:,} turns beyond --max-length, "
+               f"{result['empty_turns_not_scored']:,} empty turns not scored):")
     for name, label in (("with_intent", "with intent"), ("without_intent", "without intent")):
         typer.echo(f"  {label:<15} {result[name]['perplexity']:8.2f}  ({result[name]['tokens']:,} tokens)")
 

@@ -51,8 +51,10 @@ def test_bad_inputs_are_user_errors(setup, tmp_path):
     model_path, data = setup
     with pytest.raises(UserError, match="not a prepared folder"):
         user_turn_perplexity(model_path, tmp_path, "test")
-    with pytest.raises(UserError, match="cannot load"):
+    with pytest.raises(UserError, match="no such model folder"):  # at once: no offline Hub look-up and retries
         user_turn_perplexity(tmp_path / "nothing", data, "test")
+    with pytest.raises(UserError, match="no such model folder"):
+        user_turn_perplexity("relative_name_that_is_no_folder", data, "test")
 
 
 def test_eval_ppl_command(setup):
@@ -67,3 +69,21 @@ def test_eval_ppl_command_errors_are_one_line(setup, tmp_path):
     _, data = setup
     result = CliRunner().invoke(app, ["eval-ppl", str(tmp_path), "--data", str(data)])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1 and "cannot load" in result.output
+
+
+def test_empty_turns_are_not_scored_but_counted(setup, tmp_path):
+    from userloop.conversation import Conversation, Message, write_parquet
+
+    model_path, _ = setup
+    conversations = [Conversation(messages=[Message("user", "a poem about rain please"), Message("assistant", "Rain."),
+                                            Message("user", "  "), Message("assistant", "Anything else?"),
+                                            Message("user", "shorter")], id="c1", intent="You are a user who wants a poem.")]
+    data = tmp_path / "prepared"
+    data.mkdir()
+    for split in ("train", "test"):
+        write_parquet(conversations, data / f"{split}.parquet")
+    (data / "report.json").write_text("{}")
+    result = user_turn_perplexity(model_path, data, "test")
+    assert (result["turns_scored"], result["turns_not_scored"], result["empty_turns_not_scored"]) == (2, 0, 1)
+    with pytest.raises(UserError, match="no user turn"):
+        user_turn_perplexity(model_path, data, "test", max_length=8)

@@ -260,6 +260,18 @@ def test_ban_maps_words_to_tokens_with_and_without_a_space(tiny_model):
     assert tuple(tiny_model.tokenizer.encode("Paris", add_special_tokens=False)) in sequences
 
 
+def test_first_position_bans_cover_merged_tokens_that_open_with_the_word(tiny_model_path):
+    """A tokenizer with merged pieces ("I'm", "\\nI") has tokens that start the banned word: banned first too."""
+    model = load_model(f"hf:{tiny_model_path}")
+    merged = ["I'm", "\nI", "Here's", "You,"]
+    model.tokenizer.add_tokens([*merged, "Your", "Ice"])
+    merged_ids = model.tokenizer.convert_tokens_to_ids(merged)
+    other_ids = model.tokenizer.convert_tokens_to_ids(["Your", "Ice"])
+    first = {s[0] for s in model._ban_sequences(("I", "You", "Here"), opening=True) if len(s) == 1}
+    assert set(merged_ids) <= first and not set(other_ids) & first
+    assert not {(t,) for t in merged_ids} & set(model._ban_sequences(("I", "You", "Here")))  # only at the start
+
+
 def test_sequence_bans_in_the_processor():
     """Multi-token bans: the last token is masked only after the others, anywhere or at the start."""
     width = 2

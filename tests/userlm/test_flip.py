@@ -102,3 +102,61 @@ def test_conversations_without_intent_are_counted_not_silently_dropped(userlm_to
     assert "1 without an intent" in report.summary()
     samples, report = flip([_conversation(None)], userlm_tokenizer, "packed", with_intent=False)
     assert len(samples) == 1 and userlm_tokenizer.decode(samples[0].ids).count("system") == 0
+
+
+def _untidy_conversations() -> list[Conversation]:
+    """Real-log shapes: a source system prompt, padded turns, an empty user turn, no final reply, non-English."""
+    intent = "You are a user chatting with an assistant language model to get help with a letter."
+    return [
+        Conversation(messages=[Message("system", "Be brief."), Message("user", "  Bonjour, une lettre ?  \n"),
+                               Message("assistant", "\nBien sûr : ...  "), Message("user", "plus court")], id="a", intent=intent),
+        Conversation(messages=[Message("user", "write a python function"), Message("assistant", "def f(): pass"),
+                               Message("user", "   "), Message("assistant", "Anything else?"),
+                               Message("user", "make it recursive"), Message("assistant", "def f(): f()")], id="b", intent=intent),
+        Conversation(messages=[Message("user", "写一首关于秋天的诗"), Message("assistant", "秋风起。")], id="c", intent=intent),
+        Conversation(messages=[Message("user", " ")], id="d", intent=intent),
+    ]
+
+
+def test_empty_turns_are_no_targets_and_unanswered_endings_get_no_end_token(userlm_tokenizer):
+    samples, report = flip(_untidy_conversations(), userlm_tokenizer, "packed")
+    targets = [_decoded_targets(userlm_tokenizer, s) for s in samples]
+    assert targets[0] == ["Bonjour, une lettre ?" + END_OF_TURN, "plus court" + END_OF_TURN]  # no end token
+    assert targets[1] == ["write a python function" + END_OF_TURN, "make it recursive" + END_OF_TURN,
+                          END_CONVERSATION + END_OF_TURN]  # the empty turn stays in the context only
+    assert "   " in userlm_tokenizer.decode(samples[1].ids) or "Anything else?" in userlm_tokenizer.decode(samples[1].ids)
+    assert (report.conversations, report.used, report.samples) == (4, 3, 3)
+    assert (report.empty_user_turns, report.ending_on_a_user_turn, report.skipped_without_targets) == (2, 2, 1)
+    assert "1 without a non-empty user turn" in report.summary() and "unanswered" in report.summary()
+
+
+def test_per_turn_and_packed_agree_on_untidy_conversations(userlm_tokenizer):
+    for conv in _untidy_conversations():
+        packed, _ = flip([conv], userlm_tokenizer, "packed")
+        per_turn, report = flip([conv], userlm_tokenizer, "per_turn")
+        assert len(per_turn) == report.targets and sum(len(p.ids) for p in packed) <= sum(len(s.ids) for s in per_turn)
+        for sample in per_turn:
+            assert sample.ids == packed[0].ids[:len(sample.ids)]
+        assert sum(sum(s.mask) for s in per_turn) == sum(sum(p.mask) for p in packed)
+        if packed:  # what the model reads equals the checkpoint's own template (padded turns trimmed alike)
+            messages = user_lm_messages(conv, end=False)
+            text = userlm_tokenizer.apply_chat_template(messages, tokenize=False)
+            template_ids = userlm_tokenizer(text, add_special_tokens=False)["input_ids"]
+            assert Renderer(userlm_tokenizer).prompt(messages) == template_ids
+            common = min(len(template_ids), len(packed[0].ids))
+            assert packed[0].ids[:common] == template_ids[:common]
+
+
+def test_rendering_follows_a_lookalike_template_with_two_newlines(userlm_path):
+    """A look-alike whose template writes Llama-3-instruct's blank line after the header is rendered as it says."""
+    from transformers import AutoTokenizer
+
+    from userloop.userlm.flip import header_separator
+
+    tokenizer = AutoTokenizer.from_pretrained(userlm_path)  # a fresh copy, edited below
+    tokenizer.chat_template = tokenizer.chat_template.replace("<|end_header_id|>\\n", "<|end_header_id|>\\n\\n")
+    assert header_separator(tokenizer) == "\n\n"
+    messages = user_lm_messages(_conversation(), end=False)
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert "<|end_header_id|>\n\n" in text
+    assert Renderer(tokenizer).prompt(messages) == tokenizer(text, add_special_tokens=False)["input_ids"]

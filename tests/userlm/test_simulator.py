@@ -355,3 +355,18 @@ def test_cli_user_turn_bad_history_is_one_line(tmp_path, content, fragment):
     assert result.exit_code == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
+
+
+def test_cli_user_turn_checks_history_and_intent_before_loading_the_model(tmp_path):
+    """A bad history or intent fails at once, not after loading a (possibly 8B) model: the model here does not exist."""
+    history_file = tmp_path / "h.json"
+    for content, intent, fragment in [
+        (json.dumps([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                     {"role": "assistant", "content": "hello"}]), INTENT, "is a system message"),
+        ('[{"role": "user", "content": "hi"}]', INTENT, "must end with an assistant turn"),
+        ('[]', "   ", "non-empty string"),
+    ]:
+        history_file.write_text(content)
+        result = runner.invoke(app, ["user-turn", "--user", f"hf:{tmp_path / 'no_model'}", "--intent", intent,
+                                     "--history", str(history_file)])
+        assert result.exit_code == 2 and fragment in result.stderr and "no such model" not in result.stderr, result.stderr

@@ -141,15 +141,51 @@ def test_train_command_errors_are_one_line(tmp_path):
 
 
 def test_full_fine_tuning_adds_the_missing_userlm_tokens(prepared_testbed, tmp_path):
-    from transformers import AutoTokenizer
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from userloop.models.tiny import build_tiny_chat_model
 
     base = build_tiny_chat_model(tmp_path / "base", hidden_size=32, layers=1)  # a chat model without <|endconversation|>
+    AutoModelForCausalLM.from_pretrained(base).to(torch.bfloat16).save_pretrained(base)  # stored in bf16, as Llama 3
     config = parse_config(["--data", str(prepared_testbed), "--out", str(tmp_path / "ft"), "--init", str(base),
-                           "--max_steps", "1", "--batch_size", "2", "--max_length", "512", "--eval_steps", "0", "--save_steps", "0"])
+                           "--max_steps", "1", "--warmup", "0", "--batch_size", "2", "--max_length", "512", "--eval_steps", "0",
+                           "--save_steps", "0"])
     result = train_user_lm(config)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ft")
+    before, after = (AutoModelForCausalLM.from_pretrained(path).model.layers[0].mlp.down_proj.weight
+                     for path in (base, tmp_path / "ft"))
+    assert after.dtype == torch.float32  # float32 master weights: a 2e-5 step is not rounded away in bf16
+    assert (after.float() != before.float()).float().mean() > 0.9
     assert result.report["steps"] == 1 and result.report["init"] == str(base)
     assert tokenizer.convert_tokens_to_ids("<|endconversation|>") == len(tokenizer) - 1
     assert tokenizer.apply_chat_template([{"role": "system", "content": "x"}], tokenize=False).endswith("user<|end_header_id|>\n")
+
+
+@pytest.mark.parametrize(("yaml_text", "flags", "fragment"), [
+    ("lr: [1, 2\n", [], "not valid YAML"),
+    ("max_steps: ten\n", [], "invalid int value: 'ten'"),
+    (None, ["--lora", "maybe"], "argument --lora"),
+    (None, ["--init", "no_such_folder", "--max_steps", "1"], "no such model folder: no_such_folder"),
+])
+def test_bad_yaml_values_and_paths_are_one_line(tmp_path, prepared_testbed, yaml_text, flags, fragment):
+    args = ["train", "user-lm", "--data", str(prepared_testbed), "--out", str(tmp_path / "out"), *flags]
+    if yaml_text is not None:
+        (tmp_path / "c.yaml").write_text(yaml_text)
+        args += ["--config", str(tmp_path / "c.yaml")]
+    result = CliRunner().invoke(app, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.output
+
+
+def test_an_empty_validation_split_is_named(tmp_path, testbed_conversations):
+    from userloop.conversation import write_parquet
+
+    data = tmp_path / "tiny"
+    data.mkdir()
+    (data / "report.json").write_text("{}")
+    write_parquet(testbed_conversations[:3], data / "train.parquet")
+    write_parquet([], data / "validation.parquet")
+    config = parse_config(["--data", str(data), "--out", str(tmp_path / "out"), "--vocab_size", "300", "--hidden_size", "32"])
+    with pytest.raises(UserError, match="the validation split has no conversations"):
+        train_user_lm(config)

@@ -10,7 +10,8 @@ A turn's tokens are its content and its ``<|eot_id|>`` (ending the turn is part 
 with the UserLM template (:mod:`userloop.userlm.flip`), whatever template the checkpoint carries,
 so the checkpoint's tokenizer must have the UserLM special tokens (a user LM trained by userloop or
 microsoft/UserLM-8b). Turns beyond ``max_length`` tokens (with the intent) are scored in neither
-condition, so both score the same turns; the counts say how many.
+condition, so both score the same turns; the counts say how many. Empty (whitespace-only) user turns
+are not scored either (they are no target, :mod:`userloop.userlm.flip`) and counted apart.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = 
 
     Returns ``{"with_intent": {...}, "without_intent": {...}, ...}``, each part with ``perplexity``,
     ``nll_per_token`` and ``tokens``; both score the same turns (those that fit in ``max_length`` with
-    the intent), counted in ``turns_scored`` and ``turns_not_scored``. ``on_total`` gets the number of batches,
+    the intent), counted in ``turns_scored`` and ``turns_not_scored`` (beyond ``max_length``), and
+    ``empty_turns_not_scored``. ``on_total`` gets the number of batches,
     ``on_progress`` is called with 1 after each.
     """
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from userloop.userlm.flip import Renderer, read_split, render, user_lm_messages
+    from userloop.userlm.train import load_pretrained
 
     if batch_size < 1 or max_length < 2 or (max_conversations is not None and max_conversations < 1):
         raise UserError("batch size and max conversations must be at least 1, max length at least 2")
@@ -46,20 +48,17 @@ def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = 
     if not conversations:
         raise UserError(f"{data}: the {split} split has no conversations")
     transformers.utils.logging.disable_progress_bar()  # progress is reported through on_progress
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-        model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load {str(checkpoint)!r} with transformers: {str(err).splitlines()[0][:300]}") from None
+    tokenizer, model = load_pretrained(checkpoint)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     model = model.to(device).eval()
     renderer = Renderer(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else renderer.eot
 
     parts: dict[str, list] = {"with_intent": [], "without_intent": []}
-    turns, unscored = 0, 0
+    turns, too_long, unscored = 0, 0, 0
     for conv in conversations:
         with_intent, targets, dropped = render(renderer, user_lm_messages(conv, True, end=False), "packed", max_length)
+        too_long += dropped
         if not with_intent:
             unscored += 1
             continue
@@ -68,12 +67,16 @@ def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = 
                                       max_targets=targets - dropped)
         parts["with_intent"] += with_intent
         parts["without_intent"] += without_intent
+    if not turns:
+        raise UserError(f"{data}: no user turn of the {split} split to score (none fits in max_length {max_length} "
+                        "or all are empty)")
     batches = {name: _batches(samples, batch_size) for name, samples in parts.items()}
     if on_total is not None:
         on_total(sum(len(b) for b in batches.values()))
     result: dict = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "conversations": len(conversations),
                     "intents_filled_offline": filled, "conversations_scored": len(conversations) - unscored,
-                    "turns_scored": turns, "turns_not_scored": sum(c.n_user_turns for c in conversations) - turns}
+                    "turns_scored": turns, "turns_not_scored": too_long,
+                    "empty_turns_not_scored": sum(not t.strip() for c in conversations for t in c.user_turns)}
     for name in parts:
         nll, tokens = 0.0, 0
         for batch in batches[name]:
@@ -107,8 +110,8 @@ def _summed_nll(model, batch, pad: int, device: str) -> tuple[float, int]:
         mask[row, :n] = torch.tensor(sample.mask, dtype=torch.bool)
     ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
     with torch.no_grad():
-        hidden = model.model(input_ids=ids, attention_mask=attention).last_hidden_state
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=attention).last_hidden_state
         targets = mask[:, 1:]  # position t predicts token t + 1: score only the target tokens' positions
-        logits = model.lm_head(hidden[:, :-1][targets]).float()
+        logits = model.get_output_embeddings()(hidden[:, :-1][targets]).float()
         nll = torch.nn.functional.cross_entropy(logits, ids[:, 1:][targets], reduction="sum")
     return nll.item(), int(targets.sum())

@@ -26,7 +26,9 @@ leading space (so ``"I"`` covers Llama-3's ``ĠI`` and sentencepiece's ``▁I``)
 own encodings of the string and of the string after a space. Single tokens are masked; a
 multi-token encoding is banned as a sequence (its last token is masked once the others were just
 generated; at the first position: once the generation so far is the rest of it). Other ways of
-spelling a string with several tokens are not covered.
+spelling a string with several tokens are not covered. At the first position a banned word also bans
+every token that opens with it after optional whitespace and before a non-letter (``"I'm"``,
+``"\\nI"``, ``"Here's"``, ``"You,"``, not ``"Your"``), as tokenizers that merge such pieces have them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ except ImportError as err:
 import asyncio
 import copy
 import random
+import re
 import statistics
 import time
 from collections import Counter, deque
@@ -100,7 +103,7 @@ class HFChatModel(ChatModel):
         self._costs = _GenerationCosts()
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self._token_index: dict[str, list[int]] | None = None
-        self._ban_cache: dict[tuple[str, ...], list[tuple[int, ...]]] = {}
+        self._ban_cache: dict[tuple[tuple[str, ...], bool], list[tuple[int, ...]]] = {}
         self._pending: deque[_Request] = deque()
         self._pending_rows = 0
         self._last_arrival = 0.0
@@ -270,7 +273,8 @@ class HFChatModel(ChatModel):
         processors = []
         if params.bans or params.logit_bias:
             processors.append(_TokenBans(width, self._ban_sequences(params.banned_tokens),
-                                         self._ban_sequences(params.banned_first_tokens), params.logit_bias))
+                                         self._ban_sequences(params.banned_first_tokens, opening=True),
+                                         params.logit_bias))
         temperature, top_p, top_k = self._sampling(params)
         if temperature > 0:
             seeds = [_row_seed(r.params.seed, j) for r in requests for j in range(params.n)]
@@ -315,8 +319,10 @@ class HFChatModel(ChatModel):
                 found.append(added[max(matches, key=len)])
         return found
 
-    def _ban_sequences(self, banned: tuple[str, ...]) -> list[tuple[int, ...]]:
-        if banned not in self._ban_cache:
+    def _ban_sequences(self, banned: tuple[str, ...], opening: bool = False) -> list[tuple[int, ...]]:
+        """Token sequences that spell the ``banned`` strings; with ``opening`` (first-position bans) also
+        the single tokens that open with a banned word (see the module docstring)."""
+        if (banned, opening) not in self._ban_cache:
             sequences: set[tuple[int, ...]] = set()
             index = self._tokens_by_text()
             for text in banned:
@@ -325,8 +331,11 @@ class HFChatModel(ChatModel):
                     ids = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
                     if ids:
                         sequences.add(tuple(ids))
-            self._ban_cache[banned] = sorted(sequences)
-        return self._ban_cache[banned]
+                if opening:
+                    opens = re.compile(rf"\s*{re.escape(text)}(?![^\W\d_])")
+                    sequences.update((token,) for piece, tokens in index.items() if opens.match(piece) for token in tokens)
+            self._ban_cache[banned, opening] = sorted(sequences)
+        return self._ban_cache[banned, opening]
 
     def _tokens_by_text(self) -> dict[str, list[int]]:
         """Every token id by the text it decodes to on its own (built once, on the first ban)."""

@@ -14,8 +14,16 @@ target is ``<|endconversation|><|eot_id|>`` (the end token is the content of a f
 Rendering concatenates per-message token ids (``bos``, then per message ``header + content +
 <|eot_id|>``), which equals tokenising the chat template's string (contents are trimmed, so the
 newline after a header never merges with them) and makes both schemes see identical tokens.
+The text between a header and the content is read from the tokenizer's own chat template when it
+writes UserLM headers (a look-alike with Llama-3-instruct's ``\n\n`` is scored as it was trained),
+else it is UserLM-8b's single newline.
 A sample longer than ``max_length`` keeps the targets that end within it (the others are counted
 as dropped); a conversation whose first target does not fit is skipped.
+
+Real logs are untidy; where the paper is silent: an empty (or whitespace-only) user turn stays in
+the context but is no target (a user LM should not learn to send nothing); a conversation that ends
+on a user turn (no reply in the log) gets no ``<|endconversation|>`` target, since the user was
+waiting for an answer, not leaving. Both are counted in :class:`FlipReport`.
 """
 
 from __future__ import annotations
@@ -54,8 +62,11 @@ class FlipReport:
     used: int = 0
     skipped_without_intent: int = 0
     skipped_too_long: int = 0
+    skipped_without_targets: int = 0
     targets: int = 0
     targets_dropped_by_max_length: int = 0
+    empty_user_turns: int = 0
+    ending_on_a_user_turn: int = 0
     samples: int = 0
     tokens: int = 0
     target_tokens: int = 0
@@ -68,9 +79,13 @@ class FlipReport:
                 f"{self.tokens:,} tokens ({self.target_tokens:,} with loss)")
         skipped = [f"{n:,} {what}" for n, what in ((self.skipped_without_intent, "without an intent"),
                                                   (self.skipped_too_long, "whose first target exceeds max_length"),
-                                                  (self.targets_dropped_by_max_length, "targets beyond max_length"))
+                                                  (self.skipped_without_targets, "without a non-empty user turn"),
+                                                  (self.targets_dropped_by_max_length, "targets beyond max_length"),
+                                                  (self.empty_user_turns, "empty user turns (no target)"))
                    if n]
-        return line + (f"; skipped {', '.join(skipped)}" if skipped else "")
+        unanswered = (f"; {self.ending_on_a_user_turn:,} conversations end on an unanswered user turn (no end target)"
+                      if self.ending_on_a_user_turn else "")
+        return line + (f"; skipped {', '.join(skipped)}" if skipped else "") + unanswered
 
 
 class Renderer:
@@ -81,7 +96,7 @@ class Renderer:
         ids = special_token_ids(tokenizer)
         self.bos, self.eot, self.end_conversation = ids[BEGIN_OF_TEXT], ids[END_OF_TURN], ids[END_CONVERSATION]
         self._start, self._end = ids[START_HEADER], ids[END_HEADER]
-        self._newline = self.encode("\n")
+        self._newline = self.encode(header_separator(tokenizer))
         self._headers: dict[str, list[int]] = {}
 
     def encode(self, text: str) -> list[int]:
@@ -107,13 +122,27 @@ class Renderer:
         return ids + self.header("user")
 
 
+def header_separator(tokenizer) -> str:
+    """What the tokenizer's chat template writes between a header and the message content: the text after
+    ``<|end_header_id|>`` and before a probe content (one newline, UserLM-8b's, when there is no such template)."""
+    probe = "Userloopprobe"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": probe}], tokenize=False)
+    except Exception:  # noqa: BLE001 - no template, or one that refuses the probe: the UserLM default
+        return "\n"
+    before, found, _ = text.partition(probe)
+    _, header, separator = before.rpartition(END_HEADER)
+    return separator if found and header and not separator.strip() else "\n"
+
+
 def user_lm_messages(conv: Conversation, with_intent: bool = True, end: bool = True) -> list[dict]:
     """The conversation as the user LM sees it: the intent as system message (when ``with_intent``),
     the user and assistant turns (a source's own system prompt is the assistant's, not the user's:
-    left out), and with ``end`` a final user turn ``<|endconversation|>``."""
+    left out), and with ``end`` a final user turn ``<|endconversation|>`` after the last assistant turn (none
+    when the conversation ends on an unanswered user turn, see the module docstring)."""
     messages = [{"role": "system", "content": conv.intent}] if with_intent else []
     messages += [{"role": m.role, "content": m.content} for m in conv.messages if m.role in ("user", "assistant")]
-    if end:
+    if end and messages and messages[-1]["role"] == "assistant":
         messages.append({"role": "user", "content": END_CONVERSATION})
     return messages
 
@@ -122,7 +151,7 @@ def render(renderer: Renderer, messages: list[dict], scheme: str, max_length: in
            max_targets: int | None = None) -> tuple[list[Sample], int, int]:
     """Samples of one flipped conversation; returns ``(samples, targets, targets dropped)``.
 
-    Every user message is a target. ``packed``: one sample, mask on all kept targets; ``per_turn``:
+    Every non-empty user message is a target. ``packed``: one sample, mask on all kept targets; ``per_turn``:
     one sample per kept target, the conversation up to it with the mask on it alone. Targets are
     kept when they end within ``max_length`` tokens, and only the first ``max_targets`` when given.
     """
@@ -131,7 +160,7 @@ def render(renderer: Renderer, messages: list[dict], scheme: str, max_length: in
     ids, mask, spans = [renderer.bos], [0], []
     for message, body in zip(messages, renderer.bodies(messages), strict=True):
         head = renderer.header(message["role"])
-        is_target = message["role"] == "user"
+        is_target = message["role"] == "user" and bool(message["content"].strip())
         ids += head + body
         mask += [0] * len(head) + [int(is_target)] * len(body)
         if is_target:
@@ -162,9 +191,15 @@ def flip(conversations: Iterable[Conversation], tokenizer, scheme: str = "packed
         if with_intent and not (conv.intent or "").strip():
             report.skipped_without_intent += 1
             continue
-        flipped, targets, dropped = render(renderer, user_lm_messages(conv, with_intent, end), scheme, max_length)
+        messages = user_lm_messages(conv, with_intent, end)
+        report.empty_user_turns += sum(m["role"] == "user" and not m["content"].strip() for m in messages)
+        report.ending_on_a_user_turn += bool(end and messages and messages[-1]["content"] != END_CONVERSATION)
+        flipped, targets, dropped = render(renderer, messages, scheme, max_length)
         report.targets += targets
         report.targets_dropped_by_max_length += dropped
+        if not targets:
+            report.skipped_without_targets += 1
+            continue
         if not flipped:
             report.skipped_too_long += 1
             continue

@@ -210,7 +210,7 @@ class UserSimulator:
         """Next user turns for many conversations at once; ``histories[i]`` belongs to ``intents[i]``."""
         if isinstance(intents, str) or len(intents) != len(histories):
             raise UserError("anext_turns needs one history per intent (two lists of the same length)")
-        prompts = [_prompt(intent, history) for intent, history in zip(intents, histories)]
+        prompts = [user_prompt(intent, history) for intent, history in zip(intents, histories)]
         return list(await asyncio.gather(*(self._turn(index, prompt) for index, prompt in enumerate(prompts))))
 
     async def _turn(self, index: int, prompt: list[dict[str, str]]) -> UserTurn:
@@ -311,9 +311,11 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
     return messages
 
 
-def _prompt(intent: str, history: Sequence[Message | Mapping[str, str]]) -> list[dict[str, str]]:
+def user_prompt(intent: str, history: Sequence[Message | Mapping[str, str]]) -> list[dict[str, str]]:
     """``[system: intent, *history]``, with the history checked: user and assistant turns alternating,
-    starting with the user and ending with the assistant (the user speaks next)."""
+    starting with the user and ending with the assistant (the user LM writes the turn after an assistant
+    turn; a history ending on a user turn is refused rather than guessed at). The intent is the only
+    system message: a system message in the history (the assistant's prompt) is refused too."""
     from userloop.models.base import chat_messages
 
     if not isinstance(intent, str) or not intent.strip():
@@ -321,6 +323,9 @@ def _prompt(intent: str, history: Sequence[Message | Mapping[str, str]]) -> list
     messages = chat_messages(history) if len(history) else []
     for index, message in enumerate(messages):
         expected = "user" if index % 2 == 0 else "assistant"
+        if message["role"] == "system":
+            raise UserError(f"history message {index + 1} is a system message: the user LM's only system message is "
+                            "the intent (pass it as the intent; leave the assistant's system prompt out)")
         if message["role"] != expected:
             raise UserError(f"history message {index + 1} has role {message['role']!r}, expected {expected!r}: "
                             "the history alternates user and assistant turns, starting with the user")

@@ -128,12 +128,22 @@ def parse_config(args: Sequence[str]) -> UserLMTrainConfig:
             raise UserError("--config needs a YAML file")
         if not Path(args[index + 1]).is_file():
             raise UserError(f"--config {args[index + 1]}: no such file")
+    import yaml
+
     parser = TrlParser(UserLMTrainConfig, prog="userloop train user-lm",
                        description="Train a user LM on flipped conversations (see docs/userlm.md).")
+
+    def one_line_error(message: str):  # argparse would print its usage and exit: a bad value is one line here
+        raise UserError(message)
+
+    parser.error = one_line_error
     try:
         [config] = parser.parse_args_and_config(args)
     except ValueError as err:  # unknown YAML keys, a YAML file that is not a mapping
         raise UserError(str(err)) from None
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {args[args.index('--config') + 1]}: not valid YAML: "
+                        f"{' '.join(str(err).split())[:300]}") from None
     config.validate()
     return config
 
@@ -163,8 +173,10 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     validation_samples, validation_report = flip(validation_convs, tokenizer, "packed", config.max_length)
     on_message(f"train: {train_report.summary()}")
     on_message(f"validation: {validation_report.summary()}")
-    if not train_samples or not validation_samples:
-        raise UserError("no training or validation samples left after flipping (see the counts above)")
+    for split, samples, convs in (("train", train_samples, train_convs), ("validation", validation_samples, validation_convs)):
+        if not samples:
+            why = "has no conversations" if not convs else "has no sample left after flipping (see the counts above)"
+            raise UserError(f"{config.data}: the {split} split {why}; training needs both train and validation")
     unigram = unigram_baseline(train_samples, validation_samples, len(tokenizer))
     if checkpoint:
         on_message(f"resuming from {checkpoint}")
@@ -227,7 +239,7 @@ def _last_checkpoint(out: Path) -> Path:
 def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], checkpoint: Path | None):
     """Tokenizer and model to start from; returns ``(tokenizer, model, added special tokens)``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if config.init == "scratch":
         if checkpoint is not None:  # the trainer restores the weights; the tokenizer must be the saved one
@@ -245,11 +257,9 @@ def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], c
             tie_word_embeddings=True, bos_token_id=ids[BEGIN_OF_TEXT], eos_token_id=ids[END_OF_TURN],
             pad_token_id=tokenizer.pad_token_id))
         return tokenizer, model, []
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(config.init)
-        model = AutoModelForCausalLM.from_pretrained(config.init)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load {config.init!r} with transformers: {str(err).splitlines()[0][:300]}") from None
+    # Full fine-tuning keeps float32 master weights (bf16 is the trainer's mixed precision): updated in
+    # bfloat16 storage, most lr-2e-5 steps of a bf16 checkpoint (Llama 3, UserLM-8b) would round away.
+    tokenizer, model = load_pretrained(config.init, dtype="auto" if config.lora else "float32")
     vocab = tokenizer.get_vocab()
     added = [token for token in SPECIAL_TOKENS if token not in vocab]
     if added:
@@ -259,6 +269,28 @@ def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], c
     tokenizer.pad_token = tokenizer.pad_token or END_OF_TEXT
     tokenizer.chat_template = USERLM_CHAT_TEMPLATE
     return tokenizer, model, added
+
+
+def load_pretrained(source: str | Path, dtype: str = "auto"):
+    """``(tokenizer, model)`` of a local folder or Hub id (``owner/name``) with stock transformers; the
+    weights in ``dtype`` (``auto``: as stored).
+
+    A name that is neither an existing folder nor a Hub id is refused at once (no Hub look-up, which
+    offline would retry for a minute); a load failure is a :class:`UserError` of one line.
+    """
+    import re
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(source)
+    if not Path(source).expanduser().is_dir() and not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        raise UserError(f"no such model folder: {source} (give a folder or a Hub id such as owner/name)")
+    source = str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source
+    try:
+        return AutoTokenizer.from_pretrained(source), AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError, KeyError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise UserError(f"cannot load {source!r} with transformers: {(lines or [type(err).__name__])[0][:300]}") from None
 
 
 def _texts(conversations: list[Conversation]):
