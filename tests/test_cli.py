@@ -262,7 +262,7 @@ def test_import_cli_stays_light():
 
 
 def test_help_as_module():
-    result = subprocess.run([sys.executable, "-m", "userloop.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "userloop.cli", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "data" in result.stdout
 
@@ -271,10 +271,10 @@ def test_console_script():
     script = Path(sys.executable).parent / "userloop"
     if not script.exists():
         pytest.skip("console script not installed next to this interpreter")
-    result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "data" in result.stdout
-    result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.strip() == f"userloop {__version__}"
 
 

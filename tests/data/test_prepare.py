@@ -295,13 +295,13 @@ def test_near_dedupe_over_multi_turn_conversations(tmp_path):
 def test_near_dedupe_threshold_one_only_drops_equal_signatures(tmp_path):
     original, near_copy = _one_word_changed(13, 30)  # one changed word spoils 3 of 28 shingles
     records = [record("orig", original, user="a"), record("copy", near_copy, user="b")]
-    report, splits = run(tmp_path, records, near_dup_threshold=1.0)
+    _report, splits = run(tmp_path, records, near_dup_threshold=1.0)
     assert kept_ids(splits) == ["copy", "orig"]
 
 
 def test_near_dedupe_ignores_user_turns_without_words(tmp_path):
     records = [record("dots-1", "..."), record("dots-2", "... "), record("q-1", "???"), record("q-2", "?!")]
-    report, splits = run(tmp_path, records, exact_dedupe=False)
+    _report, splits = run(tmp_path, records, exact_dedupe=False)
     assert len(kept_ids(splits)) == 4
 
 
@@ -433,7 +433,7 @@ def test_missing_input_is_a_user_error(tmp_path):
 
 def test_forced_format(tmp_path):
     src = write(tmp_path / "in.jsonl", ['"just a prompt"', '"another prompt"'])
-    report, splits = run(tmp_path, [], name="empty")  # an empty input is fine
+    report, _splits = run(tmp_path, [], name="empty")  # an empty input is fine
     assert report["conversations"]["read"] == 0
     result = prepare([str(src)], tmp_path / "out", PrepareConfig(language="any", format="prompts"))
     assert result.report["conversations"]["kept"] == 2
@@ -502,9 +502,9 @@ def test_rerun_into_same_folder_replaces_output(tmp_path):
 
 def test_split_ratios_are_respected(tmp_path):
     records = [record(f"c{i}", user=f"u{i}", country="US") for i in range(200)]
-    report, splits = run(tmp_path, records, splits="50/30/20", near_dedupe=False)
+    _report, splits = run(tmp_path, records, splits="50/30/20", near_dedupe=False)
     assert {s: len(rows) for s, rows in splits.items()} == {"train": 100, "validation": 60, "test": 40}
-    report, splits = run(tmp_path, records, name="alltrain", splits="1/0/0", near_dedupe=False)
+    _report, splits = run(tmp_path, records, name="alltrain", splits="1/0/0", near_dedupe=False)
     assert {s: len(rows) for s, rows in splits.items()} == {"train": 200, "validation": 0, "test": 0}
 
 

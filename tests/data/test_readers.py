@@ -780,7 +780,7 @@ def test_byte_order_mark_on_the_first_line_is_ignored(tmp_path):
     record = {"messages": [{"role": "user", "content": "hi"}]}
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + dumps(record) + b"\n" + dumps(record) + b"\n")
-    convs, report, bad = read([path])
+    convs, _report, bad = read([path])
     assert len(convs) == 2 and bad == []
 
 

@@ -37,11 +37,18 @@ import orjson
 from userloop import __version__
 from userloop.conversation import Conversation, parquet_schema, to_arrow
 from userloop.data import dedupe
-from userloop.data.formats import FORMATS, language_name
-from userloop.data.formats import detect, is_flat_oasst
+from userloop.data.formats import FORMATS, detect, is_flat_oasst, language_name
 from userloop.data.readers import ReadReport, read_records
 from userloop.data.sources import (
-    BLANK, BadLine, ParseFailure, Source, byte_ranges, expand_inputs, parse_lines, range_lines, raw_line_chunks,
+    BLANK,
+    BadLine,
+    ParseFailure,
+    Source,
+    byte_ranges,
+    expand_inputs,
+    parse_lines,
+    range_lines,
+    raw_line_chunks,
 )
 from userloop.data.users import SPLIT_NAMES, USER_IDENTITIES, assign_splits, parse_ratios, user_key
 from userloop.errors import UserError
@@ -243,7 +250,7 @@ def _file_format(source: Source, fmt: str | None) -> tuple[str | None, bool]:
 
 def _quiet_worker() -> None:
     """Workers never print; fresh std streams also avoid locks inherited from a parent thread."""
-    sys.stdout = sys.stderr = open(os.devnull, "w")
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the worker
 
 
 def _start_pool(workers: int) -> ProcessPoolExecutor | None:
@@ -319,7 +326,7 @@ def _run(inputs, out: Path, work: Path, config: PrepareConfig, on_progress) -> d
     has_words: list[np.ndarray] = []
     minhash = dedupe.MinHashConfig(threshold=config.near_dup_threshold)
     bad_examples: list[dict[str, Any]] = []
-    bad_file = open(out / "bad_lines.jsonl", "wb")
+    bad_file = open(out / "bad_lines.jsonl", "wb")  # noqa: SIM115 - closed in the finally below
 
     def on_bad(bad: BadLine) -> None:
         bad_file.write(orjson.dumps(bad.to_dict()) + b"\n")
@@ -445,6 +452,6 @@ def _write_splits(parts: list[str], out: Path, split_of_row: np.ndarray, users_o
     report = {}
     for index, name in enumerate(SPLIT_NAMES):
         mask = split_of_row == index
-        report[name] = {"conversations": int(mask.sum()), "users": int(len(np.unique(users_of_rows[mask]))),
+        report[name] = {"conversations": int(mask.sum()), "users": len(np.unique(users_of_rows[mask])),
                         "file": f"{name}.parquet"}
     return report

@@ -197,7 +197,7 @@ def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
 
     try:
         parquet = pq.ParquetFile(path)
-    except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
         raise UserError(f"{path}: not a readable Parquet file ({err})") from None
     prepared = is_userloop_schema(parquet.schema_arrow)
     number = 0
@@ -215,7 +215,7 @@ def _hub_rows(name: str, split: str) -> Iterator[tuple[int, Any]]:
         raise missing_dependency("datasets", "hub") from None
     try:
         dataset = datasets.load_dataset(name, split=split, streaming=True)
-    except Exception as err:  # datasets raises many types for a missing or unreachable dataset
+    except Exception as err:  # noqa: BLE001 - datasets raises many types for a missing or unreachable dataset
         raise UserError(f"cannot load dataset '{name}' (split {split}): {err}") from None
     for number, row in enumerate(dataset, 1):
         yield number, _jsonable(row)

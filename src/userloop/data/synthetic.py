@@ -11,22 +11,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-_WORDS = (
-    "the a to of and in is it you that for on with as can this be are what how do i my me write "
-    "code python function list data make explain story email help please about between difference "
-    "why when where which best way use example error fix problem question answer make sure more "
-    "short long simple detailed letter poem summary essay article blog post table json file api "
-    "model train learn understand number sum total price cost time day week plan trip recipe food "
-    "health exercise music movie book game character world history science math physics chemistry "
-    "biology language english translate sentence word paragraph grammar improve rewrite tone formal "
-    "casual friendly professional business market product customer sales strategy idea name title"
-).split()
+_WORDS = ["the", "a", "to", "of", "and", "in", "is", "it", "you", "that", "for", "on", "with", "as", "can", "this", "be", "are", "what", "how", "do", "i", "my", "me", "write", "code", "python", "function", "list", "data", "make", "explain", "story", "email", "help", "please", "about", "between", "difference", "why", "when", "where", "which", "best", "way", "use", "example", "error", "fix", "problem", "question", "answer", "make", "sure", "more", "short", "long", "simple", "detailed", "letter", "poem", "summary", "essay", "article", "blog", "post", "table", "json", "file", "api", "model", "train", "learn", "understand", "number", "sum", "total", "price", "cost", "time", "day", "week", "plan", "trip", "recipe", "food", "health", "exercise", "music", "movie", "book", "game", "character", "world", "history", "science", "math", "physics", "chemistry", "biology", "language", "english", "translate", "sentence", "word", "paragraph", "grammar", "improve", "rewrite", "tone", "formal", "casual", "friendly", "professional", "business", "market", "product", "customer", "sales", "strategy", "idea", "name", "title"]
 _MODERATION_CATEGORIES = (
     "harassment", "harassment/threatening", "hate", "hate/threatening", "self-harm", "self-harm/instructions",
     "self-harm/intent", "sexual", "sexual/minors", "violence", "violence/graphic",
@@ -62,7 +53,7 @@ def wildchat_records(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
         users.append((ip, rng.choice(_AGENTS), rng.choice(_COUNTRIES)))
     languages, weights = zip(*_LANGUAGES)
     recent: list[list[str]] = []
-    start = datetime(2023, 4, 9, tzinfo=timezone.utc)
+    start = datetime(2023, 4, 9, tzinfo=UTC)
     for i in range(n):
         ip, agent, country = users[int(n_users * rng.random() ** 2)]  # long-tailed: low indices are heavy users
         language = rng.choices(languages, weights)[0]
