@@ -67,8 +67,8 @@ class UserLMTrainConfig:
     batch_size: int = _option(8, "samples per device per step (batches group samples of similar length)")
     gradient_accumulation_steps: int = _option(1, "steps whose gradients are summed before an update")
     epochs: float = _option(1.0, "passes over the training samples (ignored when max_steps > 0)")
-    max_steps: int = _option(200, "stop after this many updates (-1: run the epochs); the default 200 fits in "
-                                  "10 minutes on a 2-core CPU on the testbed")
+    max_steps: int = _option(300, "stop after this many updates (-1: run the epochs); the default 300 takes "
+                                  "about 4 minutes on a 2-core CPU on the testbed")
     warmup: float = _option(0.05, "learning-rate warmup: a fraction of the updates (< 1) or a number of updates")
     lora: bool = _option(False, "train LoRA adapters (peft) instead of all weights; pretrained init only; the "
                                 "adapters are merged into the saved model")
