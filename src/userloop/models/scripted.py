@@ -14,9 +14,7 @@ import re
 import time
 from pathlib import Path
 
-import orjson
-
-from userloop.errors import UserError
+from userloop.errors import UserError, read_json_file
 from userloop.models.base import ChatMessages, ChatModel, Choice, Completion, GenerationParams, cut_at_stop
 
 DEFAULT_KEY = "*"
@@ -58,14 +56,7 @@ class ScriptedChatModel(ChatModel):
 
 
 def _read_script(path: Path) -> tuple[list[str] | None, dict[str, str] | None]:
-    try:
-        data = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise UserError(f"scripted model file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"scripted model file is a folder: {path}") from None
-    except orjson.JSONDecodeError as err:
-        raise UserError(f"scripted model file {path} is not valid JSON: {err}") from None
+    data = read_json_file(path, "scripted model file")
     if isinstance(data, list):
         if not data or not all(isinstance(reply, str) for reply in data):
             raise UserError(f"scripted model file {path}: a list must hold at least one reply, all strings")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from userloop.conversation import Message
-from userloop.errors import UserError
+from userloop.errors import UserError, read_json_file
 from userloop.models.base import ChatModel, GenerationParams
 from userloop.userlm.template import END_CONVERSATION
 
@@ -295,16 +295,7 @@ def _event(violations: list[tuple[str, str]], action: str, prefix: str = "") -> 
 
 def read_history(path: str | Path) -> list[dict[str, Any]]:
     """A conversation history from a JSON file: a list of messages, or an object with ``messages``."""
-    import orjson
-
-    try:
-        data = orjson.loads(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise UserError(f"history file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"history file is a folder: {path}") from None
-    except orjson.JSONDecodeError as err:
-        raise UserError(f"history file {path} is not valid JSON: {err}") from None
+    data = read_json_file(path, "history file")
     messages = data.get("messages") if isinstance(data, dict) else data
     if not isinstance(messages, list):
         raise UserError(f"history file {path} must hold a JSON list of messages or an object with 'messages'")
