@@ -281,3 +281,11 @@ def test_console_script():
 def test_dataset_id_needs_the_hf_prefix(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a mistyped local folder is never looked up on the Hub
     assert_user_error(invoke("data", "stats", "owner/name"), "owner/name", "hf:owner/name")
+
+
+def test_an_out_path_that_is_a_file_is_one_line(tmp_path):
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    result = runner.invoke(app, ["testbed", "generate", "--users", "3", "--out", str(a_file)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {a_file}: File exists"

@@ -33,7 +33,10 @@ def _help(field_name: str) -> str:
 
 
 def friendly_errors(command):
-    """Turn user-caused errors into one line on stderr (exit 2) and Ctrl-C into exit 130."""
+    """Turn user-caused errors into one line on stderr (exit 2) and Ctrl-C into exit 130.
+
+    File-system errors on paths the user gave (an --out that is a file, no permission, disk full) are
+    user-caused too: one line naming the path."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -41,6 +44,10 @@ def friendly_errors(command):
             return command(*args, **kwargs)
         except UserError as err:
             typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            typer.echo(f"error: {where}{err.strerror or err}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
