@@ -4,7 +4,6 @@ import pytest
 
 from userloop.testbed import generate
 
-SHARED_OASST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "oasst"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -34,7 +33,5 @@ def small_classifier(monkeypatch, trained_classifier):
 
 
 @pytest.fixture(scope="session")
-def oasst_dir() -> Path:
-    if not (SHARED_OASST / "en_100_tree.jsonl").is_file():
-        pytest.skip(f"shared OASST data not found at {SHARED_OASST}")
-    return SHARED_OASST
+def oasst_dir(shared_data) -> Path:
+    return shared_data / "oasst"
