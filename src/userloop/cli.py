@@ -491,9 +491,21 @@ app.add_typer(train_app, name="train")
 @friendly_errors
 def train_user_lm_command(ctx: typer.Context) -> None:
     """Train a user LM on flipped conversations: --config FILE.yaml and/or --FIELD VALUE flags (--help lists them)."""
+    _train_chat_lm(ctx.args, "user")
+
+
+@train_app.command("assistant", add_help_option=False,
+                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def train_assistant_command(ctx: typer.Context) -> None:
+    """Train the same model as an assistant (loss on assistant turns): the same flags as 'train user-lm'."""
+    _train_chat_lm(ctx.args, "assistant")
+
+
+def _train_chat_lm(args: list[str], role: str) -> None:
     from userloop.userlm.train import parse_config, train_user_lm
 
-    config = parse_config(ctx.args)
+    config = parse_config(args, role)
     if config.data is None:
         config.data = str(_default_data(prepared=True))
     with _bar("training", total=None) as (progress, task):

@@ -37,6 +37,28 @@ def test_packed_mask_covers_user_turns_and_the_end_token_only(userlm_tokenizer):
     assert sample.mask[-2:] == [1, 1] and sample.ids[-2:] == userlm_tokenizer.convert_tokens_to_ids([END_CONVERSATION, END_OF_TURN])
 
 
+def test_assistant_role_masks_assistant_turns_and_keeps_the_system_prompt(userlm_tokenizer):
+    [sample], report = flip([_conversation(intent=None)], userlm_tokenizer, "packed", role="assistant")
+    assert _decoded_targets(userlm_tokenizer, sample) == ["Fry rice with beans." + END_OF_TURN,
+                                                          "Rice & beans: fry them." + END_OF_TURN]
+    text = userlm_tokenizer.decode(sample.ids)
+    assert "You are a helpful assistant." in text and END_CONVERSATION not in text
+    assert (report.used, report.skipped_without_intent) == (1, 0)
+    per_turn, _ = flip([_conversation()], userlm_tokenizer, "per_turn", role="assistant")
+    assert [sum(s.mask) for s in per_turn] == [sum(bits) for bits in _target_runs(sample)]
+
+
+def _target_runs(sample):
+    runs, current = [], []
+    for bit in sample.mask:
+        if bit:
+            current.append(bit)
+        elif current:
+            runs.append(current)
+            current = []
+    return runs + ([current] if current else [])
+
+
 def test_per_turn_makes_k_plus_one_samples_with_the_mask_on_the_last_target(userlm_tokenizer):
     samples, _ = flip([_conversation()], userlm_tokenizer, "per_turn")
     assert len(samples) == 3
@@ -126,7 +148,7 @@ def test_empty_turns_are_no_targets_and_unanswered_endings_get_no_end_token(user
                           END_CONVERSATION + END_OF_TURN]  # the empty turn stays in the context only
     assert "   " in userlm_tokenizer.decode(samples[1].ids) or "Anything else?" in userlm_tokenizer.decode(samples[1].ids)
     assert (report.conversations, report.used, report.samples) == (4, 3, 3)
-    assert (report.empty_user_turns, report.ending_on_a_user_turn, report.skipped_without_targets) == (2, 2, 1)
+    assert (report.empty_turns, report.ending_on_a_user_turn, report.skipped_without_targets) == (2, 2, 1)
     assert "1 without a non-empty user turn" in report.summary() and "unanswered" in report.summary()
 
 

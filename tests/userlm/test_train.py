@@ -189,3 +189,26 @@ def test_an_empty_validation_split_is_named(tmp_path, testbed_conversations):
     config = parse_config(["--data", str(data), "--out", str(tmp_path / "out"), "--vocab_size", "300", "--hidden_size", "32"])
     with pytest.raises(UserError, match="the validation split has no conversations"):
         train_user_lm(config)
+
+
+def test_train_assistant_trains_the_same_model_on_assistant_turns(prepared_testbed, tmp_path):
+    """``train assistant``: same trainer, loss on assistant turns, a template that prompts the assistant."""
+    from transformers import AutoTokenizer
+
+    from userloop.models import load_model
+
+    out = tmp_path / "assistant"
+    result = CliRunner().invoke(app, ["train", "assistant", "--data", str(prepared_testbed), "--out", str(out),
+                                      "--max_steps", "1", "--save_steps", "0", *TINY[:-2]])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["role"] == "assistant" and report["flip"]["train"]["skipped_without_intent"] == 0
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|start_header_id|>assistant<|end_header_id|>\n")
+    [completion] = load_model(f"hf:{out}").generate([[{"role": "user", "content": "hi"}]])
+    assert isinstance(completion.text, str)
+    assert parse_config([], role="assistant").out == "assistant"
+    with pytest.raises(UserError, match="role"):
+        parse_config(["--role", "critic"])
+

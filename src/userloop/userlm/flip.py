@@ -24,6 +24,11 @@ Real logs are untidy; where the paper is silent: an empty (or whitespace-only) u
 the context but is no target (a user LM should not learn to send nothing); a conversation that ends
 on a user turn (no reply in the log) gets no ``<|endconversation|>`` target, since the user was
 waiting for an answer, not leaving. Both are counted in :class:`FlipReport`.
+
+The same rendering trains an assistant of the same kind (``role="assistant"``, the prompted-assistant
+baseline of the paper's Table 2 and RLHI's policy): the targets are the non-empty assistant turns, the
+system message is the source's own system prompt (the user's intent stays hidden from an assistant), and
+there is no end target.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from userloop.userlm.template import (
 )
 
 SCHEMES = ("packed", "per_turn")
+ROLES = ("user", "assistant")
 
 
 @dataclass(slots=True)
@@ -58,6 +64,7 @@ class Sample:
 class FlipReport:
     """What flipping did with the conversations it was given (nothing is dropped silently)."""
 
+    role: str = "user"
     conversations: int = 0
     used: int = 0
     skipped_without_intent: int = 0
@@ -65,7 +72,7 @@ class FlipReport:
     skipped_without_targets: int = 0
     targets: int = 0
     targets_dropped_by_max_length: int = 0
-    empty_user_turns: int = 0
+    empty_turns: int = 0
     ending_on_a_user_turn: int = 0
     samples: int = 0
     tokens: int = 0
@@ -79,9 +86,9 @@ class FlipReport:
                 f"{self.tokens:,} tokens ({self.target_tokens:,} with loss)")
         skipped = [f"{n:,} {what}" for n, what in ((self.skipped_without_intent, "without an intent"),
                                                   (self.skipped_too_long, "whose first target exceeds max_length"),
-                                                  (self.skipped_without_targets, "without a non-empty user turn"),
+                                                  (self.skipped_without_targets, f"without a non-empty {self.role} turn"),
                                                   (self.targets_dropped_by_max_length, "targets beyond max_length"),
-                                                  (self.empty_user_turns, "empty user turns (no target)"))
+                                                  (self.empty_turns, f"empty {self.role} turns (no target)"))
                    if n]
         unanswered = (f"; {self.ending_on_a_user_turn:,} conversations end on an unanswered user turn (no end target)"
                       if self.ending_on_a_user_turn else "")
@@ -114,12 +121,12 @@ class Renderer:
         encoded = self.tokenizer([m["content"].strip() for m in messages], add_special_tokens=False)["input_ids"]
         return [[*ids, self.eot] for ids in encoded]
 
-    def prompt(self, messages: list[dict]) -> list[int]:
-        """What the model reads before writing the next user turn (the template's full string)."""
+    def prompt(self, messages: list[dict], role: str = "user") -> list[int]:
+        """What the model reads before writing the next ``role`` turn (the template's full string)."""
         ids = [self.bos]
         for message, body in zip(messages, self.bodies(messages), strict=True):
             ids += self.header(message["role"]) + body
-        return ids + self.header("user")
+        return ids + self.header(role)
 
 
 def header_separator(tokenizer) -> str:
@@ -147,11 +154,17 @@ def user_lm_messages(conv: Conversation, with_intent: bool = True, end: bool = T
     return messages
 
 
+def assistant_messages(conv: Conversation) -> list[dict]:
+    """The conversation as an assistant sees it: the source's system prompt (if any) and the user and
+    assistant turns; no intent and no end turn."""
+    return [{"role": m.role, "content": m.content} for m in conv.messages if m.role in ("system", "user", "assistant")]
+
+
 def render(renderer: Renderer, messages: list[dict], scheme: str, max_length: int,
-           max_targets: int | None = None) -> tuple[list[Sample], int, int]:
+           max_targets: int | None = None, role: str = "user") -> tuple[list[Sample], int, int]:
     """Samples of one flipped conversation; returns ``(samples, targets, targets dropped)``.
 
-    Every non-empty user message is a target. ``packed``: one sample, mask on all kept targets; ``per_turn``:
+    Every non-empty ``role`` message is a target (user: the user LM; assistant: an assistant). ``packed``: one sample, mask on all kept targets; ``per_turn``:
     one sample per kept target, the conversation up to it with the mask on it alone. Targets are
     kept when they end within ``max_length`` tokens, and only the first ``max_targets`` when given.
     """
@@ -160,7 +173,7 @@ def render(renderer: Renderer, messages: list[dict], scheme: str, max_length: in
     ids, mask, spans = [renderer.bos], [0], []
     for message, body in zip(messages, renderer.bodies(messages), strict=True):
         head = renderer.header(message["role"])
-        is_target = message["role"] == "user" and bool(message["content"].strip())
+        is_target = message["role"] == role and bool(message["content"].strip())
         ids += head + body
         mask += [0] * len(head) + [int(is_target)] * len(body)
         if is_target:
@@ -176,25 +189,31 @@ def render(renderer: Renderer, messages: list[dict], scheme: str, max_length: in
 
 
 def flip(conversations: Iterable[Conversation], tokenizer, scheme: str = "packed", max_length: int = 2048,
-         with_intent: bool = True, end: bool = True) -> tuple[list[Sample], FlipReport]:
+         with_intent: bool = True, end: bool = True, role: str = "user") -> tuple[list[Sample], FlipReport]:
     """Flip conversations into samples (see the module docstring) and account for every one.
 
     Conversations without an intent are skipped and counted when ``with_intent`` (fill intents
     first with ``userloop.userlm.intents``); ``end=False`` leaves out the ``<|endconversation|>``
-    target (perplexity of real user turns only).
+    target (perplexity of real user turns only). ``role="assistant"`` renders assistant samples
+    instead (:func:`assistant_messages`; intent and end do not apply).
     """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     renderer = tokenizer if isinstance(tokenizer, Renderer) else Renderer(tokenizer)
     samples: list[Sample] = []
-    report = FlipReport()
+    report = FlipReport(role=role)
     for conv in conversations:
         report.conversations += 1
-        if with_intent and not (conv.intent or "").strip():
+        if role == "assistant":
+            messages = assistant_messages(conv)
+        elif with_intent and not (conv.intent or "").strip():
             report.skipped_without_intent += 1
             continue
-        messages = user_lm_messages(conv, with_intent, end)
-        report.empty_user_turns += sum(m["role"] == "user" and not m["content"].strip() for m in messages)
-        report.ending_on_a_user_turn += bool(end and messages and messages[-1]["content"] != END_CONVERSATION)
-        flipped, targets, dropped = render(renderer, messages, scheme, max_length)
+        else:
+            messages = user_lm_messages(conv, with_intent, end)
+            report.ending_on_a_user_turn += bool(end and messages and messages[-1]["content"] != END_CONVERSATION)
+        report.empty_turns += sum(m["role"] == role and not m["content"].strip() for m in messages)
+        flipped, targets, dropped = render(renderer, messages, scheme, max_length, role=role)
         report.targets += targets
         report.targets_dropped_by_max_length += dropped
         if not targets:

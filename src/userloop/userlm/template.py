@@ -32,6 +32,17 @@ USERLM_CHAT_TEMPLATE = (
     "{{ '<|start_header_id|>user<|end_header_id|>\\n' }}"
 )
 
+# The same rendering for a model trained as an assistant (``userloop train assistant``): the generation
+# prompt is the assistant header, as in Llama-3-instruct templates.
+ASSISTANT_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n' }}{% endif %}"
+)
+CHAT_TEMPLATES = {"user": USERLM_CHAT_TEMPLATE, "assistant": ASSISTANT_CHAT_TEMPLATE}
+
 # microsoft/UserLM-8b's generation_config.json: nucleus sampling, stop on <|eot_id|>.
 GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max_length": 4096}
 

@@ -14,6 +14,10 @@ YAML file given with ``--config`` whose values flags override). ``out`` ends up 
 folder (model, tokenizer with the chat template, generation config with UserLM-8b's sampling
 defaults) that stock transformers loads, plus ``train_config.yaml``, ``train_report.json``,
 ``loss_curve.jsonl`` and ``loss_curve.png``; ``checkpoint-N/`` folders let ``--resume`` continue.
+
+``role: assistant`` (``userloop train assistant``) trains the same model the usual way round: loss on the
+assistant turns, the source's system prompt as context, a chat template ending with the assistant header.
+It gives the prompted-assistant baseline of the paper's Table 2 at the same size, and RLHI's base policy.
 """
 
 from __future__ import annotations
@@ -30,14 +34,14 @@ from pathlib import Path
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
-from userloop.userlm.flip import SCHEMES, Sample, flip, read_split
+from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split
 from userloop.userlm.template import (
     BEGIN_OF_TEXT,
+    CHAT_TEMPLATES,
     END_OF_TEXT,
     END_OF_TURN,
     GENERATION_DEFAULTS,
     SPECIAL_TOKENS,
-    USERLM_CHAT_TEMPLATE,
     save_tokenizer,
     special_token_ids,
 )
@@ -54,6 +58,8 @@ class UserLMTrainConfig:
     data: str | None = _option(None, "prepared folder (userloop data prepare): trains on 'train', validates on "
                                       "'validation'; default: the built-in testbed, prepared")
     out: str = _option("user-lm", "output folder: the final model, checkpoint-N/ folders, loss curve and reports")
+    role: str = _option("user", "whose turns carry the loss: user (a user LM: intent as system message, "
+                                "<|endconversation|> target) or assistant (the same model trained as an assistant)")
     init: str = _option("scratch", "'scratch' (new tokenizer and small Llama) or a pretrained path or Hub id")
     scheme: str = _option("packed", "packed (one sequence per conversation, loss on every user turn) or per_turn "
                                     "(the paper's K+1 samples); same loss, packed reads ~K times fewer tokens")
@@ -85,6 +91,8 @@ class UserLMTrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`UserError` for a value that cannot work."""
+        if self.role not in ROLES:
+            raise UserError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
         if self.scheme not in SCHEMES:
             raise UserError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
         if self.bf16 not in ("auto", "true", "false"):
@@ -114,10 +122,11 @@ class UserLMTrainConfig:
         return 2e-3 if self.init == "scratch" else 2e-4 if self.lora else 2e-5
 
 
-def parse_config(args: Sequence[str]) -> UserLMTrainConfig:
+def parse_config(args: Sequence[str], role: str = "user") -> UserLMTrainConfig:
     """The config from command-line ``args``: ``--config FILE.yaml`` sets values, other flags override them.
 
     One parser (TRL's ``TrlParser``, an ``HfArgumentParser``); ``--help`` lists every field with its help.
+    ``role="assistant"`` (``userloop train assistant``) makes ``role`` and ``out`` default to ``assistant``.
     """
     from trl import TrlParser
 
@@ -130,8 +139,12 @@ def parse_config(args: Sequence[str]) -> UserLMTrainConfig:
             raise UserError(f"--config {args[index + 1]}: no such file")
     import yaml
 
-    parser = TrlParser(UserLMTrainConfig, prog="userloop train user-lm",
-                       description="Train a user LM on flipped conversations (see docs/userlm.md).")
+    command = "user-lm" if role == "user" else role
+    parser = TrlParser(UserLMTrainConfig, prog=f"userloop train {command}",
+                       description=f"Train {'a user LM on flipped conversations' if role == 'user' else 'an assistant'} "
+                                   "(see docs/userlm.md).")
+    if role != "user":
+        parser.set_defaults(role=role, out=role)
 
     def one_line_error(message: str):  # argparse would print its usage and exit: a bad value is one line here
         raise UserError(message)
@@ -169,8 +182,9 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     if filled:
         on_message(f"{filled:,} conversations had no intent: gave them an offline intent (userloop.userlm.intents)")
     tokenizer, model, added_tokens = _tokenizer_and_model(config, train_convs, checkpoint)
-    train_samples, train_report = flip(train_convs, tokenizer, config.scheme, config.max_length)
-    validation_samples, validation_report = flip(validation_convs, tokenizer, "packed", config.max_length)
+    train_samples, train_report = flip(train_convs, tokenizer, config.scheme, config.max_length, role=config.role)
+    validation_samples, validation_report = flip(validation_convs, tokenizer, "packed", config.max_length,
+                                                 role=config.role)
     on_message(f"train: {train_report.summary()}")
     on_message(f"validation: {validation_report.summary()}")
     for split, samples, convs in (("train", train_samples, train_convs), ("validation", validation_samples, validation_convs)):
@@ -190,7 +204,7 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     _save_final(trainer, tokenizer, config, out)
     curve = _curve_rows(trainer.state.log_history)
     report = {
-        "init": config.init, "scheme": config.scheme, "resumed_from": str(checkpoint) if checkpoint else None,
+        "role": config.role, "init": config.init, "scheme": config.scheme, "resumed_from": str(checkpoint) if checkpoint else None,
         "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "vocab_size": len(tokenizer), "flip": {"train": train_report.to_dict(), "validation": validation_report.to_dict()},
@@ -201,7 +215,7 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
         "seconds": round(time.time() - started, 1),
     }
     if trainer.is_world_process_zero():  # under accelerate launch, one process writes the reports
-        write_loss_curve(curve, out, unigram)
+        write_loss_curve(curve, out, unigram, title="user LM training" if config.role == "user" else "assistant training")
         (out / "train_report.json").write_text(json.dumps(report, indent=2))
     return TrainResult(out, report)
 
@@ -248,6 +262,7 @@ def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], c
             from userloop.userlm.tokenizer import train_tokenizer
 
             tokenizer = train_tokenizer(_texts(train), config.vocab_size)
+            tokenizer.chat_template = CHAT_TEMPLATES[config.role]
         ids = special_token_ids(tokenizer)
         torch.manual_seed(config.seed)
         model = LlamaForCausalLM(LlamaConfig(
@@ -267,7 +282,7 @@ def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], c
         model.resize_token_embeddings(len(tokenizer))
     tokenizer.bos_token = BEGIN_OF_TEXT  # what the UserLM template writes first
     tokenizer.pad_token = tokenizer.pad_token or END_OF_TEXT
-    tokenizer.chat_template = USERLM_CHAT_TEMPLATE
+    tokenizer.chat_template = CHAT_TEMPLATES[config.role]
     return tokenizer, model, added
 
 
@@ -397,7 +412,7 @@ def _curve_rows(log_history: list[dict]) -> list[dict]:
             for entry in log_history if "loss" in entry or "eval_loss" in entry]
 
 
-def write_loss_curve(rows: list[dict], out: Path, unigram: float) -> None:
+def write_loss_curve(rows: list[dict], out: Path, unigram: float, title: str = "user LM training") -> None:
     """``loss_curve.jsonl`` (the rows of :func:`_curve_rows`) and ``loss_curve.png`` in ``out`` (with the
     unigram baseline as a dashed line)."""
     import matplotlib
@@ -415,7 +430,7 @@ def write_loss_curve(rows: list[dict], out: Path, unigram: float) -> None:
     ax.axhline(unigram, color="grey", linestyle="--", label="unigram baseline (validation)")
     ax.set_xlabel("update")
     ax.set_ylabel("loss (nats per target token)")
-    ax.set_title("user LM training")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss_curve.png", dpi=100)
