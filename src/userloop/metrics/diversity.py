@@ -1,9 +1,10 @@
-"""First-turn diversity ("Flipping the Dialogue", Table 2).
+"""First-turn diversity ("Flipping the Dialogue", arXiv 2510.06552, Table 2).
 
 Definition: 1 - the mean pairwise Jaccard similarity of the unigram sets of N first turns, x100
 (the paper uses N = 2,000; real WildChat users score 94.01, UserLM-8b 94.55, GPT-4o 74.42).
-Unigrams are lower-cased word tokens (``\\w+``). Vectorised: the pairwise intersections come from one
-matrix product over the words that occur in at least two turns.
+Unigrams are lower-cased word tokens (``\\w+``). Vectorised: with X the sparse binary turn-by-word
+matrix, the pairwise intersections are X X^T and the unions |a| + |b| - |a & b| (2,000 turns in
+well under a second).
 """
 
 from __future__ import annotations
@@ -21,26 +22,23 @@ def unigram_sets(texts: Sequence[str]) -> list[set[str]]:
 
 
 def mean_pairwise_jaccard(texts: Sequence[str]) -> float:
-    """Mean Jaccard similarity of unigram sets over all unordered pairs of ``texts``."""
+    """Mean Jaccard similarity of unigram sets over all unordered pairs of ``texts`` (two empty sets are equal)."""
+    from scipy.sparse import csr_matrix
+
     sets = unigram_sets(texts)
     n = len(sets)
     if n < 2:
         raise ValueError("need at least two texts")
-    document_frequency: dict[str, int] = {}
-    for s in sets:
-        for token in s:
-            document_frequency[token] = document_frequency.get(token, 0) + 1
-    shared = {token: i for i, token in enumerate(t for t, df in document_frequency.items() if df > 1)}
-    incidence = np.zeros((n, len(shared)), dtype=np.float32)
-    for row, s in enumerate(sets):
-        columns = [shared[t] for t in s if t in shared]
-        incidence[row, columns] = 1.0
-    intersections = incidence @ incidence.T  # exact: counts below 2^24
-    sizes = np.fromiter((len(s) for s in sets), dtype=np.float64, count=n)
+    vocabulary: dict[str, int] = {}
+    columns = [vocabulary.setdefault(token, len(vocabulary)) for s in sets for token in s]
+    sizes = np.fromiter((len(s) for s in sets), dtype=np.int64, count=n)
+    rows = np.repeat(np.arange(n), sizes)
+    incidence = csr_matrix((np.ones(len(columns), dtype=np.int32), (rows, columns)), shape=(n, max(len(vocabulary), 1)))
+    intersections = (incidence @ incidence.T).toarray().astype(np.float64)
     unions = sizes[:, None] + sizes[None, :] - intersections
     upper = np.triu_indices(n, k=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        similarity = np.where(unions[upper] > 0, intersections[upper] / unions[upper], 1.0)  # two empty sets are equal
+    inter, union = intersections[upper], unions[upper]
+    similarity = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
     return float(similarity.mean())
 
 
