@@ -1,0 +1,10 @@
+"""Simulated conversations at scale: scenarios, the lock-step engine, run folders, scoring, reports.
+
+    userloop simulate --user hf:./user-lm --assistant openai:gpt-4o@URL --scenarios tasks.jsonl --n 4 --out RUN
+
+Submodules are imported on use (the engine needs the model stack; scenario files do not):
+:mod:`~userloop.simulate.engine` (the lock-step engine), :mod:`~userloop.simulate.runs` (run folders,
+resume, summaries, comparisons), :mod:`~userloop.simulate.evaluate` (single-turn vs simulated
+multi-turn), :mod:`~userloop.simulate.scenarios`, :mod:`~userloop.simulate.scoring`,
+:mod:`~userloop.simulate.classify`, :mod:`~userloop.simulate.stats`. See docs/simulate.md.
+"""

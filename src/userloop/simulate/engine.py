@@ -1,0 +1,321 @@
+"""The lock-step engine: every live conversation advances together, one batch per phase.
+
+A conversation is a (scenario, sample) pair. Up to ``concurrency`` of them are live at once; each step:
+
+1. **user**: every live conversation gets its next user turn from the :class:`UserSimulator`, all
+   requests in flight together (the ``hf`` provider coalesces them into padded batches, ``openai``
+   sends them as concurrent requests). A turn containing ``<|endconversation|>`` ends the
+   conversation (``user_ended``).
+2. **assistant**: every conversation still open gets the assistant's reply, again all at once.
+3. **classify** all new replies in one classifier call; **score** the answer attempts of scenarios
+   with a checker, concurrently in worker threads. A passed score ends the conversation
+   (``solved``: the Lost-in-Conversation rule, a correct answer attempt ends the task).
+4. a conversation at its user-turn cap ends (``max_turns``); a model error on one conversation ends
+   that one (``error``, with the message) and the run goes on.
+
+Finished conversations are handed to ``on_finished`` as records the moment their phase ends, and
+free slots are refilled from the queue at the start of the next step. Sampling is deterministic: the
+conversation seed is derived from (run seed, scenario id, sample) and each turn's seed from it, so a
+conversation is the same whatever else is in flight (up to the floating-point effects of padding).
+Without a user simulator the engine runs the single-turn setting: the one user turn is the
+scenario's ``full_prompt``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from userloop.models.base import ChatMessages, ChatModel, Completion, GenerationParams
+from userloop.simulate.scenarios import Scenario
+from userloop.userlm.simulator import UserSimulator, UserTurn
+
+END_REASONS = ("user_ended", "max_turns", "solved", "error")
+PHASES = ("user", "assistant", "classify", "scoring")
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from its parts (e.g. run seed, scenario id, sample), the same on every machine."""
+    digest = hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 2**31
+
+
+@dataclass(frozen=True)
+class Job:
+    """Sample ``sample`` (0..N-1) of ``scenario``."""
+
+    scenario: Scenario
+    sample: int
+
+
+@dataclass
+class EngineTimings:
+    """Wall-clock seconds of a run and the seconds spent awaiting each phase's calls."""
+
+    wall_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    conversations: int = 0
+    turns: int = 0
+    steps: int = 0
+
+    @property
+    def in_calls_s(self) -> float:
+        return sum(self.phases.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        overhead = max(self.wall_s - self.in_calls_s, 0.0)
+        return {
+            "wall_s": round(self.wall_s, 4), "in_model_calls_s": round(self.in_calls_s, 4),
+            "overhead_s": round(overhead, 4), "overhead_share": round(overhead / self.wall_s, 4) if self.wall_s else 0.0,
+            "by_phase_s": {name: round(seconds, 4) for name, seconds in self.phases.items()},
+            "conversations": self.conversations, "turns": self.turns, "steps": self.steps,
+            "conversations_per_s": round(self.conversations / self.wall_s, 3) if self.wall_s else 0.0,
+            "turns_per_s": round(self.turns / self.wall_s, 3) if self.wall_s else 0.0,
+        }
+
+
+class _Metered(ChatModel):
+    """A model that counts the tokens of the calls made through it (one per conversation and turn)."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.model, self.name, self.supports = model, model.name, model.supports
+        self.prompt_tokens = self.completion_tokens = 0
+
+    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams) -> list[Completion]:
+        completions = await self.model.agenerate(conversations, params)
+        self.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        self.completion_tokens += sum(c.completion_tokens for c in completions)
+        return completions
+
+
+@dataclass
+class _Conversation:
+    job: Job
+    seed: int
+    cap: int
+    started: float = field(default_factory=time.perf_counter)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    user_turns: int = 0
+    end_reason: str | None = None
+    error: str | None = None
+    solved: bool = False
+    end_events: list[dict[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    tokens: dict[str, dict[str, int]] = field(default_factory=lambda: {
+        "user": {"prompt": 0, "completion": 0}, "assistant": {"prompt": 0, "completion": 0}})
+
+    def chat(self) -> ChatMessages:
+        return [{"role": m["role"], "content": m["content"]} for m in self.messages]
+
+    def end(self, reason: str, error: str | None = None) -> None:
+        self.end_reason, self.error = reason, error
+
+    def add_tokens(self, role: str, prompt: int, completion: int) -> dict[str, int]:
+        self.tokens[role]["prompt"] += prompt
+        self.tokens[role]["completion"] += completion
+        return {"prompt": prompt, "completion": completion}
+
+
+class SimulationEngine:
+    """Runs many simulated conversations in lock-step (see the module docstring).
+
+    ``user`` is a :class:`UserSimulator` (``None``: the single-turn setting), ``assistant`` any
+    :class:`ChatModel` (it sees ``system_prompt``, when given, then the user and assistant turns),
+    ``classifier`` an object with ``aclassify(scenarios, histories, replies)`` and ``score`` a blocking,
+    thread-safe ``score(scenario, reply) -> Score | None``.
+    """
+
+    def __init__(self, assistant: ChatModel, user: UserSimulator | None, classifier, score: Callable, *,
+                 assistant_params: GenerationParams, system_prompt: str | None = None, max_user_turns: int = 6,
+                 seed: int = 0, concurrency: int = 256) -> None:
+        self.assistant, self.user, self.classifier, self.score = assistant, user, classifier, score
+        self.assistant_params, self.system_prompt = assistant_params, system_prompt
+        self.max_user_turns = 1 if user is None else max_user_turns
+        self.seed, self.concurrency = seed, concurrency
+        self.timings = EngineTimings()
+
+    async def run(self, jobs: Iterable[Job], on_finished: Callable[[dict[str, Any]], None],
+                  on_turns: Callable[[int], None] | None = None) -> EngineTimings:
+        """Simulate every job; each finished conversation's record goes to ``on_finished`` at once."""
+        self._on_finished, self._on_turns_callback = on_finished, on_turns
+        queue, live = deque(jobs), []
+        started = time.perf_counter()
+        try:
+            while queue or live:
+                while queue and len(live) < self.concurrency:
+                    live.append(self._open(queue.popleft()))
+                live = await self._step(live)
+                self.timings.steps += 1
+        finally:
+            self.timings.wall_s += time.perf_counter() - started
+        return self.timings
+
+    def _open(self, job: Job) -> _Conversation:
+        cap = min(self.max_user_turns, job.scenario.max_user_turns or self.max_user_turns)
+        return _Conversation(job, derive_seed(self.seed, job.scenario.id, job.sample), cap)
+
+    async def _step(self, live: list[_Conversation]) -> list[_Conversation]:
+        await self._timed("user", self._user_phase(live))
+        live = self._finish(live)
+        await self._timed("assistant", self._assistant_phase(live))
+        live = self._finish(live)
+        await self._timed("classify", self._classify_phase(live))
+        await self._timed("scoring", self._scoring_phase(live))
+        for conversation in live:
+            if conversation.end_reason is None and conversation.user_turns >= conversation.cap:
+                conversation.end("max_turns")
+        return self._finish(live)
+
+    async def _timed(self, phase: str, coroutine) -> None:
+        started = time.perf_counter()
+        try:
+            await coroutine
+        finally:
+            self.timings.phases[phase] += time.perf_counter() - started
+
+    def _on_turns(self, count: int) -> None:
+        self.timings.turns += count
+        if self._on_turns_callback is not None:
+            self._on_turns_callback(count)
+
+    def _finish(self, live: list[_Conversation]) -> list[_Conversation]:
+        still_open = []
+        for conversation in live:
+            if conversation.end_reason is None:
+                still_open.append(conversation)
+            else:
+                self.timings.conversations += 1
+                self._on_finished(self._record(conversation))
+        return still_open
+
+    # ------------------------------------------------------------------ phases
+    async def _user_phase(self, live: list[_Conversation]) -> None:
+        if self.user is None:
+            for conversation in live:
+                self._add_user_turn(conversation, UserTurn(conversation.job.scenario.full_prompt, False, []), 0.0, None)
+            self._on_turns(len(live))
+            return
+        results = await asyncio.gather(*(self._user_turn(c) for c in live), return_exceptions=True)
+        for conversation, result in zip(live, results):
+            if isinstance(result, Exception):
+                conversation.end("error", f"user model: {_describe(result)}")
+            else:
+                self._add_user_turn(conversation, *result)
+        self._on_turns(sum(1 for c in live if c.end_reason != "error"))
+
+    async def _user_turn(self, conversation: _Conversation) -> tuple[UserTurn, float, dict[str, int]]:
+        turn_number = conversation.user_turns + 1
+        meter = _Metered(self.user.model)
+        params = replace(self.user.params, seed=derive_seed(conversation.seed, turn_number, "user"))
+        simulator = UserSimulator(meter, self.user.guardrails, params)
+        started = time.perf_counter()
+        [turn] = await simulator.anext_turns([conversation.job.scenario.intent], [conversation.chat()])
+        return turn, time.perf_counter() - started, conversation.add_tokens("user", meter.prompt_tokens,
+                                                                          meter.completion_tokens)
+
+    def _add_user_turn(self, conversation: _Conversation, turn: UserTurn, seconds: float,
+                       tokens: dict[str, int] | None) -> None:
+        conversation.seconds["user"] += seconds
+        if turn.ended:
+            conversation.end("user_ended")
+            if not turn.text:  # the usual ending: <|endconversation|> alone is no message
+                conversation.end_events = turn.events
+                return
+        message = {"role": "user", "content": turn.text, "events": turn.events, "latency_s": round(seconds, 4)}
+        if tokens is not None:
+            message["tokens"] = tokens
+        if turn.ended:
+            message["ended"] = True
+        conversation.messages.append(message)
+        conversation.user_turns += 1
+
+    async def _assistant_phase(self, live: list[_Conversation]) -> None:
+        results = await asyncio.gather(*(self._reply(c) for c in live), return_exceptions=True)
+        for conversation, result in zip(live, results):
+            if isinstance(result, Exception):
+                conversation.end("error", f"assistant model: {_describe(result)}")
+                continue
+            completion, seconds = result
+            conversation.seconds["assistant"] += seconds
+            tokens = conversation.add_tokens("assistant", completion.prompt_tokens, completion.completion_tokens)
+            conversation.messages.append({"role": "assistant", "content": completion.text, "events": [],
+                                          "finish_reason": completion.finish_reason,
+                                          "latency_s": round(seconds, 4), "tokens": tokens})
+        self._on_turns(sum(1 for c in live if c.end_reason is None))
+
+    async def _reply(self, conversation: _Conversation) -> tuple[Completion, float]:
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        params = replace(self.assistant_params,
+                         seed=derive_seed(conversation.seed, conversation.user_turns, "assistant"))
+        started = time.perf_counter()
+        [completion] = await self.assistant.agenerate([system + conversation.chat()], params)
+        return completion, time.perf_counter() - started
+
+    async def _classify_phase(self, live: list[_Conversation]) -> None:
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            labels = await self.classifier.aclassify([c.job.scenario for c in live], [c.chat()[:-1] for c in live],
+                                                     [c.messages[-1]["content"] for c in live])
+        except Exception as err:  # noqa: BLE001 - a failed judge call ends these conversations, not the run
+            for conversation in live:
+                conversation.end("error", f"reply classifier: {_describe(err)}")
+            return
+        seconds = (time.perf_counter() - started) / len(live)
+        for conversation, label in zip(live, labels):
+            conversation.messages[-1]["classification"] = label
+            conversation.seconds["classify"] += seconds
+
+    async def _scoring_phase(self, live: list[_Conversation]) -> None:
+        attempts = [c for c in live if c.end_reason is None and c.job.scenario.kind != "open"
+                    and c.messages[-1].get("classification") == "answer_attempt"]
+        results = await asyncio.gather(*(self._score(c) for c in attempts), return_exceptions=True)
+        for conversation, result in zip(attempts, results):
+            if isinstance(result, Exception):
+                conversation.end("error", f"scoring: {_describe(result)}")
+                continue
+            score, seconds = result
+            conversation.seconds["scoring"] += seconds
+            if score is None:
+                continue
+            conversation.messages[-1]["score"] = score.to_dict()
+            if score.passed:
+                conversation.solved = True
+                conversation.end("solved")
+
+    async def _score(self, conversation: _Conversation):
+        started = time.perf_counter()
+        score = await asyncio.to_thread(self.score, conversation.job.scenario, conversation.messages[-1]["content"])
+        return score, time.perf_counter() - started
+
+    # ------------------------------------------------------------------ records
+    def _record(self, conversation: _Conversation) -> dict[str, Any]:
+        scenario = conversation.job.scenario
+        return {
+            "scenario_id": scenario.id, "sample": conversation.job.sample, "kind": scenario.kind,
+            "intent": scenario.intent, "setting": "multi_turn" if self.user is not None else "single_turn",
+            "messages": conversation.messages, "end_reason": conversation.end_reason,
+            "error": conversation.error, "end_events": conversation.end_events,
+            "solved": conversation.solved if scenario.kind != "open" else None,
+            "user_turns": conversation.user_turns, "max_user_turns": conversation.cap, "seed": conversation.seed,
+            "timings": {"wall_s": round(time.perf_counter() - conversation.started, 4),
+                        **{f"{phase}_s": round(s, 4) for phase, s in conversation.seconds.items()}},
+            "tokens": conversation.tokens,
+            "user": self.user.model.name if self.user is not None else None, "assistant": self.assistant.name,
+        }
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def pending_jobs(scenarios: Sequence[Scenario], n: int, done: set[tuple[str, int]]) -> list[Job]:
+    """Every (scenario, sample) pair of ``n`` samples per scenario not in ``done``, scenario-major."""
+    return [Job(scenario, sample) for scenario in scenarios for sample in range(n) if (scenario.id, sample) not in done]

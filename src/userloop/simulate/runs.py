@@ -1,0 +1,457 @@
+"""Run folders: simulate into ``RUN/``, resume, summarise, compare.
+
+``RUN/`` holds ``run.json`` (the configuration and the scenario file's SHA-256), ``conversations.jsonl``
+(one record per finished conversation, appended and flushed one by one, so a crash loses only the
+conversations in flight), ``summary.json`` and ``summary.md``. Running the same command again resumes:
+a torn last line (a write cut by a crash) is cut off and counted, finished (scenario_id, sample) keys
+are skipped, the rest are simulated. A different configuration is refused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import statistics
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from userloop.errors import UserError
+
+RECORDS = "conversations.jsonl"
+RUN_FILE = "run.json"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+# Fields that change how fast a run goes, not what it produces: a resume may change them.
+NOT_IDENTITY = ("concurrency", "max_batch_size")
+
+
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What a run simulates; validated by :meth:`validate` (a bad value raises :class:`UserError`)."""
+
+    assistant: str = _option(None, "the assistant: a model spec (hf:PATH, openai:MODEL@URL, scripted:FILE.json, ...)")
+    scenarios: str = _option(None, "JSONL file of scenarios (see docs/scenarios.md)")
+    user: str | None = _option(None, "the simulated user: a model spec behind the UserLM guardrails; None runs the "
+                                     "single-turn setting (each scenario's full_prompt as the one user turn)")
+    n: int = _option(1, "conversations per scenario (samples 0..N-1)")
+    max_user_turns: int = _option(6, "most user turns per conversation (a scenario's own max_user_turns can lower it)")
+    seed: int = _option(0, "run seed: sample k of scenario s samples with a seed derived from (seed, s, k)")
+    system_prompt: str | None = _option(None, "the assistant's system prompt (none by default)")
+    classifier: str = _option("rules", "reply classifier: 'rules' or a model spec for an LLM judge")
+    assistant_max_new_tokens: int = _option(512, "most tokens per assistant reply")
+    assistant_temperature: float | None = _option(None, "assistant sampling temperature (None: the model's default)")
+    user_max_new_tokens: int = _option(96, "most tokens per user-turn sample")
+    user_temperature: float = _option(1.0, "user sampling temperature (UserLM-8b model card: 1.0)")
+    user_top_p: float = _option(0.8, "user nucleus sampling (UserLM-8b model card: 0.8)")
+    concurrency: int = _option(256, "most conversations live at once")
+    max_batch_size: int | None = _option(None, "rows per batch for hf: models (None: the provider's default, 64)")
+
+    def validate(self) -> None:
+        for name in ("assistant", "scenarios"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise UserError(f"{name} is required")
+        for name, low in (("n", 1), ("max_user_turns", 1), ("assistant_max_new_tokens", 1), ("user_max_new_tokens", 1),
+                          ("concurrency", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.max_batch_size is not None and (not isinstance(self.max_batch_size, int) or self.max_batch_size < 1):
+            raise UserError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size!r}")
+        from userloop.models.base import GenerationParams
+        from userloop.models.registry import parse_spec
+
+        for spec in (self.assistant, self.user, None if self.classifier == "rules" else self.classifier):
+            if spec is not None:
+                parse_spec(spec)
+        GenerationParams(temperature=self.assistant_temperature, seed=self.seed)
+        GenerationParams(temperature=self.user_temperature, top_p=self.user_top_p)
+
+    @property
+    def setting(self) -> str:
+        return "single_turn" if self.user is None else "multi_turn"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide what the run produces (what a resume must match)."""
+        return {k: v for k, v in asdict(self).items() if k not in NOT_IDENTITY}
+
+
+CONFIG_HELP = {f.name: f.metadata["help"] for f in fields(SimulationConfig)}
+
+
+@dataclass
+class Progress:
+    """Callbacks a caller may pass to follow a run (a progress bar)."""
+
+    on_total: Callable[[int, int], None] = lambda total, done: None  # conversations in the run, already done
+    on_conversation: Callable[[], None] = lambda: None
+    on_turns: Callable[[int], None] = lambda n: None
+
+
+@dataclass
+class SimulationResult:
+    out: Path
+    summary: dict[str, Any]
+    finished_now: int
+    resumed: int
+    torn_lines: int
+
+
+def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, max_conversations: int | None = None,
+             progress: Progress | None = None) -> SimulationResult:
+    """Simulate every (scenario, sample) of ``config`` not yet in ``out``; write records and the summary.
+
+    ``max_conversations`` stops after that many new conversations (the rest stay for a resume).
+    Ctrl-C (``KeyboardInterrupt``) stops launching conversations; what finished is on disk, the
+    summary is written and the interrupt propagates.
+    """
+    import orjson
+
+    from userloop.simulate.scenarios import load_scenarios
+
+    config.validate()
+    if max_conversations is not None and max_conversations < 0:
+        raise UserError(f"max_conversations must be >= 0, got {max_conversations}")
+    progress = progress or Progress()
+    scenarios = load_scenarios(config.scenarios)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = _checked_run_file(out, config, force)
+    records, torn = read_records(out / RECORDS, repair=True)
+    from userloop.simulate.engine import pending_jobs
+
+    jobs = pending_jobs(scenarios, config.n, {(r["scenario_id"], r["sample"]) for r in records})
+    resumed = len(records)
+    if max_conversations is not None:
+        jobs = jobs[:max_conversations]
+    progress.on_total(resumed + len(jobs), resumed)
+    engine = _engine(config) if jobs else None
+    if run_file is not None:  # only once the models loaded: a typo in a spec leaves no run behind
+        (out / RUN_FILE).write_bytes(run_file)
+    finished_now = 0
+    try:
+        if engine is not None:
+            with (out / RECORDS).open("ab") as file:
+                def write(record: dict) -> None:
+                    nonlocal finished_now
+                    file.write(orjson.dumps(record) + b"\n")
+                    file.flush()
+                    records.append(record)
+                    finished_now += 1
+                    progress.on_conversation()
+
+                asyncio.run(_run(engine, jobs, write, progress.on_turns))
+    finally:
+        timings = engine.timings.to_dict() if engine is not None else _previous_timings(out)
+        summary = summarize(records, scenarios, config, timings=timings,
+                            resume={"records_before": resumed, "finished_now": finished_now, "torn_lines_repaired": torn,
+                                    "pending": len(pending_jobs(scenarios, config.n, {(r["scenario_id"], r["sample"])
+                                                                                      for r in records}))},
+                            classifier=engine.classifier if engine is not None else None)
+        write_summary(out, summary)
+    return SimulationResult(out, summary, finished_now, resumed, torn)
+
+
+def _previous_timings(out: Path) -> dict | None:
+    """The timings of the last invocation that ran conversations (a rerun with nothing to do keeps them)."""
+    import orjson
+
+    try:
+        return orjson.loads((out / SUMMARY_JSON).read_bytes()).get("timings")
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+async def _run(engine, jobs, write, on_turns) -> None:
+    models = [engine.assistant, *([engine.user.model] if engine.user is not None else []),
+              *([engine.classifier.model] if hasattr(engine.classifier, "model") else [])]
+    try:
+        await engine.run(jobs, write, on_turns)
+    finally:
+        for model in models:
+            await model.aclose()
+
+
+def _engine(config: SimulationConfig):
+    """The engine with its models loaded (hf: models get ``max_batch_size`` when set)."""
+    from userloop.models import GenerationParams, load_model
+    from userloop.simulate.classify import load_reply_classifier
+    from userloop.simulate.engine import SimulationEngine
+    from userloop.simulate.scoring import score_reply
+    from userloop.userlm.simulator import UserSimulator
+
+    def load(spec: str):
+        options = {"max_batch_size": config.max_batch_size} if spec.startswith("hf:") and config.max_batch_size else {}
+        return load_model(spec, **options)
+
+    user = None
+    if config.user is not None:
+        user = UserSimulator(load(config.user), params=GenerationParams(
+            max_new_tokens=config.user_max_new_tokens, temperature=config.user_temperature, top_p=config.user_top_p))
+    assistant_params = GenerationParams(max_new_tokens=config.assistant_max_new_tokens,
+                                        temperature=config.assistant_temperature)
+    return SimulationEngine(load(config.assistant), user, load_reply_classifier(config.classifier), score_reply,
+                            assistant_params=assistant_params, system_prompt=config.system_prompt,
+                            max_user_turns=config.max_user_turns, seed=config.seed, concurrency=config.concurrency)
+
+
+# ---------------------------------------------------------------------- run folder
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _checked_run_file(out: Path, config: SimulationConfig, force: bool) -> bytes | None:
+    """``run.json`` to write (None when the existing one matches); a different configuration in the
+    existing one is a :class:`UserError` unless ``force`` (then the old one is kept under ``previous``)."""
+    import orjson
+
+    from userloop import __version__
+
+    current = {"config": config.identity(), "scenarios_sha256": file_sha256(config.scenarios)}
+    path = out / RUN_FILE
+    previous: list = []
+    if path.exists():
+        from userloop.errors import read_json_file
+
+        existing = read_json_file(path, "run file")
+        recorded = {"config": existing.get("config"), "scenarios_sha256": existing.get("scenarios_sha256")}
+        if recorded == current:
+            return None
+        if not force:
+            raise UserError(f"{out} holds a run with a different configuration ({_first_difference(recorded, current)}): "
+                            "rerun with the same options, choose a new --out, or pass --force to continue it anyway")
+        previous = [*existing.get("previous", []), recorded]
+    run = {**current, "setting": config.setting, "userloop_version": __version__, "previous": previous}
+    return orjson.dumps(run, option=orjson.OPT_INDENT_2)
+
+
+def _first_difference(recorded: dict, current: dict) -> str:
+    if recorded["scenarios_sha256"] != current["scenarios_sha256"]:
+        return "the scenario file changed"
+    old, new = recorded["config"] or {}, current["config"]
+    name = next(k for k in new if old.get(k) != new[k])
+    return f"{name}: {old.get(name)!r} in run.json, {new[name]!r} now"
+
+
+def read_records(path: str | Path, repair: bool = False) -> tuple[list[dict], int]:
+    """The records of a ``conversations.jsonl`` and how many torn last lines there were (0 or 1).
+
+    A last line without its newline is a write cut short: it is not a record; with ``repair`` the
+    file is truncated after the last complete line. Any other unreadable line, or a conversation
+    recorded twice, is a :class:`UserError` naming the line (the file was edited by hand)."""
+    import orjson
+
+    path = Path(path)
+    if not path.exists():
+        return [], 0
+    data = path.read_bytes()
+    torn = 0
+    if data and not data.endswith(b"\n"):
+        torn, data = 1, data[:data.rfind(b"\n") + 1]
+        if repair:
+            with path.open("r+b") as file:
+                file.truncate(len(data))
+    records, seen = [], {}
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+            key = (record["scenario_id"], record["sample"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{path}:{number}: not a conversation record (the file was edited?)") from None
+        if key in seen:
+            raise UserError(f"{path}:{number}: conversation {key[0]!r} sample {key[1]} is already on line {seen[key]}")
+        seen[key] = number
+        records.append(record)
+    return records, torn
+
+
+# ---------------------------------------------------------------------- summaries
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% for the default ``z``)."""
+    if trials == 0:
+        return (0.0, 0.0)
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize(records: Sequence[dict], scenarios=None, config: SimulationConfig | None = None, *,
+              timings: dict | None = None, resume: dict | None = None, classifier=None) -> dict[str, Any]:
+    """Per kind and overall: conversations, solved rate with its 95% Wilson interval (scenarios with a
+    checker), user-turn mean/variance/min/max, end reasons, reply-classification shares, tokens; plus
+    the run's timings and throughput, and the Table-3 simulation statistics of multi-turn runs."""
+    kinds = sorted({r["kind"] for r in records})
+    summary: dict[str, Any] = {
+        "setting": config.setting if config else None,
+        "user": config.user if config else None, "assistant": config.assistant if config else None,
+        "scenarios": config.scenarios if config else None, "n": config.n if config else None,
+        "conversations": len(records),
+        "overall": group_summary(records),
+        "by_kind": {kind: group_summary([r for r in records if r["kind"] == kind]) for kind in kinds},
+        "timings": timings,
+        "resume": resume,
+    }
+    if classifier is not None and hasattr(classifier, "fallbacks"):
+        summary["classifier_fallbacks"] = classifier.fallbacks
+    if scenarios is not None and records and (config is None or config.user is not None):
+        from userloop.simulate.stats import simulation_statistics
+
+        summary["simulation_statistics"] = simulation_statistics(scenarios, list(records))
+    return summary
+
+
+def group_summary(records: Sequence[dict]) -> dict[str, Any]:
+    """The summary of one group of records (see :func:`summarize`)."""
+    from userloop.simulate.classify import REPLY_KINDS
+    from userloop.simulate.engine import END_REASONS
+
+    turns = [r["user_turns"] for r in records]
+    scored = [r for r in records if r["solved"] is not None]
+    solved = sum(1 for r in scored if r["solved"])
+    labels = Counter(m.get("classification") for r in records for m in r["messages"] if m["role"] == "assistant")
+    replies = sum(labels.values())
+    events = Counter(e.get("action") for r in records for m in r["messages"] if m["role"] == "user"
+                     for e in m.get("events", []))
+    tokens = {role: {part: sum(r["tokens"][role][part] for r in records) for part in ("prompt", "completion")}
+              for role in ("user", "assistant")}
+    errors = Counter(r["error"] for r in records if r.get("error"))
+    return {
+        "conversations": len(records),
+        "solved": {"solved": solved, "scored": len(scored), "rate": solved / len(scored),
+                   "ci95": list(wilson_interval(solved, len(scored)))} if scored else None,
+        "user_turns": {"mean": statistics.fmean(turns), "variance": statistics.pvariance(turns),
+                       "min": min(turns), "max": max(turns)} if turns else None,
+        "end_reasons": {reason: sum(1 for r in records if r["end_reason"] == reason) for reason in END_REASONS},
+        "reply_classification": {"replies": replies, **{kind: labels[kind] / replies if replies else 0.0
+                                                        for kind in REPLY_KINDS}},
+        "guardrail_events": {"resample": events["resample"], "fallback": events["fallback"]},
+        "tokens": tokens,
+        "errors": dict(errors.most_common(5)),
+    }
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    import orjson
+
+    (out / SUMMARY_JSON).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    (out / SUMMARY_MD).write_text(summary_markdown(summary), encoding="utf-8")
+
+
+def summary_rows(group: dict) -> list[tuple[str, str]]:
+    """(metric, value) rows of one group: what summary.md and :func:`compare_runs` show."""
+    rows = [("conversations", f"{group['conversations']:,}")]
+    solved = group["solved"]
+    rows.append(("solved rate (95% CI)", f"{solved['rate']:.1%} [{solved['ci95'][0]:.1%}, {solved['ci95'][1]:.1%}] "
+                                         f"({solved['solved']}/{solved['scored']})" if solved else "-"))
+    turns = group["user_turns"]
+    rows += [("user turns mean", f"{turns['mean']:.2f}" if turns else "-"),
+             ("user turns variance", f"{turns['variance']:.2f}" if turns else "-"),
+             ("user turns min-max", f"{turns['min']}-{turns['max']}" if turns else "-")]
+    rows += [(f"end: {reason}", f"{count:,}") for reason, count in group["end_reasons"].items()]
+    classes = group["reply_classification"]
+    rows += [(f"replies: {kind}", f"{share:.1%}") for kind, share in classes.items() if kind != "replies"]
+    rows += [("guardrail resamples", f"{group['guardrail_events']['resample']:,}"),
+             ("user tokens (prompt/completion)", f"{group['tokens']['user']['prompt']:,}/{group['tokens']['user']['completion']:,}"),
+             ("assistant tokens (prompt/completion)",
+              f"{group['tokens']['assistant']['prompt']:,}/{group['tokens']['assistant']['completion']:,}")]
+    return rows
+
+
+def _timing_rows(summary: dict) -> list[tuple[str, str]]:
+    t = summary.get("timings")
+    if not t:
+        return []
+    return [("wall s (this invocation)", f"{t['wall_s']:.2f}"), ("in model calls s", f"{t['in_model_calls_s']:.2f}"),
+            ("overhead share", f"{t['overhead_share']:.1%}"), ("conversations/s", f"{t['conversations_per_s']:.2f}"),
+            ("turns/s", f"{t['turns_per_s']:.2f}")]
+
+
+def summary_markdown(summary: dict) -> str:
+    """summary.json as Markdown: one column per group (overall, then each kind), then timings."""
+    groups = {"overall": summary["overall"], **summary["by_kind"]}
+    columns = [summary_rows(group) for group in groups.values()]
+    lines = [f"# Simulation summary ({summary.get('setting')})", "",
+             (f"user: `{summary.get('user')}`, assistant: `{summary.get('assistant')}`, "
+             f"scenarios: `{summary.get('scenarios')}`, n: {summary.get('n')}"), "",
+             "| metric | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+    for i, (metric, _) in enumerate(columns[0]):
+        lines.append(f"| {metric} | " + " | ".join(column[i][1] for column in columns) + " |")
+    timing = _timing_rows(summary)
+    if timing:
+        lines += ["", "| timing | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in timing)]
+    stats = summary.get("simulation_statistics")
+    if stats:
+        lines += ["", "Simulation statistics (UserLM paper, Table 3):", "", "| statistic | value |", "|---|---|"]
+        lines += [f"| {k} | {format_value(v)} |" for k, v in flatten(stats)]
+    return "\n".join(lines) + "\n"
+
+
+def flatten(value, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [row for k, v in value.items() for row in flatten(v, f"{prefix}{k}" if not prefix else f"{prefix}.{k}")]
+    return [(prefix, value)]
+
+
+def format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def load_summary(run: str | Path) -> dict:
+    """A run folder's summary.json (a missing one is a :class:`UserError`)."""
+    from userloop.errors import read_json_file
+
+    path = Path(run) / SUMMARY_JSON if Path(run).is_dir() else Path(run)
+    return read_json_file(path, "run summary")
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
+    """Two runs side by side as Markdown: every summary row of each group, and whether they differ."""
+    a, b = load_summary(run_a), load_summary(run_b)
+    lines = [f"# {run_a} vs {run_b}", "",
+             f"- A: user `{a.get('user')}`, assistant `{a.get('assistant')}`, {a.get('setting')}",
+             f"- B: user `{b.get('user')}`, assistant `{b.get('assistant')}`, {b.get('setting')}", "",
+             "| group | metric | A | B | difference |", "|---|---|---|---|---|"]
+    for name in ["overall", *sorted(set(a["by_kind"]) | set(b["by_kind"]))]:
+        group_a = a["overall"] if name == "overall" else a["by_kind"].get(name)
+        group_b = b["overall"] if name == "overall" else b["by_kind"].get(name)
+        rows_a = dict(summary_rows(group_a)) if group_a else {}
+        rows_b = dict(summary_rows(group_b)) if group_b else {}
+        for metric in dict.fromkeys([*rows_a, *rows_b]):
+            value_a, value_b = rows_a.get(metric, "-"), rows_b.get(metric, "-")
+            lines.append(f"| {name} | {metric} | {value_a} | {value_b} | {_difference(value_a, value_b)} |")
+    for metric, value_a in _timing_rows(a):
+        value_b = dict(_timing_rows(b)).get(metric, "-")
+        lines.append(f"| timing | {metric} | {value_a} | {value_b} | {_difference(value_a, value_b)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _difference(a: str, b: str) -> str:
+    """B - A for two numbers (a percentage in points), "same" when equal, "" otherwise."""
+    if a == b:
+        return "same"
+    x, y = _leading_number(a), _leading_number(b)
+    if x is None or y is None:
+        return "differs"
+    if a.split()[0].endswith("%"):
+        return f"{y - x:+.1f} pts"
+    return f"{y - x:+,.2f}"
+
+
+def _leading_number(text: str) -> float | None:
+    head = text.split()[0].rstrip("%").replace(",", "").split("/")[0].split("-")[0] if text.strip() else ""
+    try:
+        return float(head)
+    except ValueError:
+        return None
