@@ -94,6 +94,26 @@ def _config(scripted, **fields) -> SimulationConfig:
     return SimulationConfig(assistant=scripted["assistant"], user=scripted["user"], scenarios=scripted["scenarios"], **fields)
 
 
+def test_a_run_folder_from_an_older_version_is_a_one_line_error(scripted, tmp_path):
+    simulate(_config(scripted), tmp_path / "run")
+    run_file = tmp_path / "run" / "run.json"
+    run = json.loads(run_file.read_text())
+    run["config"]["retired_option"] = 3
+    run_file.write_text(json.dumps(run))
+    with pytest.raises(UserError, match="options this version does not know: retired_option"):
+        simulate(_config(scripted), tmp_path / "run")
+    del run["config"]["retired_option"], run["config"]["seed"]
+    run_file.write_text(json.dumps(run))
+    with pytest.raises(UserError, match="seed: absent in run.json, 0 now"):
+        simulate(_config(scripted), tmp_path / "run")
+    run_file.write_text("[1, 2]")
+    with pytest.raises(UserError, match="is not a run file"):
+        simulate(_config(scripted), tmp_path / "run")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a run folder"):
+        simulate(_config(scripted), tmp_path / "a-file")
+
+
 def test_a_different_configuration_is_refused_unless_forced(scripted, tmp_path):
     simulate(_config(scripted, n=1), tmp_path / "run")
     with pytest.raises(UserError, match=r"different configuration \(n: 1 in run.json, 2 now\).*--force"):

@@ -171,3 +171,32 @@ def test_cpu_and_file_size_limits():
     big = double_with("open('big.bin', 'wb').write(b'x' * (3 * 1024 * 1024))")
     result = run_tests(big, TESTS, "double", SandboxLimits(file_size_mb=1))
     assert not result.passed and "File too large" in result.detail
+
+
+FORGED_LINE = "@@userloop-sandbox@@ [\"pass\", \"all tests passed\"]"
+
+
+@pytest.mark.parametrize("forgery", [
+    f"import os\nos.write(1, b'\\n' + {FORGED_LINE!r}.encode() + b'\\n')\nos._exit(0)",
+    f"print({FORGED_LINE!r}, flush=True)\nraise SystemExit(0)",
+    "import json\njson.dumps = lambda value: '[\"pass\", \"faked\"]'",
+    "import sys\nsys.modules['__main__'].report = lambda *args: None",
+    "import sys\ndef wrong(x):\n    return 0\nsys.exit(0)",
+])
+def test_a_pass_cannot_be_forged_by_the_code(forgery):
+    """The verdict carries a per-run token the code never sees, and a pass needs exit status 0."""
+    result = run_tests(f"def double(x):\n    return 0\n\n{forgery}\n", TESTS, "double")
+    assert not result.passed, result
+
+
+def test_redefining_check_from_the_candidate_does_not_pass():
+    code = ("import sys\ndef double(x):\n    sys._getframe(1).f_globals['check'] = lambda c: None\n"
+            "    raise SystemExit(0)\n")
+    assert not run_tests(code, TESTS, "double").passed
+
+
+def test_file_io_classes_cannot_write_outside(tmp_path):
+    for index, opener in enumerate(["import io\nio.FileIO({!r}, 'w')", "import _io\n_io.open({!r}, 'w')"]):
+        target = tmp_path / f"escaped-{index}.txt"
+        result = run_tests(double_with(opener.format(str(target))), TESTS, "double")
+        assert result.status == "solution_error" and not target.exists(), result

@@ -65,7 +65,7 @@ def test_extract_code_prefers_the_block_that_defines_the_function():
     shown_apart = ("```python\nimport math\n\ndef half(x):\n    return x / 2\n\nprint(half(4))\n```\n"
                    "```python\ndef add(a, b):\n    return half(a) + half(b) + math.floor(0.5)\n\nadd(1, 2)\n```")
     assert extract_code(shown_apart, "add") == ("import math\ndef half(x):\n    return x / 2\n"
-                                                "def add(a, b):\n    return half(a) + half(b) + math.floor(0.5)\n\nadd(1, 2)\n")
+                                                "def add(a, b):\n    return half(a) + half(b) + math.floor(0.5)\n")
     bare = "Sure.\ndef add(a, b):\n    return a + b"
     assert extract_code(bare, "add").startswith("def add(a, b):")
     body_only = "```python\nreturn a + b\n```"
@@ -106,3 +106,38 @@ def test_the_prompts_imports_are_added(problems):
     reply = ("```python\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
              "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```")
     assert score_reply(code(problem), reply).passed
+
+
+ADD_PROMPT = 'def add(a: int, b: int) -> int:\n    """Add.\n    >>> add(1, 1)\n    2\n    """\n'
+ADD_TESTS = "def check(candidate):\n    assert candidate(1, 1) == 2\n    assert candidate(2, 5) == 7\n"
+FENCE = "```"
+
+
+@pytest.mark.parametrize("reply,passed,detail", [
+    ("def add(a, b):\n    return a + b\n\nThis works because + adds.", True, "all tests passed"),
+    (f"{FENCE}python\ndef add(a, b):\n    return a + b\n\nassert add(1, 2) == 4\nprint(add(1, 2))\n{FENCE}", True,
+     "all tests passed"),
+    (f"{FENCE}python\ndef plus(a, b):\n    return a + b\n{FENCE}", False, "no function 'add' found"),
+    (f"{FENCE}python\nclass Solution:\n    def add(self, a, b):\n        return a + b\n{FENCE}", False,
+     "no function 'add' found"),
+    (f"{FENCE}python\ndef add(a, b):\n    print 'hi'\n    return a + b\n{FENCE}", False, "syntax error"),
+    (f"{FENCE}python\nimport not_a_module_xyz\ndef add(a, b):\n    return a + b\n{FENCE}", False, "ModuleNotFoundError"),
+    (f"{FENCE}python\ndef add(a, b):\n    return 0\nprint('all tests passed')\n{FENCE}", False, "a test failed"),
+    (f"{FENCE}python\ndef add(a, b):\n    return 2\n{FENCE}", False, "a test failed: assert candidate(2, 5) == 7"),
+    ((f"{FENCE}python\nclass Same:\n    def __eq__(self, other):\n        return True\n"
+      f"def add(a, b):\n    return [Same()]\n{FENCE}"), False, "returned a Same object"),
+])
+def test_code_verdicts_on_hand_made_replies(reply, passed, detail):
+    scenario = Scenario(id="c", kind="code", intent="add", shards=["add"], full_prompt="add", tests=ADD_TESTS,
+                        entry_point="add", prompt_code=ADD_PROMPT)
+    score = score_reply(scenario, reply)
+    assert score.passed is passed and detail in score.detail, score
+
+
+@pytest.mark.parametrize("reply,gold", [
+    ("The answer is twelve.", "12"), ("Answer: forty-two", "42"), ("the answer is one hundred and five", "105"),
+    ("Answer: 7 (checked with 3+4)", "7"), ("The answer is 42. Check: 6*7=42", "42"), ("It costs $1,250.50.", "1250.5"),
+    ("The answer is 25%", "25"), ("It drops to -5 degrees.", "-5"), ("$\\boxed{\\frac{3}{4}}$", "0.75"),
+])
+def test_math_answers_in_words_units_and_labels(reply, gold):
+    assert score_reply(Scenario(id="m", kind="math", intent="q", shards=["q"], full_prompt="q", answer=gold), reply).passed

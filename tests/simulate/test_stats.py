@@ -73,6 +73,8 @@ def test_repetition_and_new_demands():
                           {"role": "assistant", "content": "Shall I use a table or a diagram?"},
                           {"role": "user", "content": "Use a diagram please."}]}
     assert demand_turns(APPLES, asked) == [False, False]
+    # asking for another attempt is no new demand
+    assert demand_turns(APPLES, record("a", ["Can you try again?", "Please retry and continue."])) == [False, False]
 
 
 def test_simulation_statistics_hand_computed():

@@ -122,6 +122,8 @@ def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, 
     progress = progress or Progress()
     scenarios = load_scenarios(config.scenarios)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a run folder: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     run_file = _checked_run_file(out, config, force)
     records, torn = read_records(out / RECORDS, repair=True)
@@ -221,6 +223,8 @@ def _checked_run_file(out: Path, config: SimulationConfig, force: bool) -> bytes
         from userloop.errors import read_json_file
 
         existing = read_json_file(path, "run file")
+        if not isinstance(existing, dict):
+            raise UserError(f"{path} is not a run file (a JSON object with the run's config); move it away or choose a new --out")
         recorded = {"config": existing.get("config"), "scenarios_sha256": existing.get("scenarios_sha256")}
         if recorded == current:
             return None
@@ -235,9 +239,16 @@ def _checked_run_file(out: Path, config: SimulationConfig, force: bool) -> bytes
 def _first_difference(recorded: dict, current: dict) -> str:
     if recorded["scenarios_sha256"] != current["scenarios_sha256"]:
         return "the scenario file changed"
-    old, new = recorded["config"] or {}, current["config"]
-    name = next(k for k in new if old.get(k) != new[k])
-    return f"{name}: {old.get(name)!r} in run.json, {new[name]!r} now"
+    old = recorded["config"] if isinstance(recorded["config"], dict) else {}
+    new = current["config"]
+    changed = [name for name in new if old.get(name, _MISSING) != new[name]]
+    if changed:
+        name = changed[0]
+        return f"{name}: {repr(old[name]) if name in old else 'absent'} in run.json, {new[name]!r} now"
+    return f"run.json has options this version does not know: {', '.join(sorted(set(old) - set(new)))}"
+
+
+_MISSING = object()
 
 
 def read_records(path: str | Path, repair: bool = False) -> tuple[list[dict], int]:

@@ -13,9 +13,15 @@ What is enforced (see docs/scenarios.md for the full account):
 * when ``unshare`` can make the namespaces (as root or with unprivileged user namespaces; probed
   once): a new network namespace
   (no network) and a new PID namespace whose processes all die with the sandbox;
-* a guard, installed before the generated code runs, that makes ``open``/``os`` writes outside the
-  directory and process creation (``fork``, ``subprocess``, ``os.system``, ``exec``) raise
-  ``PermissionError``. It is a guard, not a jail: code that goes through ``ctypes`` gets past it.
+* a guard, installed before the generated code runs, that makes ``open``/``io.FileIO``/``os`` writes
+  outside the directory and process creation (``fork``, ``subprocess``, ``os.system``, ``exec``) raise
+  ``PermissionError``. It is a guard, not a jail: code that goes through ``ctypes`` gets past it;
+* a verdict the code cannot forge by ordinary means: the runner reports on stdout with a random
+  per-run token it reads from stdin (closed before the generated code runs; never in argv, the
+  environment or a file) and a pass counts only with exit status 0, so ``sys.exit(0)``, ``os._exit``,
+  a printed result line, a redefined ``check`` or a patched ``json``/``builtins`` cannot pass. Code
+  written to attack the runner itself (walking the interpreter's frames for the token, ``ctypes``)
+  is outside what a guard in the same process can stop.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import functools
 import json
 import math
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -81,23 +88,30 @@ def run_tests(code: str, tests: str, entry_point: str, limits: SandboxLimits | N
         (work / "tests.py").write_text(tests, encoding="utf-8")
         (work / "runner.py").write_text(_RUNNER, encoding="utf-8")
         command = [*prefix, sys.executable, "-I", "-S", "runner.py", entry_point, _limits_argument(limits)]
+        token = secrets.token_hex(16)
         with open(work / "output.txt", "wb") as output:
-            returncode = _run(command, work, output, limits)
+            returncode = _run(command, work, output, limits, token)
         text = (work / "output.txt").read_bytes().decode("utf-8", "replace")
     if returncode is None:
         status, detail = "timeout", f"timeout after {limits.timeout_s:g} s"
     else:
-        status, detail = _outcome(text, returncode, limits)
-    tail = "\n".join(line for line in text.splitlines() if not line.startswith(MARK)).strip()[-_OUTPUT_TAIL:]
+        status, detail = _outcome(text, returncode, limits, token)
+    tail = "\n".join(line for line in text.splitlines() if not line.startswith(MARK + token)).strip()[-_OUTPUT_TAIL:]
     return SandboxResult(status, detail, tail, network_isolated="--net" in prefix)
 
 
-def _run(command: list[str], work: Path, output, limits: SandboxLimits) -> int | None:
-    """The exit status of the sandboxed process, ``None`` when it ran past the timeout."""
+def _run(command: list[str], work: Path, output, limits: SandboxLimits, token: str) -> int | None:
+    """The exit status of the sandboxed process, ``None`` when it ran past the timeout. The run's
+    token goes through stdin, which the runner reads and closes before the generated code runs."""
     process = subprocess.Popen(
-        command, cwd=work, env={}, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+        command, cwd=work, env={}, stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    try:
+        process.stdin.write(token.encode() + b"\n")
+        process.stdin.close()
+    except BrokenPipeError:
+        pass
     try:
         returncode = process.wait(timeout=limits.timeout_s)
     except subprocess.TimeoutExpired:
@@ -158,14 +172,16 @@ def namespace_prefix() -> tuple[str, ...]:
     return prefix if probe.returncode == 0 else ()
 
 
-def _outcome(text: str, returncode: int, limits: SandboxLimits) -> tuple[str, str]:
-    """The runner's own report (its last result line) or, without one, what the exit status says."""
-    lines = [line for line in text.splitlines() if line.startswith(MARK)]
-    if lines:
+def _outcome(text: str, returncode: int, limits: SandboxLimits, token: str) -> tuple[str, str]:
+    """The runner's own report or, without one, what the exit status says. A report counts only when
+    its line carries this run's token (which the generated code never sees) and the runner then
+    exited with status 0, so code that prints a result line or exits early cannot fake a pass."""
+    lines = [line for line in text.splitlines() if line.startswith(MARK + token + " ")]
+    if lines and returncode == 0:
+        status, _, detail = lines[-1][len(MARK + token) + 1:].partition(" ")
         try:
-            status, detail = json.loads(lines[-1][len(MARK):])
-            return status, detail
-        except (ValueError, TypeError):
+            return status, bytes.fromhex(detail).decode("utf-8", "replace")
+        except ValueError:
             return "no_result", "the test run's result line was damaged"
     if returncode == -signal.SIGXCPU:
         return "cpu_limit", f"CPU limit of {limits.cpu_s:g} s exceeded"
@@ -177,14 +193,24 @@ def _outcome(text: str, returncode: int, limits: SandboxLimits) -> tuple[str, st
 
 
 _RUNNER = r'''
-import builtins, io, json, os, posix, resource, signal, sys, traceback
+import _io, builtins, io, json, os, posix, resource, signal, sys, traceback
 MARK = "@@userloop-sandbox@@ "
-_write, _exit = os.write, os._exit
 
 
-def report(status, detail):
-    _write(1, ("\n" + MARK + json.dumps([status, detail]) + "\n").encode())
-    _exit(0)
+def make_reporter():
+    """The one way to report a result: it holds this run's token (read from stdin, which is then
+    closed) and its own references to os.write and os._exit, so the generated code can neither read
+    the token from a file, argv or the environment, nor replace what reporting calls."""
+    token = sys.stdin.buffer.readline().strip()
+    sys.stdin.close()
+    os.close(0)
+    write, exit_now, prefix = os.write, os._exit, MARK.encode() + token + b" "
+
+    def report(status, detail):
+        write(1, b"\n" + prefix + status.encode() + b" " + str(detail).encode("utf-8", "replace").hex().encode() + b"\n")
+        exit_now(0)
+
+    return report
 
 
 def install_guard(root):
@@ -207,7 +233,15 @@ def install_guard(root):
             refuse("writing", file)
         return real_open(file, mode, *args, **kwargs)
 
-    builtins.open = io.open = guarded_open
+    builtins.open = io.open = _io.open = guarded_open
+
+    class GuardedFileIO(_io.FileIO):
+        def __init__(self, file, mode="r", *args, **kwargs):
+            if any(flag in mode for flag in "wax+") and not inside(file):
+                refuse("writing", file)
+            super().__init__(file, mode, *args, **kwargs)
+
+    io.FileIO = _io.FileIO = GuardedFileIO
     real_os_open = os.open
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
@@ -250,6 +284,30 @@ def install_guard(root):
     subprocess.Popen = no_process
 
 
+PLAIN_TYPES = frozenset((int, float, complex, bool, str, bytes, type(None), list, tuple, dict, set, frozenset))
+
+
+def plain_results(candidate, report):
+    """``candidate``, refusing results that are not plain values (exact built-in types, also inside
+    containers): an object of the code's own class could make every ``==`` of the tests true."""
+    def checked(*args, **kwargs):
+        result = candidate(*args, **kwargs)
+        pending = [result]
+        while pending:
+            value = pending.pop()
+            kind = type(value)
+            if kind not in PLAIN_TYPES:
+                report("test_error", f"the function returned a {kind.__name__} object, not a plain value")
+            if kind is dict:
+                pending.extend(dict.keys(value))
+                pending.extend(dict.values(value))
+            elif kind in (list, tuple, set, frozenset):
+                pending.extend(value)
+        return result
+
+    return checked
+
+
 def failing_assert(error, tests_source):
     lines = tests_source.splitlines()
     for entry in reversed(traceback.extract_tb(error.__traceback__)):
@@ -259,6 +317,7 @@ def failing_assert(error, tests_source):
 
 
 def main():
+    report = make_reporter()
     entry_point, limits = sys.argv[1], json.loads(sys.argv[2])
     for name, value in limits.items():
         limit = getattr(resource, name)
@@ -291,7 +350,7 @@ def main():
         report("no_function", f"the code defines no function {entry_point!r}")
     try:
         exec(tests_code, namespace)
-        namespace["check"](candidate)
+        namespace["check"](plain_results(candidate, report))
     except MemoryError:
         report("memory", "memory limit exceeded during the tests")
     except AssertionError as error:

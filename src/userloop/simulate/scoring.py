@@ -48,7 +48,7 @@ def score_reply(scenario: Scenario, reply: str) -> Score | None:
 _NUMBER = r"[-−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?"
 _BOXED = re.compile(r"\\boxed\{\s*([^{}]*)\}")
 _HASHES = re.compile(r"####\s*(" + _NUMBER + ")")
-_ANSWER_IS = re.compile(r"answer\s+(?:is|=|:)\s*:?\s*\**\s*(" + _NUMBER + ")", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"answer\s*(?:is|=|:)\s*:?\s*\**\s*(" + _NUMBER + ")", re.IGNORECASE)
 _ANY_NUMBER = re.compile(r"(?<![\w.])(" + _NUMBER + r")(?![\d])")
 
 
@@ -75,9 +75,37 @@ def _plain_latex(reply: str) -> str:
     return text.replace("\\$", "$").replace("\\,", "").replace("\\!", "").replace("{,}", ",")
 
 
+_UNITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+          "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
+_TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+_WORD_VALUES = {**{word: value for value, word in enumerate(_UNITS)},
+                **{word: 10 * (index + 2) for index, word in enumerate(_TENS)}}
+_NUMBER_WORD = r"(?:" + "|".join(sorted([*_WORD_VALUES, "hundred", "thousand", "million"], key=len, reverse=True)) + r")"
+_WORDS_ANSWER_IS = re.compile(
+    r"answer\s*(?:is|=|:)\s*:?\s*\**\s*(" + _NUMBER_WORD + r"(?:(?:\s+and\s+|[\s-]+)" + _NUMBER_WORD + r")*)\b",
+    re.IGNORECASE)
+
+
+def words_to_number(text: str) -> int | None:
+    """An English number in words ("forty-two", "one hundred and five", "two thousand") as an int."""
+    total, current = 0, 0
+    for word in re.split(r"[\s-]+", text.lower().replace(" and ", " ")):
+        if word in _WORD_VALUES:
+            current += _WORD_VALUES[word]
+        elif word == "hundred":
+            current = max(current, 1) * 100
+        elif word in ("thousand", "million"):
+            total += max(current, 1) * (1000 if word == "thousand" else 1_000_000)
+            current = 0
+        else:
+            return None
+    return total + current
+
+
 def extract_final_number(reply: str) -> str | None:
     """The final answer number in ``reply``, as written: the last ``\\boxed{..}`` if any, else the last
-    ``#### N``, else the last "the answer is N", else the last number in the text. ``None`` if none.
+    ``#### N``, else the last "the answer is N", else the last number in the text, else a number in
+    words after "the answer is" ("forty-two" as ``42``). ``None`` if none.
     LaTeX fractions, ``\\text{}`` and ``\\$`` are read as plain text first."""
     reply = _plain_latex(reply)
     for pattern in (_BOXED, _HASHES, _ANSWER_IS):
@@ -85,6 +113,9 @@ def extract_final_number(reply: str) -> str | None:
         matches = [m for m in matches if _ANY_NUMBER.search(m)]
         if matches:
             return _ANY_NUMBER.findall(matches[-1])[-1].strip()
+    in_words = [words_to_number(m.group(1)) for m in _WORDS_ANSWER_IS.finditer(reply)]
+    if in_words and in_words[-1] is not None:
+        return str(in_words[-1])
     numbers = _ANY_NUMBER.findall(reply)
     return numbers[-1].strip() if numbers else None
 
@@ -133,9 +164,11 @@ def extract_code(reply: str, entry_point: str, prompt_code: str | None = None) -
     candidates = blocks or ([bare] if bare else [])
     defining = [code for code in candidates if _defines(code, entry_point)]
     if defining:
-        return _helpers(blocks, defining[-1]) + defining[-1]
+        return _helpers(blocks, defining[-1]) + _definitions_only(defining[-1])
     if prompt_code:
         for code in reversed(candidates or [reply]):
+            if _defines_anything(code):
+                continue
             joined = prompt_code.rstrip("\n") + "\n" + _indent_body(code)
             if _defines(joined, entry_point):
                 return joined
@@ -162,14 +195,46 @@ def _helpers(blocks: list[str], chosen: str) -> str:
     return "".join(parts)
 
 
+_KEPT_STATEMENTS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
+                    ast.AnnAssign)
+
+
+def _definitions_only(code: str) -> str:
+    """The imports, definitions and assignments of ``code``, without its top-level statements such as
+    example calls, prints, asserts or an ``if __name__ == "__main__"`` block (a reply's own demo, which
+    the tests do not need and which can fail on its own)."""
+    tree = ast.parse(code)
+    return "".join(ast.get_source_segment(code, node) + "\n" for node in tree.body if isinstance(node, _KEPT_STATEMENTS))
+
+
+def _defines_anything(code: str) -> bool:
+    try:
+        return bool(_top_level_names(code))
+    except SyntaxError:
+        return False
+
+
 def _top_level_names(code: str) -> set[str]:
     return {node.name for node in ast.parse(code).body
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
 
 
 def _from_first_def(reply: str) -> str | None:
+    """The reply from its first ``def``/``import``/``class`` line, without the prose after the code:
+    the longest run of lines from there that parses (cut before an unindented line)."""
     match = re.search(r"^(?:def |import |from \S+ import |class )", reply, re.MULTILINE)
-    return reply[match.start():] if match else None
+    if not match:
+        return None
+    lines = reply[match.start():].splitlines()
+    cuts = [index for index, line in enumerate(lines) if index and line.strip() and not line[0].isspace()]
+    for end in [len(lines), *reversed(cuts)]:
+        code = "\n".join(lines[:end]) + "\n"
+        try:
+            ast.parse(code)
+        except SyntaxError:
+            continue
+        return code
+    return "\n".join(lines) + "\n"
 
 
 def _indent_body(code: str) -> str:
@@ -212,5 +277,6 @@ def _prompt_imports(prompt_code: str | None) -> str:
 
 
 def _attempts_definition(reply: str, entry_point: str) -> bool:
-    """Whether the reply writes ``def entry_point(`` although no block defining it parses."""
-    return re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(", reply) is not None
+    """Whether the reply writes ``def entry_point(`` at the top level (not a method) although no block
+    defining it parses."""
+    return re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", reply, re.MULTILINE) is not None

@@ -38,6 +38,8 @@ STOP_WORDS = frozenset((
     # generic request words: asking for help with "the problem" conveys nothing of the task
     "help", "assist", "problem", "question", "task", "thing", "something", "anything", "solve", "figure",
     "answer", "really", "actually", "maybe", "bit", "little",
+    # asking for another attempt ("can you try again?") restates the task, it adds no demand
+    "try", "retry", "redo", "continue",
 ))
 MIN_WORD_SHARE = 0.5
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
