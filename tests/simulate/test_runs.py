@@ -15,10 +15,10 @@ from userloop.errors import UserError
 from userloop.simulate.runs import SimulationConfig, compare_runs, read_records, simulate, wilson_interval
 
 
-def _command(scripted, out, n: int) -> list[str]:
+def _command(scripted, out, n: int, concurrency: int = 1) -> list[str]:
     return [sys.executable, "-m", "userloop.cli", "simulate", "--user", scripted["user"], "--assistant",
             scripted["assistant"], "--scenarios", scripted["scenarios"], "--n", str(n), "--out", str(out),
-            "--concurrency", "1"]
+            "--concurrency", str(concurrency)]
 
 
 def _start_and_stop(command, records_path, stop_signal) -> subprocess.CompletedProcess:
@@ -42,7 +42,9 @@ def _keys(path):
 
 
 def test_resume_after_ctrl_c_and_a_kill_loses_nothing_and_duplicates_nothing(scripted, tmp_path):
-    n, out = 300, tmp_path / "run"
+    # far more conversations than a stopped run can finish on a busy machine before the signal lands;
+    # the final run finishes them with more in flight (concurrency may change on resume)
+    n, out = 2000, tmp_path / "run"
     records_path = out / "conversations.jsonl"
     command = _command(scripted, out, n)
 
@@ -62,7 +64,8 @@ def test_resume_after_ctrl_c_and_a_kill_loses_nothing_and_duplicates_nothing(scr
     kept, torn = _keys(records_path)
     assert torn == 1 and kept[:len(after_interrupt)] == after_interrupt
 
-    finished = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    finished = subprocess.run(_command(scripted, out, n, concurrency=256), check=False, capture_output=True,
+                              text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     assert "1 torn line repaired" in finished.stdout and "0 still to run" in finished.stdout
     keys, torn = _keys(records_path)
