@@ -4,7 +4,8 @@ One row per accepted rewrite: ``prompt`` (the conversation up to and including t
 list of ``{"role", "content"}`` messages), ``chosen`` (the rewrite) and ``rejected`` (the original), each
 a one-message assistant list, as TRL's ``DPOTrainer`` reads them, plus ``user_id``, ``persona`` (the
 derived persona text; null for users with too little history), ``feedback`` (the span that asked for
-the change) and ``conversation_id``.
+the change) and ``conversation_id``. Pairs from scored candidates (user-based rewards, part 2) add
+``chosen_score`` and ``rejected_score`` (``write_pairs(..., scores=True)``); their ``feedback`` is null.
 """
 
 from __future__ import annotations
@@ -26,23 +27,28 @@ def pair_record(result: RewriteResult, persona: str | None) -> dict[str, Any]:
             "conversation_id": candidate.followup.conversation_id}
 
 
-def features():
-    """The dataset's schema (explicit, so an empty dataset has the same columns)."""
+def features(scores: bool = False):
+    """The dataset's schema (explicit, so an empty dataset has the same columns); ``scores`` adds the
+    ``chosen_score`` and ``rejected_score`` columns."""
     from datasets import Features, Value
 
     message = {"role": Value("string"), "content": Value("string")}
-    return Features({"prompt": [message], "chosen": [message], "rejected": [message], "user_id": Value("string"),
-                     "persona": Value("string"), "feedback": Value("string"), "conversation_id": Value("string")})
+    columns = {"prompt": [message], "chosen": [message], "rejected": [message], "user_id": Value("string"),
+               "persona": Value("string"), "feedback": Value("string"), "conversation_id": Value("string")}
+    if scores:
+        columns |= {"chosen_score": Value("float64"), "rejected_score": Value("float64")}
+    return Features(columns)
 
 
-def write_pairs(records: Sequence[dict[str, Any]], parquet_path: Path, dataset_dir: Path) -> None:
-    """``records`` as ``parquet_path`` and as a dataset folder that ``datasets.load_from_disk`` reads."""
+def write_pairs(records: Sequence[dict[str, Any]], parquet_path: Path, dataset_dir: Path, scores: bool = False) -> None:
+    """``records`` as ``parquet_path`` and as a dataset folder that ``datasets.load_from_disk`` reads
+    (``scores``: with the score columns)."""
     try:
         import datasets
     except ImportError:
         raise missing_dependency("datasets", "rlhi") from None
     datasets.disable_progress_bars()   # the CLI shows its own progress
-    schema = features()
+    schema = features(scores)
     # column by column, so that zero pairs still give a dataset (and a Parquet file) with every column
     dataset = datasets.Dataset.from_dict({name: [r[name] for r in records] for name in schema}, features=schema)
     dataset.to_parquet(str(parquet_path))

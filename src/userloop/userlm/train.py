@@ -29,11 +29,13 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
+from userloop.trainconfig import option, use_bf16, validate_bf16
+from userloop.trainconfig import parse_config as parse_trainer_config
 from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split
 from userloop.userlm.template import (
     BEGIN_OF_TEXT,
@@ -47,47 +49,43 @@ from userloop.userlm.template import (
 )
 
 
-def _option(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class UserLMTrainConfig:
     """How to train a user LM; every field is also a flag (``--field value``) and a YAML key."""
 
-    data: str | None = _option(None, "prepared folder (userloop data prepare): trains on 'train', validates on "
+    data: str | None = option(None, "prepared folder (userloop data prepare): trains on 'train', validates on "
                                       "'validation'; default: the built-in testbed, prepared")
-    out: str = _option("user-lm", "output folder: the final model, checkpoint-N/ folders, loss curve and reports")
-    role: str = _option("user", "whose turns carry the loss: user (a user LM: intent as system message, "
+    out: str = option("user-lm", "output folder: the final model, checkpoint-N/ folders, loss curve and reports")
+    role: str = option("user", "whose turns carry the loss: user (a user LM: intent as system message, "
                                 "<|endconversation|> target) or assistant (the same model trained as an assistant)")
-    init: str = _option("scratch", "'scratch' (new tokenizer and small Llama) or a pretrained path or Hub id")
-    scheme: str = _option("packed", "packed (one sequence per conversation, loss on every user turn) or per_turn "
+    init: str = option("scratch", "'scratch' (new tokenizer and small Llama) or a pretrained path or Hub id")
+    scheme: str = option("packed", "packed (one sequence per conversation, loss on every user turn) or per_turn "
                                     "(the paper's K+1 samples); same loss, packed reads ~K times fewer tokens")
-    vocab_size: int = _option(2048, "scratch: BPE vocabulary size of the tokenizer trained on the training text")
-    hidden_size: int = _option(128, "scratch: model width")
-    layers: int = _option(2, "scratch: number of transformer layers")
-    heads: int = _option(4, "scratch: attention heads (key/value heads: half of them)")
-    max_length: int = _option(2048, "longest sample in tokens (the paper: 2048); targets beyond it are dropped and counted")
-    learning_rate: float | None = _option(None, "peak learning rate; default 2e-3 from scratch, 2e-4 with LoRA, "
+    vocab_size: int = option(2048, "scratch: BPE vocabulary size of the tokenizer trained on the training text")
+    hidden_size: int = option(128, "scratch: model width")
+    layers: int = option(2, "scratch: number of transformer layers")
+    heads: int = option(4, "scratch: attention heads (key/value heads: half of them)")
+    max_length: int = option(2048, "longest sample in tokens (the paper: 2048); targets beyond it are dropped and counted")
+    learning_rate: float | None = option(None, "peak learning rate; default 2e-3 from scratch, 2e-4 with LoRA, "
                                                 "2e-5 for full fine-tuning (the paper)")
-    batch_size: int = _option(8, "samples per device per step (batches group samples of similar length)")
-    gradient_accumulation_steps: int = _option(1, "steps whose gradients are summed before an update")
-    epochs: float = _option(1.0, "passes over the training samples (ignored when max_steps > 0)")
-    max_steps: int = _option(300, "stop after this many updates (-1: run the epochs); the default 300 takes "
+    batch_size: int = option(8, "samples per device per step (batches group samples of similar length)")
+    gradient_accumulation_steps: int = option(1, "steps whose gradients are summed before an update")
+    epochs: float = option(1.0, "passes over the training samples (ignored when max_steps > 0)")
+    max_steps: int = option(300, "stop after this many updates (-1: run the epochs); the default 300 takes "
                                   "about 4 minutes on a 2-core CPU on the testbed")
-    warmup: float = _option(0.05, "learning-rate warmup: a fraction of the updates (< 1) or a number of updates")
-    lora: bool = _option(False, "train LoRA adapters (peft) instead of all weights; pretrained init only; the "
+    warmup: float = option(0.05, "learning-rate warmup: a fraction of the updates (< 1) or a number of updates")
+    lora: bool = option(False, "train LoRA adapters (peft) instead of all weights; pretrained init only; the "
                                 "adapters are merged into the saved model")
-    lora_r: int = _option(16, "LoRA rank")
-    lora_alpha: int = _option(32, "LoRA alpha")
-    lora_dropout: float = _option(0.05, "LoRA dropout")
-    seed: int = _option(0, "random seed (data order, initialisation)")
-    bf16: str = _option("auto", "bfloat16 mixed precision: auto (on when the GPU or CPU supports it: CUDA bf16, "
+    lora_r: int = option(16, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA alpha")
+    lora_dropout: float = option(0.05, "LoRA dropout")
+    seed: int = option(0, "random seed (data order, initialisation)")
+    bf16: str = option("auto", "bfloat16 mixed precision: auto (on when the GPU or CPU supports it: CUDA bf16, "
                                 "AVX512-BF16 or AMX), true, false")
-    eval_steps: int = _option(100, "compute the validation loss every N updates (0: only at the end)")
-    save_steps: int = _option(200, "write a checkpoint-N/ folder every N updates (0: only at the end)")
-    logging_steps: int = _option(10, "record the training loss every N updates")
-    resume: bool = _option(False, "continue from the last checkpoint-N/ folder in out")
+    eval_steps: int = option(100, "compute the validation loss every N updates (0: only at the end)")
+    save_steps: int = option(200, "write a checkpoint-N/ folder every N updates (0: only at the end)")
+    logging_steps: int = option(10, "record the training loss every N updates")
+    resume: bool = option(False, "continue from the last checkpoint-N/ folder in out")
 
     def validate(self) -> None:
         """Raise :class:`UserError` for a value that cannot work."""
@@ -95,8 +93,7 @@ class UserLMTrainConfig:
             raise UserError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
         if self.scheme not in SCHEMES:
             raise UserError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
-        if self.bf16 not in ("auto", "true", "false"):
-            raise UserError(f"bf16 must be auto, true or false, got {self.bf16!r}")
+        validate_bf16(self.bf16)
         positive = ("vocab_size", "hidden_size", "layers", "heads", "max_length", "batch_size",
                     "gradient_accumulation_steps", "lora_r", "lora_alpha", "logging_steps")
         for name in positive:
@@ -123,42 +120,13 @@ class UserLMTrainConfig:
 
 
 def parse_config(args: Sequence[str], role: str = "user") -> UserLMTrainConfig:
-    """The config from command-line ``args``: ``--config FILE.yaml`` sets values, other flags override them.
-
-    One parser (TRL's ``TrlParser``, an ``HfArgumentParser``); ``--help`` lists every field with its help.
-    ``role="assistant"`` (``userloop train assistant``) makes ``role`` and ``out`` default to ``assistant``.
-    """
-    from trl import TrlParser
-
-    args = list(args)
-    if "--config" in args:
-        index = args.index("--config")
-        if index + 1 >= len(args):
-            raise UserError("--config needs a YAML file")
-        if not Path(args[index + 1]).is_file():
-            raise UserError(f"--config {args[index + 1]}: no such file")
-    import yaml
-
+    """The config from command-line ``args`` (:func:`userloop.trainconfig.parse_config`: ``--config FILE.yaml``
+    and flags); ``role="assistant"`` (``userloop train assistant``) makes ``role`` and ``out`` default to ``assistant``."""
     command = "user-lm" if role == "user" else role
-    parser = TrlParser(UserLMTrainConfig, prog=f"userloop train {command}",
-                       description=f"Train {'a user LM on flipped conversations' if role == 'user' else 'an assistant'} "
-                                   "(see docs/userlm.md).")
-    if role != "user":
-        parser.set_defaults(role=role, out=role)
-
-    def one_line_error(message: str):  # argparse would print its usage and exit: a bad value is one line here
-        raise UserError(message)
-
-    parser.error = one_line_error
-    try:
-        [config] = parser.parse_args_and_config(args)
-    except ValueError as err:  # unknown YAML keys, a YAML file that is not a mapping
-        raise UserError(str(err)) from None
-    except yaml.YAMLError as err:
-        raise UserError(f"--config {args[args.index('--config') + 1]}: not valid YAML: "
-                        f"{' '.join(str(err).split())[:300]}") from None
-    config.validate()
-    return config
+    what = "a user LM on flipped conversations" if role == "user" else "an assistant"
+    return parse_trainer_config(UserLMTrainConfig, args, prog=f"userloop train {command}",
+                                description=f"Train {what} (see docs/userlm.md).",
+                                defaults=None if role == "user" else {"role": role, "out": role})
 
 
 @dataclass
@@ -316,16 +284,6 @@ def _texts(conversations: list[Conversation]):
 
 
 # ---------------------------------------------------------------------- trainer
-def _bf16(setting: str) -> bool:
-    import torch
-
-    if setting != "auto":
-        return setting == "true"
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # CPUs with AVX512-BF16 or AMX
-
-
 def _dataset(samples: list[Sample]):
     from datasets import Dataset
 
@@ -376,7 +334,7 @@ def _sft_config(config: UserLMTrainConfig):
         max_steps=config.max_steps, warmup_steps=config.warmup, lr_scheduler_type="cosine", weight_decay=0.0,
         logging_steps=config.logging_steps, eval_strategy="steps" if config.eval_steps else "no",
         eval_steps=config.eval_steps or None, save_strategy="steps" if config.save_steps else "no",
-        save_steps=config.save_steps or 500, bf16=_bf16(config.bf16), use_cpu=not torch.cuda.is_available(),
+        save_steps=config.save_steps or 500, bf16=use_bf16(config.bf16), use_cpu=not torch.cuda.is_available(),
         report_to="none", disable_tqdm=True, max_length=config.max_length, completion_only_loss=True,
         packing=False, dataloader_num_workers=0, train_sampling_strategy="group_by_length",
     )

@@ -1,0 +1,231 @@
+"""RLHI part 2 ablations on the testbed: what the persona, the user's feedback and DPO each contribute.
+
+    python benchmarks/rlhi_ablations.py --work /tmp/rlhi2/ablations [--base CKPT] [--seeds 0 1] [--max-steps 150]
+
+Steps (each reuses its output when it is already in ``--work``):
+
+1. ``userloop rlhi build`` on the default testbed: follow-ups, derived personas, user-guided pairs.
+2. The base policy (unless ``--base``): ``rlhi policy-data`` (the prepared testbed with each user's derived
+   persona as a system message) and ``userloop train assistant`` on it (defaults: 300 updates).
+3. Pair sets, from users of the ``train`` split only (held-out users never reach training):
+   * ``guided``: part 1's user-guided rewrites (rewrite = chosen, original = rejected);
+   * ``scratch``: rewrites of the same originals without the feedback: the testbed rewriter changes one
+     style axis chosen at random (what it would do told only "improve this"), then the same quality
+     filter as part 1 (the true persona-match score must rise).
+4. Policies, each trained from the base with the same steps, learning rate and seed:
+   ``dpo`` (guided, persona in the system message), ``dpo-agnostic`` (guided, no persona),
+   ``dpo-scratch`` (scratch, persona), ``sft-chosen`` (SFT on the guided chosen answers, persona).
+5. Evaluation on held-out users (the ``test`` split, users never seen in training): the opening request of
+   each conversation (150 drawn at random by default, of 371), with the user's derived persona in the system message, greedy answers.
+   Per policy: the mean TRUE persona-match score (testbed scorer) with its standard error, the paired
+   difference from the base with its standard error, and UserEval win rates against the base
+   (``userloop.rlhi.usereval``: testbed judge, both orders, ties half; personalisation and overall).
+
+Writes ``--work/ablations.json`` and prints a Markdown table. With several ``--seeds`` each policy is
+trained once per seed (the base and the pairs are shared) and the table shows the mean and spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from userloop.rlhi.conditioning import with_persona
+from userloop.rlhi.dpo import DPOTrainConfig, read_pairs, train_dpo
+from userloop.testbed.population import default_data
+
+# A request to change one style axis, in words the testbed rewriter reads (taxonomy.REASON_CUES).
+STYLE_REQUESTS = {
+    "too_long": "shorter", "too_short": "more detail", "wants_structure": "as a list", "wants_prose": "as a paragraph",
+    "too_casual": "more formal", "too_formal": "more casual", "too_technical": "simpler", "too_simple": "more technical",
+}
+POLICIES = {  # name: (pairs, method, persona)
+    "dpo": ("guided", "dpo", True),
+    "dpo-agnostic": ("guided", "dpo", False),
+    "dpo-scratch": ("scratch", "dpo", True),
+    "sft-chosen": ("guided", "sft", True),
+}
+
+
+def userloop(*args: str) -> None:
+    command = [str(Path(sys.executable).parent / "userloop"), *args]
+    print("$ userloop " + " ".join(args), flush=True)
+    subprocess.run(command, check=True)
+
+
+def train_users(data: Path) -> set[str]:
+    from userloop.conversation import read_parquet
+
+    return {c.user_id for c in read_parquet(data / "train.parquet") if c.user_id}
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def scratch_rewrites(guided: list[dict], data: Path, seed: int) -> tuple[list[dict], dict]:
+    """The ``scratch`` pairs: each guided pair's original rewritten without its feedback (module docstring)."""
+    from userloop.rlhi.build import truth_folder
+    from userloop.rlhi.followups import FollowUp, Labels
+    from userloop.rlhi.rewrites import Candidate, ScorerJudge, TestbedRewriter, rewrite_and_filter
+    from userloop.testbed import read_truth
+
+    rng = random.Random(seed)
+    users, _ = read_truth(truth_folder(data))
+    judge = ScorerJudge({user_id: record["persona"] for user_id, record in users.items()})
+    rewriter = TestbedRewriter()
+    candidates = []
+    for i, pair in enumerate(guided):
+        request = STYLE_REQUESTS[rng.choice(sorted(STYLE_REQUESTS))]
+        original = pair["rejected"][0]["content"]
+        followup = FollowUp(pair["conversation_id"], pair["user_id"], i, request, original, pair["prompt"][-1]["content"])
+        candidates.append(Candidate(followup, Labels("re_attempt", "make_aware_with_correction", request),
+                                    pair["prompt"], original))
+    results = rewrite_and_filter(candidates, [p["persona"] for p in guided], rewriter, judge)
+    outcomes = Counter(r.why for r in results)
+    rows = [{**pair, "chosen": [{"role": "assistant", "content": r.rewrite}], "feedback": None}
+            for pair, r in zip(guided, results, strict=True) if r.accepted]
+    return rows, dict(outcomes)
+
+
+def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
+    users = train_users(data)
+    pairs = read_pairs(run / "pairs.parquet")
+    guided = [p for p in pairs if p["user_id"] in users]
+    write_rows(guided, work / "pairs-guided.parquet")
+    scratch, outcomes = scratch_rewrites(guided, default_data(prepared=False), seed)
+    write_rows(scratch, work / "pairs-scratch.parquet")
+    return {"all": len(pairs), "held_out_users_dropped": len(pairs) - len(guided), "guided": len(guided),
+            "guided_with_persona": sum(bool(p["persona"]) for p in guided), "scratch": len(scratch),
+            "scratch_outcomes": outcomes}
+
+
+def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int, max_new_tokens: int) -> dict:
+    """Greedy answers of every policy to the held-out opening requests; scores, paired differences, win rates."""
+    from userloop.models import load_model
+    from userloop.rlhi.user_rewards import sample_candidates
+    from userloop.rlhi.usereval import Comparison, TestbedJudge, UserEvalConfig, judge_both_orders, opening_requests
+
+    counts: Counter = Counter()
+    config = UserEvalConfig(policy="hf:x", baseline="hf:x", personas=run / "personas.jsonl", max_requests=max_requests)
+    requests = opening_requests(data, config, counts)
+    judge = TestbedJudge.from_data(data)
+    prompts = [with_persona(r.prompt, r.persona) for r in requests]
+    answers = {}
+    for name, path in policies.items():
+        started = time.perf_counter()
+        model = load_model(f"hf:{path}")
+        answers[name] = [c[0] for c in sample_candidates(model, prompts, n=1, temperature=0.0, top_p=None,
+                                                         max_new_tokens=max_new_tokens)]
+        print(f"answered with {name} in {time.perf_counter() - started:.0f}s", flush=True)
+    scores = {name: [judge.personal_score(r.user_id, a) for r, a in zip(requests, texts, strict=True)]
+              for name, texts in answers.items()}
+    out = {"requests": dict(counts), "requests_used": len(requests), "policies": {}}
+    base = scores["base"]
+    for name, values in scores.items():
+        row = {"mean_persona_match": mean(values), "se": stderr(values),
+               "mean_words": mean([len(a.split()) for a in answers[name]])}
+        if name != "base":
+            diff = [v - b for v, b in zip(values, base, strict=True)]
+            row |= {"diff_vs_base": mean(diff), "diff_se": stderr(diff)}
+            items = [(Comparison(r.user_id, r.persona, r.prompt, p, b), Comparison(r.user_id, r.persona, r.prompt, b, p))
+                     for r, p, b in zip(requests, answers[name], answers["base"], strict=True)]
+            row["win_rate_personal"] = judge_both_orders(judge, items, personalised=True)["summary"]
+            row["win_rate_overall"] = judge_both_orders(judge, items, personalised=False)["summary"]
+        out["policies"][name] = row
+    if "dpo" in scores and "dpo-agnostic" in scores:   # the expectation to check: persona-conditioned over agnostic
+        diff = [a - b for a, b in zip(scores["dpo"], scores["dpo-agnostic"], strict=True)]
+        out["dpo_vs_dpo_agnostic"] = {"diff": mean(diff), "se": stderr(diff)}
+    out["examples"] = {name: texts[:3] for name, texts in answers.items()}
+    return out
+
+
+def mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 4)
+
+
+def stderr(values: list[float]) -> float:
+    m = sum(values) / len(values)
+    return round(math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1) / len(values)), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/rlhi2/ablations"))
+    parser.add_argument("--base", type=Path, help="a trained base policy (default: train one into WORK/base)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--max-steps", type=int, default=150, help="updates per policy (batch 8)")
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--max-requests", type=int, default=150, help="held-out requests to answer, drawn at random (seeded; 0: all 371)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--only", nargs="+", choices=sorted(POLICIES), help="train and evaluate only these policies")
+    args = parser.parse_args()
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data = default_data(prepared=True)
+    run = work / "run"
+    if not (run / "pairs.parquet").is_file():
+        userloop("rlhi", "build", "--out", str(run))
+    base = args.base or work / "base"
+    if not (base / "model.safetensors").is_file():
+        userloop("rlhi", "policy-data", "--personas", str(run / "personas.jsonl"), "--out", str(work / "policy_data"))
+        userloop("train", "assistant", "--data", str(work / "policy_data"), "--out", str(base))
+    pair_counts = prepare_pairs(run, data, work, seed=0)
+    print(json.dumps(pair_counts), flush=True)
+
+    trained: dict[str, dict] = {}
+    policies = {"base": base}
+    for name in args.only or POLICIES:
+        pairs, method, persona = POLICIES[name]
+        for seed in args.seeds:
+            key = f"{name}-seed{seed}" if len(args.seeds) > 1 else name
+            out = work / key
+            config = DPOTrainConfig(policy=str(base), pairs=str(work / f"pairs-{pairs}.parquet"), out=str(out),
+                                    method=method, persona=persona, max_steps=args.max_steps, seed=seed,
+                                    learning_rate=args.learning_rate, beta=args.beta)
+            print(f"training {key}: userloop train dpo --policy {base} --pairs {config.pairs} --out {out} "
+                  f"--method {method}{'' if persona else ' --no-persona'} --max-steps {args.max_steps} "
+                  f"--learning-rate {args.learning_rate} --beta {args.beta} --seed {seed}", flush=True)
+            report = train_dpo(config).report if not (out / "dpo_report.json").is_file() else json.loads((out / "dpo_report.json").read_text())
+            trained[key] = report
+            policies[key] = out
+    results = evaluate(policies, run, data, args.max_requests, args.max_new_tokens)
+    summary = {"date": time.strftime("%Y-%m-%d"), "load": os.getloadavg(), "args": {k: str(v) for k, v in vars(args).items()},
+               "pairs": pair_counts, "training": trained, "evaluation": results,
+               "seconds": round(time.perf_counter() - started, 1)}
+    (work / "ablations.json").write_text(json.dumps(summary, indent=2))
+    print_table(results, trained)
+
+
+def print_table(results: dict, trained: dict) -> None:
+    print(f"\nheld-out opening requests: {results['requests_used']}")
+    if "dpo_vs_dpo_agnostic" in results:
+        print(f"dpo minus dpo-agnostic (paired): {results['dpo_vs_dpo_agnostic']['diff']:+.4f} "
+              f"(SE {results['dpo_vs_dpo_agnostic']['se']:.4f})")
+    print("| policy | mean persona match (SE) | vs base (paired SE) | personalisation win rate vs base | overall win rate | "
+          "mean words | DPO reward acc. / margin (train) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row in results["policies"].items():
+        t = trained.get(name, {})
+        diff = f"{row['diff_vs_base']:+.4f} ({row['diff_se']:.4f})" if "diff_vs_base" in row else ""
+        wins = [f"{row[k]['win_rate']:.3f}" if k in row else "" for k in ("win_rate_personal", "win_rate_overall")]
+        rewards = f"{t['reward_accuracy_mean']:.2f} / {t['reward_margin_mean']:.2f}" if "reward_accuracy_mean" in t else ""
+        print(f"| {name} | {row['mean_persona_match']:.4f} ({row['se']:.4f}) | {diff} | {wins[0]} | {wins[1]} | "
+              f"{row['mean_words']:.0f} | {rewards} |")
+
+
+if __name__ == "__main__":
+    main()
