@@ -18,7 +18,10 @@ PROVIDERS: dict[str, tuple[str, str, str]] = {
     "openai": ("userloop.models.openai_compatible", "OpenAIChatModel", "openai:MODEL[@BASE_URL[,BASE_URL...]]"),
     "vllm": ("userloop.models.vllm", "VLLMChatModel", "vllm:PATH_OR_HUB_ID"),
     "scripted": ("userloop.models.scripted", "ScriptedChatModel", "scripted:FILE.json"),
+    "prompted": ("userloop.userlm.prompted", "PromptedUserModel", "prompted:INNER_SPEC, e.g. prompted:hf:PATH"),
 }
+# Prefixes whose target is another spec: the inner model is loaded (with the options) and wrapped.
+WRAPPERS = frozenset({"prompted"})
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -39,12 +42,27 @@ def load_model(spec: str, **options) -> ChatModel:
 
     ``options`` go to the provider (``device=``, ``max_batch_size=`` for ``hf``; ``api_key_env=``,
     ``timeout=`` for ``openai``; see docs/models.md); an option the provider does not take is an error.
+    A wrapper (``prompted:INNER_SPEC``) loads its inner spec with the options and wraps that model.
     """
     prefix, target = parse_spec(spec)
     module_name, class_name, _ = PROVIDERS[prefix]
     provider = getattr(importlib.import_module(module_name), class_name)
+    if prefix in WRAPPERS:
+        return provider(load_model(_inner_spec(prefix, target), **options))
     accepted = [name for name, p in inspect.signature(provider).parameters.items() if p.kind is p.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise UserError(f"{prefix}: models take no option {unknown[0]!r} (options: {', '.join(accepted) or 'none'})")
     return provider(target, **options)
+
+
+def _inner_spec(prefix: str, target: str) -> str:
+    """The spec a wrapper's target names, checked: a valid spec of a model that is not itself a wrapper."""
+    try:
+        inner_prefix, _ = parse_spec(target)
+    except UserError as err:
+        raise UserError(f"{prefix}:{target}: the inner model spec is not valid ({err})") from None
+    if inner_prefix in WRAPPERS:
+        raise UserError(f"{prefix}:{target}: a {inner_prefix}: model cannot be wrapped again; "
+                        f"expected {PROVIDERS[prefix][2]}")
+    return target
