@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -302,6 +303,19 @@ def test_n_samples_and_seeds(tiny_model):
     assert [c.text for c in crowded.choices] == [c.text for c in alone.choices]
     [other_seed] = tiny_model.generate([PROMPTS[1]], GenerationParams(max_new_tokens=10, temperature=1.0, n=3, seed=8))
     assert [c.text for c in other_seed.choices] != [c.text for c in alone.choices]
+
+
+def test_n_samples_share_one_prefill_with_the_same_outputs(tiny_model, monkeypatch):
+    """A request for n samples prefills its prompt once and repeats the KV cache for its n rows: the outputs are
+    those of prefilling every row (greedy and seeded sampling, prompts of different lengths in one batch)."""
+    greedy, sampled = replace(GREEDY, n=2), GenerationParams(max_new_tokens=10, temperature=1.0, n=3, seed=7)
+    shared = [tiny_model.generate(PROMPTS, params) for params in (greedy, sampled)]
+    assert [[c.text for c in completion.choices] for completion in shared[0]] == [
+        [c.text] * 2 for c in tiny_model.generate(PROMPTS, GREEDY)]
+    monkeypatch.setattr(tiny_model, "_shared_prefill", lambda *args: None)  # every row prefilled by generate
+    unshared = [tiny_model.generate(PROMPTS, params) for params in (greedy, sampled)]
+    assert [[[c.text for c in completion.choices] for completion in call] for call in shared] == [
+        [[c.text for c in completion.choices] for completion in call] for call in unshared]
 
 
 def test_top_p_near_zero_is_greedy(tiny_model):

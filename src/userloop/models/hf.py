@@ -8,7 +8,9 @@ in the device's generation thread (one per device, shared by all models). So 64 
 at once become one 64-wide batch; requests that arrive while a batch generates wait for the next.
 Within a group, prompts are sorted by length and cut into batches where the padding would cost more
 than another run of decoding steps, judged from timings of this model's earlier calls (this matters
-on CPUs, hardly on GPUs). One instance serves one running event loop at a time.
+on CPUs, hardly on GPUs). A request for ``n`` samples prefills its prompt once and repeats the KV cache
+for its ``n`` rows (on a CPU the prefill of long prompts is most of a call's time). One instance serves
+one running event loop at a time.
 
 The prompt is the checkpoint's own chat template with ``add_generation_prompt=True``, whatever role
 its generation prompt opens (a user LM's template opens a user turn). Generation stops on the
@@ -229,28 +231,43 @@ class HFChatModel(ChatModel):
 
     # ------------------------------------------------------------------ generation (the device's thread)
     def _generate_rows(self, requests: list[_Request], params: GenerationParams) -> list[list[Choice]]:
-        """One left-padded ``model.generate`` for requests that share ``params``; choices per request."""
-        prompts = [request.prompt_ids for request in requests for _ in range(params.n)]  # n rows per request
-        width = max(map(len, prompts))
-        input_ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt):] = torch.tensor(prompt)
-            attention_mask[row, width - len(prompt):] = 1
+        """One left-padded ``model.generate`` for requests that share ``params``; choices per request.
+
+        Each request is ``n`` rows. With ``n > 1`` its prompt is prefilled once (all but its last token)
+        and the KV cache repeated for the ``n`` rows, which then decode from that shared prefix."""
+        width = max(len(request.prompt_ids) for request in requests)
+        input_ids = torch.full((len(requests), width), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for row, request in enumerate(requests):
+            input_ids[row, width - len(request.prompt_ids):] = torch.tensor(request.prompt_ids)
+            attention_mask[row, width - len(request.prompt_ids):] = 1
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         clock = _StepClock()
         with torch.inference_mode():
             processors = [*self._logits_processors(requests, params, width), clock]
             started = time.perf_counter()
+            cache = self._shared_prefill(input_ids, attention_mask, params.n) if params.n > 1 and width > 1 else None
             output = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                input_ids=input_ids.repeat_interleave(params.n, dim=0),
+                attention_mask=attention_mask.repeat_interleave(params.n, dim=0), past_key_values=cache,
                 generation_config=self._generation_config(params), logits_processor=processors,
                 tokenizer=self.tokenizer,
             )
-            self._costs.record(len(prompts), input_ids.numel(), clock, started, time.perf_counter())
-        self.batch_size_counts[len(prompts)] += 1
+            self._costs.record(len(requests) * params.n, input_ids.numel(), clock, started, time.perf_counter())
+        self.batch_size_counts[len(requests) * params.n] += 1
         rows = output[:, width:].tolist()
         return [[self._choice(rows[i * params.n + j], params.stop) for j in range(params.n)]
                 for i in range(len(requests))]
+
+    def _shared_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int):
+        """The KV cache of every prompt but its last token, computed once and repeated ``n`` times per row;
+        ``generate`` then feeds only the last token (positions count from each row's first real token)."""
+        cache = transformers.DynamicCache(config=self.model.config)
+        mask = attention_mask[:, :-1]
+        self.model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(n)
+        return cache
 
     def _generation_config(self, params: GenerationParams):
         config = copy.deepcopy(self.model.generation_config)
@@ -354,8 +371,9 @@ class _GenerationCosts:
     A batch is one rectangle of left-padded prompts. On a CPU, prompts of very different lengths waste
     much of the prefill on padding; on a GPU padding is nearly free, while each extra ``generate`` call
     costs a run of decoding steps. :meth:`split` weighs the two: ``token_seconds`` is the prefill time
-    per padded prompt token, ``step_overhead`` the part of a decoding step's time that does not grow
-    with the number of rows (the intercept of a line through recent (rows, seconds per step) pairs).
+    per padded prompt token (one row per request: its ``n`` samples share the prefill), ``step_overhead``
+    the part of a decoding step's time that does not grow with the number of rows (the intercept of a
+    line through recent (rows, seconds per step) pairs).
     """
 
     def __init__(self) -> None:
@@ -387,7 +405,7 @@ class _GenerationCosts:
         best, cut = [0.0], [0]  # best[j]: least time for the first j requests; their last batch starts at cut[j]
         for j in range(1, len(ordered) + 1):
             width = len(ordered[j - 1].prompt_ids)
-            cost, start = min((best[i] + self.token_seconds * (j - i) * params.n * width + extra_call, i)
+            cost, start = min((best[i] + self.token_seconds * (j - i) * width + extra_call, i)
                               for i in range(j))
             best.append(cost)
             cut.append(start)
