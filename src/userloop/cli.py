@@ -517,6 +517,150 @@ def _train_chat_lm(args: list[str], role: str) -> None:
     typer.echo(f"wrote {result.out}/ (model, tokenizer, loss_curve.png, train_report.json)")
 
 
+@train_app.command("dpo", add_help_option=False,
+                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def train_dpo_command(ctx: typer.Context) -> None:
+    """Persona-conditioned DPO (offline on --pairs, or --online iterative), or SFT on the chosen answers (--method sft)."""
+    from userloop.rlhi.dpo import parse_config, train_dpo
+
+    config = parse_config(ctx.args)
+    with _bar("training", total=None) as (progress, task):
+        result = train_dpo(config, on_progress=lambda step, total: progress.update(task, completed=step, total=total),
+                           on_message=lambda message: progress.console.print(message))
+    r = result.report
+    if config.online:
+        for row in r["rounds"]:
+            typer.echo(f"round {row['round']}: mean score {row['mean_score']:.4f} over {row['samples']:,} samples"
+                       + (f", {row['pairs']:,} pairs, loss {row['train_loss']:.4f}" if row["round"] != "final" else "")
+                       + (f", reward accuracy {row['reward_accuracy_mean']:.3f}" if "reward_accuracy_mean" in row else ""))
+    else:
+        typer.echo(f"{config.method}: {r['steps']:,} updates on {r['pairs']:,} pairs in {r['seconds']:.0f}s, loss {r['train_loss']:.4f}"
+                   + (f", reward accuracy {r['reward_accuracy_mean']:.3f}, margin {r['reward_margin_mean']:.3f} (means over the logs)"
+                      if "reward_accuracy_mean" in r else ""))
+    typer.echo(f"wrote {result.out}/ (policy, tokenizer, dpo_report.json)")
+
+
+@rlhi_app.command("policy-data")
+@friendly_errors
+def rlhi_policy_data_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder: the prepared splits with each user's persona as a system message")],
+    personas: Annotated[Path, typer.Option("--personas", help="personas.jsonl of 'rlhi build' (derived personas)")],
+    data: Annotated[Path | None, typer.Option("--data", help="a prepared folder; default: the built-in testbed, prepared")] = None,
+) -> None:
+    """Write the base policy's training data: conversations conditioned on the user's derived persona."""
+    from userloop.rlhi.policy import write_policy_data
+
+    counts = write_policy_data(data or _default_data(prepared=True), personas, out)
+    typer.echo(", ".join(f"{split} {c['with_persona']:,} of {c['conversations']:,} conversations with a persona"
+                         for split, c in counts["splits"].items()))
+    typer.echo(f"wrote {out}/ (train it with: userloop train assistant --data {out} --out CKPT)")
+
+
+@train_app.command("reward", add_help_option=False,
+                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def train_reward_command(ctx: typer.Context) -> None:
+    """Train a persona-conditioned reward model (TRL RewardTrainer): --config FILE.yaml and/or --FIELD VALUE flags (--help lists them)."""
+    from userloop.rlhi.reward_model import parse_config, train_reward_model
+
+    config = parse_config(ctx.args)
+    if config.pairs is None and config.data is None:
+        config.data = str(_default_data(prepared=True))
+    with _bar("training", total=None) as (progress, task):
+        result = train_reward_model(config, on_progress=lambda step, total: progress.update(task, completed=step, total=total),
+                                    on_message=lambda message: progress.console.print(message))
+    r = result.report
+    typer.echo(f"trained {r['steps']:,} updates on {r['train_pairs']:,} pairs ({'with' if r['persona'] else 'without'} the persona) "
+               f"in {r['seconds']:.0f}s: held-out pair accuracy {r['held_out_accuracy']:.3f} on {r['held_out_pairs']:,} pairs"
+               + (f", {r['held_out_accuracy_persona_removed']:.3f} with the persona removed" if "held_out_accuracy_persona_removed" in r else "")
+               + (f"; persona-blind bound {r['population_oracle_accuracy']:.3f}" if "population_oracle_accuracy" in r else ""))
+    typer.echo(f"wrote {result.out}/ (reward model, tokenizer, reward_report.json); score with --scorer rm:{result.out}")
+
+
+def _rewards_help(name: str) -> str:
+    from userloop.rlhi.user_rewards import rewards_help
+
+    return rewards_help(name)
+
+
+@rlhi_app.command("rewards")
+@friendly_errors
+def rlhi_rewards_command(
+    policy: Annotated[str, typer.Option("--policy", help=_rewards_help("policy"))],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder: pairs.parquet, pairs_dataset/, report.json")],
+    scorer: Annotated[str, typer.Option("--scorer", help=_rewards_help("scorer"))] = "testbed",
+    data: Annotated[Path | None, typer.Option("--data", help="a prepared folder; default: the built-in testbed, prepared")] = None,
+    n: Annotated[int, typer.Option("--n", help=_rewards_help("n"))] = 4,
+    split: Annotated[str, typer.Option(help=_rewards_help("split"))] = "train",
+    followups: Annotated[Path | None, typer.Option(help=_rewards_help("followups"))] = None,
+    personas: Annotated[Path | None, typer.Option(help=_rewards_help("personas"))] = None,
+    temperature: Annotated[float, typer.Option(help=_rewards_help("temperature"))] = 0.6,
+    top_p: Annotated[float, typer.Option(help=_rewards_help("top_p"))] = 0.9,
+    max_new_tokens: Annotated[int, typer.Option(help=_rewards_help("max_new_tokens"))] = 256,
+    max_requests: Annotated[int, typer.Option(help=_rewards_help("max_requests"))] = 500,
+    min_conversations: Annotated[int, typer.Option(help=_rewards_help("min_conversations"))] = 3,
+    persona: Annotated[bool, typer.Option("--persona/--no-persona", help=_rewards_help("persona"))] = True,
+    batch_size: Annotated[int, typer.Option(help=_rewards_help("batch_size"))] = 64,
+    seed: Annotated[int, typer.Option(help=_rewards_help("seed"))] = 0,
+) -> None:
+    """User-based rewards: sample N answers for requests without feedback, score them for the user, pair best with worst."""
+    from userloop.rlhi.user_rewards import RewardsConfig, user_based_rewards
+
+    config = RewardsConfig(policy=policy, scorer=scorer, split=split, followups=followups, personas=personas, n=n,
+                           temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, max_requests=max_requests,
+                           min_conversations=min_conversations, persona=persona, batch_size=batch_size, seed=seed)
+    config.validate()
+    report = user_based_rewards(data or _default_data(prepared=True), out, config, progress=_steps)
+    typer.echo(f"{report['requests_used']:,} requests without feedback ({report['requests']['requests_without_feedback']:,} found), "
+               f"{report['candidates']:,} candidates scored by {report['scorer']}: mean {report['mean_score']}, "
+               f"best {report['mean_best']}, worst {report['mean_worst']}")
+    typer.echo(f"{report['pairs']:,} pairs ({report['skipped_all_tied']:,} requests skipped: all candidates tied); "
+               f"wrote {out}/ in {report['seconds']:.1f}s")
+
+
+def _usereval_help(name: str) -> str:
+    from userloop.rlhi.usereval import usereval_help
+
+    return usereval_help(name)
+
+
+@app.command("eval-personal")
+@friendly_errors
+def eval_personal_command(
+    policy: Annotated[str, typer.Option("--policy", help=_usereval_help("policy"))],
+    baseline: Annotated[str, typer.Option("--baseline", help=_usereval_help("baseline"))],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder: report.json and comparisons.jsonl (every answer and verdict)")],
+    judge: Annotated[str, typer.Option("--judge", help=_usereval_help("judge"))] = "testbed",
+    data: Annotated[Path | None, typer.Option("--data", help="a prepared folder; default: the built-in testbed, prepared")] = None,
+    split: Annotated[str, typer.Option(help=_usereval_help("split"))] = "test",
+    personas: Annotated[Path | None, typer.Option(help=_usereval_help("personas"))] = None,
+    max_requests: Annotated[int, typer.Option(help=_usereval_help("max_requests"))] = 300,
+    min_conversations: Annotated[int, typer.Option(help=_usereval_help("min_conversations"))] = 3,
+    temperature: Annotated[float, typer.Option(help=_usereval_help("temperature"))] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(help=_usereval_help("max_new_tokens"))] = 256,
+    batch_size: Annotated[int, typer.Option(help=_usereval_help("batch_size"))] = 64,
+    seed: Annotated[int, typer.Option(help=_usereval_help("seed"))] = 0,
+) -> None:
+    """UserEval: personalised and overall win rates of a policy against a baseline on held-out users (both orders, ties half)."""
+    from userloop.rlhi.usereval import UserEvalConfig, eval_personal
+
+    config = UserEvalConfig(policy=policy, baseline=baseline, judge=judge, split=split, personas=personas,
+                            max_requests=max_requests, min_conversations=min_conversations, temperature=temperature,
+                            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    config.validate()
+    report = eval_personal(data or _default_data(prepared=True), out, config, progress=_steps)
+    typer.echo(f"{report['requests_used']:,} requests of held-out users, judge {report['judge']}:")
+    for name in ("personalisation", "overall"):
+        s = report[name]
+        typer.echo(f"  {name:<16} win rate {s['win_rate']:.3f} (95% CI {s['ci95'][0]:.3f}-{s['ci95'][1]:.3f}; "
+                   f"{s['wins']:,} wins, {s['ties']:,} ties, {s['losses']:,} losses, {s['inconsistent_orders']:,} inconsistent orders)")
+    if "mean_persona_match" in report:
+        m = report["mean_persona_match"]
+        typer.echo(f"  mean persona-match score: policy {m['policy']:.4f}, baseline {m['baseline']:.4f}")
+    typer.echo(f"wrote {out}/ in {report['seconds']:.1f}s")
+
+
 @app.command("eval-ppl")
 @friendly_errors
 def eval_ppl_command(
@@ -547,6 +691,221 @@ def eval_ppl_command(
                f"{result['empty_turns_not_scored']:,} empty turns not scored):")
     for name, label in (("with_intent", "with intent"), ("without_intent", "without intent")):
         typer.echo(f"  {label:<15} {result[name]['perplexity']:8.2f}  ({result[name]['tokens']:,} tokens)")
+
+
+# --------------------------------------------------------------------------- simulate
+runs_app = typer.Typer(help="Inspect and compare simulation runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+def _simulation_help(name: str) -> str:
+    from userloop.simulate.runs import CONFIG_HELP
+
+    return CONFIG_HELP[name]
+
+
+@contextmanager
+def _simulation_bar(description: str):
+    """Conversations done/total, turns/s and ETA (on stderr, transient); yields the run's Progress callbacks.
+
+    The bar appears once the run knows its total, so an error in the configuration stays the only line."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from userloop.simulate.runs import Progress as Callbacks
+
+    progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    task = progress.add_task(description, total=None, rate="")
+    started, turns = time.perf_counter(), 0
+
+    def on_total(total: int, done: int) -> None:
+        progress.reset(task, total=total, completed=done)
+        if total > done:
+            progress.start()
+
+    def on_turns(count: int) -> None:
+        nonlocal turns
+        turns += count
+        progress.update(task, rate=f"{turns / max(time.perf_counter() - started, 1e-6):,.1f} turns/s")
+
+    try:
+        yield Callbacks(on_total=on_total, on_conversation=lambda: progress.advance(task), on_turns=on_turns)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
+
+
+def _interrupted(out: Path):
+    typer.echo(f"interrupted: finished conversations are saved in {out}; run the same command again to resume",
+               err=True)
+    return typer.Exit(130)
+
+
+@app.command("simulate")
+@friendly_errors
+def simulate_command(
+    user: Annotated[str, typer.Option("--user", help="the simulated user LM: hf:PATH, openai:MODEL@URL (UserLM template), prompted:SPEC, scripted:FILE.json")],
+    assistant: Annotated[str, typer.Option("--assistant", help=_simulation_help("assistant"))],
+    scenarios: Annotated[Path, typer.Option("--scenarios", help=_simulation_help("scenarios"))],
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder: conversations.jsonl, run.json, summary.json, summary.md (an existing run is resumed)")],
+    n: Annotated[int, typer.Option("--n", help=_simulation_help("n"))] = 1,
+    max_turns: Annotated[int, typer.Option("--max-turns", help=_simulation_help("max_user_turns"))] = 6,
+    seed: Annotated[int, typer.Option(help=_simulation_help("seed"))] = 0,
+    system_prompt: Annotated[str | None, typer.Option(help=_simulation_help("system_prompt"))] = None,
+    classifier: Annotated[str, typer.Option(help=_simulation_help("classifier"))] = "rules",
+    assistant_max_new_tokens: Annotated[int, typer.Option(help=_simulation_help("assistant_max_new_tokens"))] = 512,
+    assistant_temperature: Annotated[float | None, typer.Option(help=_simulation_help("assistant_temperature"))] = None,
+    user_max_new_tokens: Annotated[int, typer.Option(help=_simulation_help("user_max_new_tokens"))] = 96,
+    user_temperature: Annotated[float, typer.Option(help=_simulation_help("user_temperature"))] = 1.0,
+    user_top_p: Annotated[float, typer.Option(help=_simulation_help("user_top_p"))] = 0.8,
+    concurrency: Annotated[int, typer.Option(help=_simulation_help("concurrency"))] = 256,
+    max_batch_size: Annotated[int | None, typer.Option(help=_simulation_help("max_batch_size"))] = None,
+    max_conversations: Annotated[int | None, typer.Option(help="stop after this many new conversations (resume later)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="continue a run folder made with a different configuration")] = False,
+) -> None:
+    """Simulate N conversations per scenario between a user LM and an assistant (resumable run folder)."""
+    from userloop.simulate.runs import SimulationConfig, simulate
+
+    config = SimulationConfig(
+        assistant=assistant, scenarios=str(scenarios), user=user, n=n, max_user_turns=max_turns, seed=seed,
+        system_prompt=system_prompt, classifier=classifier, assistant_max_new_tokens=assistant_max_new_tokens,
+        assistant_temperature=assistant_temperature, user_max_new_tokens=user_max_new_tokens,
+        user_temperature=user_temperature, user_top_p=user_top_p, concurrency=concurrency, max_batch_size=max_batch_size,
+    )
+    try:
+        with _simulation_bar("simulating") as progress:
+            result = simulate(config, out, force=force, max_conversations=max_conversations, progress=progress)
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
+    s, resume = result.summary, result.summary["resume"]
+    solved = s["overall"]["solved"]
+    typer.echo(f"{s['conversations']:,} conversations ({result.finished_now:,} new, {result.resumed:,} from earlier runs, "
+               f"{result.torn_lines} torn line repaired, {resume['pending']:,} still to run)"
+               + (f": solved {solved['solved']:,}/{solved['scored']:,} ({solved['rate']:.1%})" if solved else ""))
+    typer.echo("end reasons: " + ", ".join(f"{k} {v:,}" for k, v in s["overall"]["end_reasons"].items()))
+    typer.echo(f"wrote {result.out}/ (conversations.jsonl, summary.json, summary.md)")
+
+
+@app.command("evaluate-assistant")
+@friendly_errors
+def evaluate_assistant_command(
+    assistant: Annotated[str, typer.Option("--assistant", help=_simulation_help("assistant"))],
+    user: Annotated[str, typer.Option("--user", help="the simulated user of the multi-turn setting (a model spec)")],
+    scenarios: Annotated[Path, typer.Option("--scenarios", help="JSONL file of math/code scenarios (see docs/scenarios.md)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder: single_turn/ and multi_turn/ run folders, report.json, report.md")],
+    n: Annotated[int, typer.Option("--n", help=_simulation_help("n"))] = 1,
+    max_turns: Annotated[int, typer.Option("--max-turns", help=_simulation_help("max_user_turns"))] = 6,
+    seed: Annotated[int, typer.Option(help=_simulation_help("seed"))] = 0,
+    system_prompt: Annotated[str | None, typer.Option(help=_simulation_help("system_prompt"))] = None,
+    classifier: Annotated[str, typer.Option(help=_simulation_help("classifier"))] = "rules",
+    assistant_max_new_tokens: Annotated[int, typer.Option(help=_simulation_help("assistant_max_new_tokens"))] = 512,
+    concurrency: Annotated[int, typer.Option(help=_simulation_help("concurrency"))] = 256,
+    max_batch_size: Annotated[int | None, typer.Option(help=_simulation_help("max_batch_size"))] = None,
+    force: Annotated[bool, typer.Option("--force", help="continue run folders made with a different configuration")] = False,
+) -> None:
+    """Score an assistant on the same problems fully specified in one turn vs revealed by a simulated user."""
+    from userloop.simulate.evaluate import evaluate_assistant, report_markdown
+
+    try:
+        report = evaluate_assistant(assistant, user, scenarios, out, n=n, force=force,
+                                    progress_for=lambda setting: _simulation_bar(setting.replace("_", "-")),
+                                    max_user_turns=max_turns, seed=seed, system_prompt=system_prompt,
+                                    classifier=classifier, assistant_max_new_tokens=assistant_max_new_tokens,
+                                    concurrency=concurrency, max_batch_size=max_batch_size)
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
+    typer.echo(report_markdown(report), nl=False)
+    typer.echo(f"wrote {out}/ (single_turn/, multi_turn/, report.json, report.md)")
+
+
+@runs_app.command("compare")
+@friendly_errors
+def runs_compare_command(
+    run_a: Annotated[Path, typer.Argument(help="a run folder (with summary.json)")],
+    run_b: Annotated[Path, typer.Argument(help="another run folder")],
+) -> None:
+    """Two simulation runs side by side (Markdown), with the differences."""
+    from userloop.simulate.runs import compare_runs
+
+    typer.echo(compare_runs(run_a, run_b), nl=False)
+
+
+@app.command("eval-sim")
+@friendly_errors
+def eval_sim_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder: metrics.json, details.json, table.md, charts/*.png")],
+    sim: Annotated[list[str] | None, typer.Option("--sim", help="a simulator, NAME=SPEC or SPEC (hf:PATH user LM, prompted:INNER_SPEC, openai:, scripted:); repeatable; none: only the Human row")] = None,
+    data: Annotated[Path | None, typer.Option(help="prepared folder; default: the built-in testbed, prepared")] = None,
+    split: Annotated[str, typer.Option(help="held-out split to evaluate on: validation or test")] = "test",
+    n_first_turns: Annotated[int, typer.Option(help="first turns for diversity, decomposition and naturalness (paper: 2,000; capped by the split)")] = 2000,
+    max_conversations: Annotated[int, typer.Option(help="real conversations replayed for termination and fidelity (and scored for perplexity)")] = 200,
+    n_probes: Annotated[int, typer.Option(help="role and intent probes each (capped by the probe files)")] = 200,
+    seed: Annotated[int, typer.Option(help="seed of the samples and of the simulators' sampling")] = 0,
+    guardrails: Annotated[str, typer.Option(help="off: the raw simulator (default); on: the model card's guardrails (never the end ban in the replay)")] = "off",
+    judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge for the adherence probes (default: the rule-based judges)")] = None,
+    role_probes: Annotated[Path | None, typer.Option(help="JSONL multiple-choice probes, CommonsenseQA layout (default: built from the testbed's facts)")] = None,
+    intent_probes: Annotated[Path | None, typer.Option(help="JSONL open questions, NQ-open layout (default: built from the testbed's facts)")] = None,
+    assistant: Annotated[str | None, typer.Option(help="model spec of the assistant in the probes (default: templated assistant turns)")] = None,
+    detector: Annotated[str, typer.Option(help="naturalness detector: 'default' (trained on the data's user vs assistant turns) or MODULE:ATTRIBUTE")] = "default",
+    max_new_tokens: Annotated[int, typer.Option(help="most tokens per simulated turn (sampling: temperature 1.0, top-p 0.8, as the model card)")] = 96,
+) -> None:
+    """Score user simulators with the metrics of "Flipping the Dialogue" (Table 2), perplexity and behavioural fidelity."""
+    from userloop.metrics.evalsim import eval_sim, parse_sims
+
+    sims = parse_sims(sim or [])
+    data = data or _default_data(prepared=True)
+
+    @contextmanager
+    def progress(description: str, total: int):
+        with _bar(description, total or None) as (bar, task):
+            yield lambda n: bar.advance(task, n)
+
+    eval_sim(sims, data, out, split=split, n_first_turns=n_first_turns, max_conversations=max_conversations,
+             n_probes=n_probes, seed=seed, guardrails=guardrails, judge=judge, role_probes=role_probes,
+             intent_probes=intent_probes, assistant=assistant, detector=detector, max_new_tokens=max_new_tokens,
+             progress=progress)
+    typer.echo((out / "table.md").read_text())
+    typer.echo(f"wrote {out}/ (metrics.json, details.json, table.md, charts/)")
+
+
+# --------------------------------------------------------------------------- scenarios
+scenarios_app = typer.Typer(help="Scenario files for simulations: math, code and open-intent tasks.", no_args_is_help=True)
+app.add_typer(scenarios_app, name="scenarios")
+
+
+@scenarios_app.command("build")
+@friendly_errors
+def scenarios_build_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="scenario file to write (JSONL)")],
+    source: Annotated[Path | None, typer.Option(help="a Lost-in-Conversation sharded math file, a GSM8K JSONL, a HumanEval "
+                                                     "JSONL(.gz) or a prepared data folder; default: the built-in testbed")] = None,
+    kind: Annotated[str | None, typer.Option(help="expected kind: open, math or code (checked against the source)")] = None,
+    limit: Annotated[int | None, typer.Option(help="keep this many scenarios, drawn at random with --seed")] = None,
+    split: Annotated[str | None, typer.Option(help="split of a prepared data folder (default: test)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed for --limit")] = 0,
+) -> None:
+    """Build a scenario file (docs/scenarios.md) from a task dataset or prepared conversations."""
+    from userloop.simulate.scenarios import build_scenario_file
+
+    result = build_scenario_file(out, source or _default_data(prepared=True), kind=kind, limit=limit, split=split,
+                                 seed=seed)
+    report = result.to_dict()
+    skipped = ", ".join(f"{reason}: {count}" for reason, count in report["skipped_by_reason"].items())
+    kinds = ", ".join(sorted({scenario.kind for scenario in result.scenarios}))
+    typer.echo(f"wrote {report['scenarios']:,} scenarios ({kinds}) to {out} from {report['records_read']:,} records of "
+               f"{result.source}; skipped {report['skipped']:,}" + (f" ({skipped})" if skipped else "")
+               + (f"; {result.not_drawn:,} not drawn by --limit" if result.not_drawn else "")
+               + (f"; {result.renamed:,} reused task ids renamed ID#2, ID#3..." if result.renamed else ""))
 
 
 def main() -> None:

@@ -21,6 +21,17 @@ def held_out():
     return generate(60, seed=3)
 
 
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A small testbed (40 users), prepared (splits by user), with its truth beside the raw conversations."""
+    from userloop.data.prepare import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("testbed")
+    generate(40, seed=3).write(root / "raw")
+    prepare([str(root / "raw" / "conversations.jsonl")], root / "prepared", PrepareConfig())
+    return root / "prepared"
+
+
 @pytest.fixture
 def small_classifier(monkeypatch, trained_classifier):
     """Make the pipeline use the small classifier instead of training (or reading) the cached default one,

@@ -100,18 +100,8 @@ def test_sft_on_chosen_answers(tiny, pairs_file, tmp_path):
     assert result.report["method"] == "sft" and result.report["steps"] == 2 and result.report["train_loss"] > 0
 
 
-@pytest.fixture(scope="module")
-def testbed_data(tmp_path_factory, held_out):
-    from userloop.data.prepare import PrepareConfig, prepare
-
-    root = tmp_path_factory.mktemp("testbed")
-    held_out.write(root / "raw")
-    prepare([str(root / "raw" / "conversations.jsonl")], root / "prepared", PrepareConfig(near_dedupe=False))
-    return root / "prepared"
-
-
-def test_one_online_round_with_the_testbed_scorer(tiny, testbed_data, small_classifier, tmp_path):
-    config = DPOTrainConfig(policy=str(tiny), online=True, rounds=1, n=4, requests=6, data=str(testbed_data), out=str(tmp_path / "online"),
+def test_one_online_round_with_the_testbed_scorer(tiny, prepared, small_classifier, tmp_path):
+    config = DPOTrainConfig(policy=str(tiny), online=True, rounds=1, n=4, requests=6, data=str(prepared), out=str(tmp_path / "online"),
                             max_new_tokens=12, max_steps=1, batch_size=2, warmup=0, learning_rate=1e-2)
     result = train_dpo(config)
     report = result.report

@@ -16,7 +16,7 @@ from userloop.rlhi.user_rewards import (
     user_based_rewards,
     user_requests,
 )
-from userloop.testbed import generate, score
+from userloop.testbed import score
 
 
 def request(i: int, persona: str | None = "A novice.") -> UserRequest:
@@ -78,17 +78,6 @@ def test_sample_candidates_gives_n_per_prompt(tmp_path):
     candidates = sample_candidates(load_model(f"scripted:{script}"), [[{"role": "user", "content": "hi"}]] * 2, n=3,
                                    batch_size=1, on_progress=seen.append)
     assert candidates == [["one", "two", "three"]] * 2 and seen == [1, 1]
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A small testbed, prepared (splits by user), with its truth beside the raw conversations."""
-    from userloop.data.prepare import PrepareConfig, prepare
-
-    root = tmp_path_factory.mktemp("testbed")
-    generate(40, seed=3).write(root / "raw")
-    prepare([str(root / "raw" / "conversations.jsonl")], root / "prepared", PrepareConfig())
-    return root / "prepared"
 
 
 STYLES = ["Sure! Boil it.", "Certainly. " + " ".join(["Therefore, one would carefully consider the comprehensive procedure."] * 12),

@@ -17,7 +17,6 @@ from userloop.rlhi.usereval import (
     parse_preference,
     win_rate,
 )
-from userloop.testbed import generate
 
 # The judge's preference in the order with the policy's answer first (A = policy) and in the swapped
 # order (A = baseline), and the verdict for the policy.
@@ -107,16 +106,6 @@ def test_model_judge_invalid_answers_are_ties(tmp_path):
     judge = ModelJudge(load_model(f"scripted:{script}"))
     assert judge.compare([Comparison("u", None, PROMPT, SHORT, LONG)], personalised=True) == ["tie"]
     assert judge.counts["invalid"] == 1
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    from userloop.data.prepare import PrepareConfig, prepare
-
-    root = tmp_path_factory.mktemp("testbed")
-    generate(40, seed=3).write(root / "raw")
-    prepare([str(root / "raw" / "conversations.jsonl")], root / "prepared", PrepareConfig())
-    return root / "prepared"
 
 
 def test_eval_personal_end_to_end(prepared, tmp_path, small_classifier):
