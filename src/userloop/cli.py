@@ -502,15 +502,20 @@ def train_assistant_command(ctx: typer.Context) -> None:
     _train_chat_lm(ctx.args, "assistant")
 
 
+def _train_with_progress(train, config):
+    """Run a trainer (``train(config, on_progress=, on_message=)``) under a progress bar of its updates."""
+    with _bar("training", total=None) as (progress, task):
+        return train(config, on_progress=lambda step, total: progress.update(task, completed=step, total=total),
+                     on_message=lambda message: progress.console.print(message))
+
+
 def _train_chat_lm(args: list[str], role: str) -> None:
     from userloop.userlm.train import parse_config, train_user_lm
 
     config = parse_config(args, role)
     if config.data is None:
         config.data = str(_default_data(prepared=True))
-    with _bar("training", total=None) as (progress, task):
-        result = train_user_lm(config, on_progress=lambda step, total: progress.update(task, completed=step, total=total),
-                               on_message=lambda message: progress.console.print(message))
+    result = _train_with_progress(train_user_lm, config)
     r = result.report
     typer.echo(f"trained {r['steps']:,} updates ({r['epochs']:.2f} epochs, {r['parameters']:,} parameters) in {r['seconds']:.0f}s: "
                f"validation loss {r['validation_loss']:.3f} nats/token, unigram baseline {r['unigram_baseline']:.3f}")
@@ -525,9 +530,7 @@ def train_dpo_command(ctx: typer.Context) -> None:
     from userloop.rlhi.dpo import parse_config, train_dpo
 
     config = parse_config(ctx.args)
-    with _bar("training", total=None) as (progress, task):
-        result = train_dpo(config, on_progress=lambda step, total: progress.update(task, completed=step, total=total),
-                           on_message=lambda message: progress.console.print(message))
+    result = _train_with_progress(train_dpo, config)
     r = result.report
     if config.online:
         for row in r["rounds"]:
@@ -567,9 +570,7 @@ def train_reward_command(ctx: typer.Context) -> None:
     config = parse_config(ctx.args)
     if config.pairs is None and config.data is None:
         config.data = str(_default_data(prepared=True))
-    with _bar("training", total=None) as (progress, task):
-        result = train_reward_model(config, on_progress=lambda step, total: progress.update(task, completed=step, total=total),
-                                    on_message=lambda message: progress.console.print(message))
+    result = _train_with_progress(train_reward_model, config)
     r = result.report
     typer.echo(f"trained {r['steps']:,} updates on {r['train_pairs']:,} pairs ({'with' if r['persona'] else 'without'} the persona) "
                f"in {r['seconds']:.0f}s: held-out pair accuracy {r['held_out_accuracy']:.3f} on {r['held_out_pairs']:,} pairs"
