@@ -1,6 +1,7 @@
 """RLHI part 2 ablations on the testbed: what the persona, the user's feedback and DPO each contribute.
 
     python benchmarks/rlhi_ablations.py --work /tmp/rlhi2/ablations [--base CKPT] [--seeds 0 1] [--max-steps 150]
+        [--online] [--persona-swap]
 
 Steps (each reuses its output when it is already in ``--work``):
 
@@ -14,15 +15,26 @@ Steps (each reuses its output when it is already in ``--work``):
      filter as part 1 (the true persona-match score must rise).
 4. Policies, each trained from the base with the same steps, learning rate and seed:
    ``dpo`` (guided, persona in the system message), ``dpo-agnostic`` (guided, no persona),
-   ``dpo-scratch`` (scratch, persona), ``sft-chosen`` (SFT on the guided chosen answers, persona).
+   ``dpo-scratch`` (scratch, persona), ``sft-chosen`` (SFT on the guided chosen answers, persona); with
+   ``--online`` also ``online`` and ``online-agnostic``: online iterative DPO (``train dpo --online``:
+   ``--online-rounds`` rounds of ``--online-requests`` train-split requests without feedback, 4 samples each,
+   scored by the testbed scorer, best vs worst, ``--online-max-steps`` updates per round), with and without
+   the persona in the system message.
 5. Evaluation on held-out users (the ``test`` split, users never seen in training): the opening request of
    each conversation (150 drawn at random by default, of 371), with the user's derived persona in the system message, greedy answers.
    Per policy: the mean TRUE persona-match score (testbed scorer) with its standard error, the paired
    difference from the base with its standard error, and UserEval win rates against the base
    (``userloop.rlhi.usereval``: testbed judge, both orders, ties half; personalisation and overall).
+   With ``--persona-swap`` each policy also answers every request that has a persona with ANOTHER held-out
+   user's persona (a seeded draw of a different persona), scored under the true persona of the asker: a policy that
+   personalises scores higher with the right persona (paired difference and SE; share of answers changed).
+6. A pair diagnostic (no training): for the guided pairs, the gain of the chosen answer over the rejected one
+   under the pair's user's TRUE persona and under the population mean of all true personas (the UserEval
+   "overall" score), and the share of pairs whose chosen answer also wins for the population: how much of
+   what the pairs teach is a global style rather than this user's.
 
 Writes ``--work/ablations.json`` and prints a Markdown table. With several ``--seeds`` each policy is
-trained once per seed (the base and the pairs are shared) and the table shows the mean and spread.
+trained once per seed (the base and the pairs are shared) and is a row of its own (``NAME-seedK``).
 """
 
 from __future__ import annotations
@@ -52,7 +64,10 @@ POLICIES = {  # name: (pairs, method, persona)
     "dpo-agnostic": ("guided", "dpo", False),
     "dpo-scratch": ("scratch", "dpo", True),
     "sft-chosen": ("guided", "sft", True),
+    "online": ("online", "dpo", True),
+    "online-agnostic": ("online", "dpo", False),
 }
+OFFLINE = ("dpo", "dpo-agnostic", "dpo-scratch", "sft-chosen")
 
 
 def userloop(*args: str) -> None:
@@ -111,7 +126,47 @@ def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
             "scratch_outcomes": outcomes}
 
 
-def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int, max_new_tokens: int) -> dict:
+def pair_diagnostic(guided: list[dict], data: Path) -> dict:
+    """How persona-specific the guided pairs are (module docstring, step 6), under the TRUE personas."""
+    from userloop.rlhi.usereval import TestbedJudge
+
+    judge = TestbedJudge.from_data(data)
+    personal, overall = [], []
+    for pair in guided:
+        chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+        personal.append(judge.personal_score(pair["user_id"], chosen) - judge.personal_score(pair["user_id"], rejected))
+        overall.append(judge.overall_score(chosen) - judge.overall_score(rejected))
+    return {"pairs": len(guided), "mean_gain_own_persona": mean(personal), "mean_gain_population": mean(overall),
+            "share_chosen_wins_for_population": mean([float(g > 0) for g in overall]),
+            "share_chosen_loses_for_population": mean([float(g < 0) for g in overall])}
+
+
+def swapped_personas(requests: list, seed: int) -> list[str | None]:
+    """For every request with a persona, another request's different persona (seeded); None where it has none."""
+    rng = random.Random(seed)
+    texts = [r.persona for r in requests if r.persona]
+    out = []
+    for r in requests:
+        others = [t for t in texts if t != r.persona]
+        out.append(rng.choice(others) if r.persona and others else None)
+    return out
+
+
+def axis_differences(judge, user_ids: list[str], right: list[str], swapped: list[str]) -> dict[str, float]:
+    """Per preference axis, the mean fit (true persona) of the right-persona answer minus the swapped one's."""
+    from userloop.testbed.scorer import score_components
+
+    diffs: dict[str, list[float]] = {}
+    for user_id, a, b in zip(user_ids, right, swapped, strict=True):
+        persona = judge.true_personas[user_id]
+        fits_a, fits_b = score_components(persona, a), score_components(persona, b)
+        for axis in fits_a:
+            diffs.setdefault(axis, []).append(fits_a[axis] - fits_b[axis])
+    return {axis: mean(values) for axis, values in diffs.items()}
+
+
+def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int, max_new_tokens: int,
+             persona_swap: bool = False) -> dict:
     """Greedy answers of every policy to the held-out opening requests; scores, paired differences, win rates."""
     from userloop.models import load_model
     from userloop.rlhi.user_rewards import sample_candidates
@@ -122,12 +177,18 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
     requests = opening_requests(data, config, counts)
     judge = TestbedJudge.from_data(data)
     prompts = [with_persona(r.prompt, r.persona) for r in requests]
-    answers = {}
+    swaps = swapped_personas(requests, seed=0) if persona_swap else []
+    swapped = [i for i, persona in enumerate(swaps) if persona]
+    swap_prompts = [with_persona(requests[i].prompt, swaps[i]) for i in swapped]
+    answers, swap_answers = {}, {}
     for name, path in policies.items():
         started = time.perf_counter()
         model = load_model(f"hf:{path}")
         answers[name] = [c[0] for c in sample_candidates(model, prompts, n=1, temperature=0.0, top_p=None,
                                                          max_new_tokens=max_new_tokens)]
+        if persona_swap:
+            swap_answers[name] = [c[0] for c in sample_candidates(model, swap_prompts, n=1, temperature=0.0, top_p=None,
+                                                                  max_new_tokens=max_new_tokens)]
         print(f"answered with {name} in {time.perf_counter() - started:.0f}s", flush=True)
     scores = {name: [judge.personal_score(r.user_id, a) for r, a in zip(requests, texts, strict=True)]
               for name, texts in answers.items()}
@@ -143,10 +204,23 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
                      for r, p, b in zip(requests, answers[name], answers["base"], strict=True)]
             row["win_rate_personal"] = judge_both_orders(judge, items, personalised=True)["summary"]
             row["win_rate_overall"] = judge_both_orders(judge, items, personalised=False)["summary"]
+        if persona_swap:
+            right = [values[i] for i in swapped]
+            wrong = [judge.personal_score(requests[i].user_id, a) for i, a in zip(swapped, swap_answers[name], strict=True)]
+            diff = [r - w for r, w in zip(right, wrong, strict=True)]
+            row["persona_swap"] = {"requests": len(swapped), "right_persona": mean(right), "swapped_persona": mean(wrong),
+                                   "diff": mean(diff), "diff_se": stderr(diff),
+                                   "share_answers_changed": mean([float(answers[name][i] != a)
+                                                                  for i, a in zip(swapped, swap_answers[name], strict=True)]),
+                                   "diff_per_axis": axis_differences(judge, [requests[i].user_id for i in swapped],
+                                                                     [answers[name][i] for i in swapped], swap_answers[name])}
         out["policies"][name] = row
-    if "dpo" in scores and "dpo-agnostic" in scores:   # the expectation to check: persona-conditioned over agnostic
-        diff = [a - b for a, b in zip(scores["dpo"], scores["dpo-agnostic"], strict=True)]
-        out["dpo_vs_dpo_agnostic"] = {"diff": mean(diff), "se": stderr(diff)}
+    out["persona_vs_agnostic"] = {}   # the expectation to check: persona-conditioned over agnostic (per seed)
+    for agnostic in [name for name in scores if "-agnostic" in name]:
+        conditioned = agnostic.replace("-agnostic", "")
+        if conditioned in scores:
+            diff = [a - b for a, b in zip(scores[conditioned], scores[agnostic], strict=True)]
+            out["persona_vs_agnostic"][f"{conditioned} minus {agnostic}"] = {"diff": mean(diff), "se": stderr(diff)}
     out["examples"] = {name: texts[:3] for name, texts in answers.items()}
     return out
 
@@ -171,6 +245,12 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=150, help="held-out requests to answer, drawn at random (seeded; 0: all 371)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--only", nargs="+", choices=sorted(POLICIES), help="train and evaluate only these policies")
+    parser.add_argument("--online", action="store_true", help="also train and evaluate online iterative DPO, with and without the persona")
+    parser.add_argument("--online-rounds", type=int, default=3)
+    parser.add_argument("--online-requests", type=int, default=64, help="requests sampled per online round (4 answers each)")
+    parser.add_argument("--online-max-steps", type=int, default=8, help="updates per online round (batch 8)")
+    parser.add_argument("--persona-swap", action="store_true",
+                        help="also answer with another user's persona and score under the right one (step 5)")
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -185,24 +265,34 @@ def main() -> None:
         userloop("train", "assistant", "--data", str(work / "policy_data"), "--out", str(base))
     pair_counts = prepare_pairs(run, data, work, seed=0)
     print(json.dumps(pair_counts), flush=True)
+    pair_counts["diagnostic"] = pair_diagnostic(read_pairs(work / "pairs-guided.parquet"), data)
+    print(json.dumps(pair_counts["diagnostic"]), flush=True)
 
     trained: dict[str, dict] = {}
     policies = {"base": base}
-    for name in args.only or POLICIES:
+    for name in args.only or OFFLINE + (("online", "online-agnostic") if args.online else ()):
         pairs, method, persona = POLICIES[name]
         for seed in args.seeds:
             key = f"{name}-seed{seed}" if len(args.seeds) > 1 else name
             out = work / key
-            config = DPOTrainConfig(policy=str(base), pairs=str(work / f"pairs-{pairs}.parquet"), out=str(out),
-                                    method=method, persona=persona, max_steps=args.max_steps, seed=seed,
-                                    learning_rate=args.learning_rate, beta=args.beta)
-            print(f"training {key}: userloop train dpo --policy {base} --pairs {config.pairs} --out {out} "
-                  f"--method {method}{'' if persona else ' --no-persona'} --max-steps {args.max_steps} "
-                  f"--learning-rate {args.learning_rate} --beta {args.beta} --seed {seed}", flush=True)
+            common = {"policy": str(base), "out": str(out), "persona": persona, "seed": seed,
+                      "learning_rate": args.learning_rate, "beta": args.beta}
+            if pairs == "online":
+                config = DPOTrainConfig(**common, online=True, rounds=args.online_rounds, requests=args.online_requests,
+                                        n=4, scorer="testbed", max_steps=args.online_max_steps,
+                                        personas=str(run / "personas.jsonl"), followups=str(run / "followups.jsonl"))
+                source = (f"--online --rounds {config.rounds} --requests {config.requests} --n 4 --scorer testbed "
+                          f"--personas {config.personas} --followups {config.followups} --max_steps {config.max_steps}")
+            else:
+                config = DPOTrainConfig(**common, pairs=str(work / f"pairs-{pairs}.parquet"), method=method,
+                                        max_steps=args.max_steps)
+                source = f"--pairs {config.pairs} --method {method} --max_steps {args.max_steps}"
+            print(f"training {key}: userloop train dpo --policy {base} --out {out} {source} --persona {str(persona).lower()} "
+                  f"--learning_rate {args.learning_rate} --beta {args.beta} --seed {seed}", flush=True)
             report = train_dpo(config).report if not (out / "dpo_report.json").is_file() else json.loads((out / "dpo_report.json").read_text())
             trained[key] = report
             policies[key] = out
-    results = evaluate(policies, run, data, args.max_requests, args.max_new_tokens)
+    results = evaluate(policies, run, data, args.max_requests, args.max_new_tokens, args.persona_swap)
     summary = {"date": time.strftime("%Y-%m-%d"), "load": os.getloadavg(), "args": {k: str(v) for k, v in vars(args).items()},
                "pairs": pair_counts, "training": trained, "evaluation": results,
                "seconds": round(time.perf_counter() - started, 1)}
@@ -212,9 +302,14 @@ def main() -> None:
 
 def print_table(results: dict, trained: dict) -> None:
     print(f"\nheld-out opening requests: {results['requests_used']}")
-    if "dpo_vs_dpo_agnostic" in results:
-        print(f"dpo minus dpo-agnostic (paired): {results['dpo_vs_dpo_agnostic']['diff']:+.4f} "
-              f"(SE {results['dpo_vs_dpo_agnostic']['se']:.4f})")
+    for label, diff in results["persona_vs_agnostic"].items():
+        print(f"{label} (paired): {diff['diff']:+.4f} (SE {diff['se']:.4f})")
+    for name, row in results["policies"].items():
+        if "persona_swap" in row:
+            swap = row["persona_swap"]
+            print(f"persona swap, {name}: right {swap['right_persona']:.4f}, swapped {swap['swapped_persona']:.4f}, "
+                  f"diff {swap['diff']:+.4f} (SE {swap['diff_se']:.4f}), answers changed {swap['share_answers_changed']:.2f} "
+                  f"of {swap['requests']}; per axis " + ", ".join(f"{k} {v:+.3f}" for k, v in swap["diff_per_axis"].items()))
     print("| policy | mean persona match (SE) | vs base (paired SE) | personalisation win rate vs base | overall win rate | "
           "mean words | DPO reward acc. / margin (train) |")
     print("|---|---|---|---|---|---|---|")
