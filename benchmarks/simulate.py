@@ -85,6 +85,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--max-batch-size", type=int, default=None, help="hf rows per batch (default: the provider's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--user-model", type=Path, default=None,
+                        help="a trained user LM folder (e.g. from 'userloop train user-lm') instead of a random look-alike")
+    parser.add_argument("--assistant-model", type=Path, default=None,
+                        help="a trained assistant folder (e.g. from 'userloop train assistant') instead of a random one")
     args = parser.parse_args()
     import torch
 
@@ -92,9 +96,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # on a shared machine, fewer threads than cores avoid oversubscription
 
     folder = Path(tempfile.mkdtemp(prefix="userloop-simulate-bench-"))
-    user_path = build_userlm_lookalike(folder / "user", hidden_size=args.hidden, layers=args.layers)
-    assistant_path = build_tiny_chat_model(folder / "assistant", hidden_size=args.hidden, layers=args.layers)
-    for path in (user_path, assistant_path):  # six turns of random text outgrow the tiny models' 512 positions
+    user_path = args.user_model or build_userlm_lookalike(folder / "user", hidden_size=args.hidden, layers=args.layers)
+    assistant_path = args.assistant_model or build_tiny_chat_model(folder / "assistant", hidden_size=args.hidden,
+                                                                   layers=args.layers)
+    for path in {user_path, assistant_path} - {args.user_model, args.assistant_model}:
+        # six turns of random text outgrow the random tiny models' 512 positions
         config_file = path / "config.json"
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "max_position_embeddings": 2048}))
     rows = scenarios(args.conversations)
