@@ -211,4 +211,6 @@ def test_train_assistant_trains_the_same_model_on_assistant_turns(prepared_testb
     assert parse_config([], role="assistant").out == "assistant"
     with pytest.raises(UserError, match="role"):
         parse_config(["--role", "critic"])
+    with pytest.raises(UserError, match="train user-lm"):
+        parse_config(["--role", "user"], role="assistant")
 

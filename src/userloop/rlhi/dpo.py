@@ -31,6 +31,7 @@ import json
 import random
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,9 @@ class DPOTrainConfig:
             value = getattr(self, name)
             if value and not Path(value).is_dir():
                 raise UserError(f"--{name} {value}: no such model folder")
+            if value and not (Path(value) / "config.json").is_file():
+                raise UserError(f"--{name} {value}: not a model folder (no config.json; expected a save_pretrained "
+                                "folder, e.g. from 'userloop train assistant')")
 
 
 def parse_config(args: Sequence[str]) -> DPOTrainConfig:
@@ -127,8 +131,10 @@ def parse_config(args: Sequence[str]) -> DPOTrainConfig:
 
 
 # ----------------------------------------------------------------------------- pairs
-def read_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """The pair rows of ``pairs.parquet``, a ``pairs_dataset/`` folder, or a folder holding either."""
+def read_pairs(path: str | Path, counts: Counter | None = None) -> list[dict[str, Any]]:
+    """The pair rows of ``pairs.parquet``, a ``pairs_dataset/`` folder, or a folder holding either, in TRL's
+    conversational format. A row whose prompt, chosen or rejected is not a non-empty list of messages is
+    left out and counted (``counts["pairs_skipped_malformed"]``); a file with no usable row is an error."""
     path = Path(path)
     if path.is_dir() and (path / "pairs.parquet").is_file():
         path = path / "pairs.parquet"
@@ -155,7 +161,28 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
         raise UserError(f"{path}: pairs need the columns prompt, chosen and rejected; missing {', '.join(sorted(missing))}")
     if not rows:
         raise UserError(f"{path}: no pairs to train on")
-    return rows
+    problems = [pair_problem(row) for row in rows]
+    usable = [row for row, problem in zip(rows, problems, strict=True) if problem is None]
+    if not usable:
+        raise UserError(f"{path}: no usable pair in {len(rows):,} rows (first row: {problems[0]})")
+    if counts is not None:
+        counts["pairs_skipped_malformed"] += len(rows) - len(usable)
+    return usable
+
+
+def pair_problem(row: dict[str, Any]) -> str | None:
+    """Why ``row`` is not a conversational preference pair (None: it is one)."""
+    for column in ("prompt", "chosen", "rejected"):
+        value = row[column]
+        if isinstance(value, str):
+            return (f"{column} is text; pairs need TRL's conversational format "
+                    "(lists of {role, content} messages, as 'rlhi build' writes)")
+        if not isinstance(value, list) or not value:
+            return f"{column} is {'empty' if isinstance(value, list) else 'null' if value is None else type(value).__name__}"
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                   for m in value):
+            return f"{column} has a message without a text role and content"
+    return None
 
 
 def preference_rows(pairs: Sequence[dict[str, Any]], persona: bool) -> list[dict[str, list[dict]]]:
@@ -193,11 +220,14 @@ def train_dpo(config: DPOTrainConfig, on_progress: Callable[[int, int], None] | 
     if config.online:
         report = _train_online(config, out, on_progress, on_message)
     else:
-        pairs = read_pairs(config.pairs)
+        skipped: Counter = Counter()
+        pairs = read_pairs(config.pairs, skipped)
         with_persona_text = sum(bool(p.get("persona")) for p in pairs)
         on_message(f"{len(pairs):,} pairs, {with_persona_text:,} with a persona"
-                   + ("" if config.persona else " (left out: --no-persona)"))
+                   + ("" if config.persona else " (left out: --no-persona)")
+                   + (f"; {skipped['pairs_skipped_malformed']:,} malformed rows left out" if skipped else ""))
         report = {"pairs": len(pairs), "pairs_with_persona": with_persona_text,
+                  "pairs_skipped_malformed": skipped["pairs_skipped_malformed"],
                   **run_training(config, pairs, config.policy, config.ref or config.policy, out, on_progress)}
     report = {"method": config.method, "persona": config.persona, "online": config.online, "policy": config.policy,
               "ref": (config.ref or config.policy) if config.method == "dpo" else None, **report, "seconds": round(time.time() - started, 1)}
@@ -301,8 +331,6 @@ def _is_main_process() -> bool:
 # ----------------------------------------------------------------------------- online iterative DPO
 def _train_online(config: DPOTrainConfig, out: Path, on_progress, on_message) -> dict:
     """RLHI's user-based rewards in a loop: sample -> score -> best vs worst pairs -> DPO, ``rounds`` times."""
-    from collections import Counter
-
     from userloop.rlhi.scorers import load_scorer
     from userloop.rlhi.user_rewards import requests_without_feedback
 
@@ -366,8 +394,6 @@ def _chunk(pool: list, index: int, size: int) -> list:
 def sample_and_pair(config: DPOTrainConfig, policy: str, requests: Sequence, scorer, seed: int) -> tuple[list[dict], dict]:
     """Sample ``config.n`` answers per request from ``policy``, score them, pair the best with the worst;
     returns the pairs and the numbers (mean score of all samples, pairs, requests skipped as ties)."""
-    from collections import Counter
-
     from userloop.models import load_model
     from userloop.rlhi.user_rewards import best_worst_pairs, sample_candidates, score_candidates
 

@@ -34,10 +34,17 @@ def write_policy_data(data: Path, personas: Path, out: Path) -> dict:
     if "train" not in splits:
         raise UserError(f"{data}: not a prepared folder (run 'userloop data prepare' first)")
     persona_text = read_personas(Path(personas))
+    if not persona_text:
+        raise UserError(f"{personas}: no persona in it (expected 'rlhi build' personas.jsonl records with a persona text)")
+    loaded = {split: list(read_parquet(path)) for split, path in splits.items()}
+    users = {c.user_id for conversations in loaded.values() for c in conversations if c.user_id}
+    matched = users & persona_text.keys()
+    if not matched:
+        raise UserError(f"{personas}: none of its {len(persona_text):,} users has a conversation in {data} "
+                        f"({len(users):,} users with an id there): the personas were derived from other data")
     output_folder(out)
     counts: dict[str, dict[str, int]] = {}
-    for split, path in splits.items():
-        conversations = list(read_parquet(path))
+    for split, conversations in loaded.items():
         conditioned = 0
         for conversation in conversations:
             persona = persona_text.get(conversation.user_id or "")
@@ -51,8 +58,10 @@ def write_policy_data(data: Path, personas: Path, out: Path) -> dict:
         counts[split] = {"conversations": len(conversations), "with_persona": conditioned,
                          "without_persona": len(conversations) - conditioned}
     source_report = Path(data) / "report.json"
-    report = {**orjson.loads(source_report.read_bytes()), "policy_data": {"source": str(data), "personas": str(personas),
-                                                                            "splits": counts}}
+    report = {**orjson.loads(source_report.read_bytes()), "policy_data": {
+        "source": str(data), "personas": str(personas), "splits": counts,
+        "users_with_persona": len(matched), "users_without_persona": len(users - matched),
+        "personas_without_conversations": len(persona_text.keys() - users)}}
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     bad_lines = Path(data) / "bad_lines.jsonl"
     if bad_lines.is_file():

@@ -100,6 +100,8 @@ class RewardTrainConfig:
             raise UserError(f"max_steps must be -1 or at least 1, got {self.max_steps}")
         if self.max_steps == -1 and self.epochs <= 0:
             raise UserError(f"epochs must be positive, got {self.epochs}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise UserError(f"--out {self.out} is a file, not a folder")
 
 
 def parse_config(args: Sequence[str]) -> RewardTrainConfig:
@@ -239,12 +241,12 @@ def tokenizer_and_model(config: RewardTrainConfig, rows: Sequence[dict]):
     source = str(Path(config.init).expanduser()) if Path(config.init).expanduser().is_dir() else config.init
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
+        if not tokenizer.chat_template:
+            raise UserError(f"{source}: the tokenizer has no chat template")
         model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
     except (OSError, ValueError, KeyError) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise UserError(f"cannot load {source!r} as a reward model: {(lines or [type(err).__name__])[0][:300]}") from None
-    if not tokenizer.chat_template:
-        raise UserError(f"{source}: the tokenizer has no chat template")
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
@@ -331,10 +333,10 @@ def train_reward_model(config: RewardTrainConfig, on_progress: Callable[[int, in
     if config.pairs is not None:
         from userloop.rlhi.dpo import read_pairs
 
-        pairs = read_pairs(config.pairs)
+        pairs = read_pairs(config.pairs, counts)
         train_pairs = [p for p in pairs if not held_out_user(p.get("user_id"), config.held_out, config.seed)]
         held_out = [p for p in pairs if held_out_user(p.get("user_id"), config.held_out, config.seed)]
-        source = {"pairs": config.pairs}
+        source = {"pairs": config.pairs, "pairs_skipped_malformed": counts["pairs_skipped_malformed"]}
     else:
         from userloop.testbed import default_data
 
@@ -345,13 +347,15 @@ def train_reward_model(config: RewardTrainConfig, on_progress: Callable[[int, in
                                    counts, config.min_margin)
         source = {"testbed": str(data), "persona_source": config.persona_source, "testbed_pairs": dict(counts)}
     if not train_pairs or not held_out:
-        raise UserError(f"need training and held-out pairs, got {len(train_pairs)} and {len(held_out)} "
-                        "(more pairs, or more users, are needed)")
+        raise UserError(f"need training and held-out pairs, got {len(train_pairs)} and {len(held_out)}: pairs are held "
+                        f"out by user (a share of {config.held_out} of the users), so more pairs, more users, or "
+                        "another --held_out are needed")
     rows = training_rows(train_pairs, config.persona)
     tokenizer, model = tokenizer_and_model(config, rows)
     kept = [row for row in rows if fits(tokenizer, row, config.max_length)]
     on_message(f"{len(kept):,} training pairs ({len(rows) - len(kept):,} longer than {config.max_length} tokens left out), "
-               f"{len(held_out):,} held-out pairs")
+               f"{len(held_out):,} held-out pairs"
+               + (f"; {counts['pairs_skipped_malformed']:,} malformed rows left out" if counts["pairs_skipped_malformed"] else ""))
     if not kept:
         raise UserError(f"every training pair is longer than max_length {config.max_length}")
     trainer = _trainer(config, model, tokenizer, kept, on_progress)

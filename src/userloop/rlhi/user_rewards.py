@@ -12,7 +12,9 @@ the first turn, or a follow-up whose relation is not ``none``) counts when its n
 ``feedback_type`` ``none``, or when the conversation ends without another user turn. The labels come
 from ``followups.jsonl`` (``rlhi build``) when given, else from the offline classifier; personas from
 ``personas.jsonl`` when given, else derived offline from the split's own conversations (users with at
-least ``min_conversations`` conversations; others get no persona and are counted).
+least ``min_conversations`` conversations; others get no persona and are counted). A conversation without a
+user id (anonymous logs) still gives requests, with user id ``""`` and no persona
+(``conversations_without_user_id``); only the testbed scorer, which looks the user up, cannot score them.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class UserRequest:
     """A user's request in context: the messages up to and including it (no persona), and who asked."""
 
     conversation_id: str
-    user_id: str
+    user_id: str            # "" when the conversation has no user id
     persona: str | None
     prompt: list[dict]
     index: int              # the request's position in the conversation's messages
@@ -97,17 +99,24 @@ def label_followups(conversations: Sequence[Conversation], followups_file: Path 
 
 
 def read_personas(path: Path) -> dict[str, str]:
-    """``personas.jsonl`` (``rlhi build`` / ``userloop personas``) as persona text by user id."""
+    """``personas.jsonl`` (``rlhi build`` / ``userloop personas``) as persona text by user id. Blank lines
+    are passed over; a record whose persona is null or empty gives its user no persona (left out)."""
     if not path.is_file():
         raise UserError(f"personas file not found: {path}")
     out = {}
     with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
             try:
                 row = orjson.loads(line)
-                out[str(row["user_id"])] = str(row["persona"])
+                user_id, persona = row["user_id"], row["persona"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 raise UserError(f"{path}:{number}: not a persona record (user_id, persona)") from None
+            if not isinstance(user_id, str | int) or not isinstance(persona, str | None):
+                raise UserError(f"{path}:{number}: user_id must be text and persona text or null")
+            if persona and persona.strip():
+                out[str(user_id)] = persona
     return out
 
 
@@ -128,9 +137,9 @@ def user_requests(conversations: Sequence[Conversation], labelled: Sequence[tupl
     by_turn = {(f.conversation_id, f.index): label for f, label in labelled}
     out = []
     for conversation in conversations:
-        if not conversation.user_id:
-            counts["skipped_no_user_id"] += sum(m.role == "user" for m in conversation.messages)
-            continue
+        user_id = conversation.user_id or ""
+        if not user_id:
+            counts["conversations_without_user_id"] += 1
         messages = [{"role": m.role, "content": m.content} for m in conversation.messages]
         user_turns = [i for i, m in enumerate(messages) if m["role"] == "user"]
         for position, i in enumerate(user_turns):
@@ -140,7 +149,7 @@ def user_requests(conversations: Sequence[Conversation], labelled: Sequence[tupl
                 continue
             following = user_turns[position + 1] if position + 1 < len(user_turns) else None
             reaction = by_turn.get((conversation.id, following)) if following is not None else None
-            out.append(UserRequest(conversation.id, conversation.user_id, personas.get(conversation.user_id),
+            out.append(UserRequest(conversation.id, user_id, personas.get(user_id) if user_id else None,
                                    messages[:i + 1], i, reaction is not None and reaction.feedback_type != "none"))
     return out
 
@@ -200,7 +209,7 @@ def best_worst_pairs(requests: Sequence[UserRequest], candidates: Sequence[Seque
             continue
         counts["paired"] += 1
         rows.append({"prompt": request.prompt, "chosen": [{"role": "assistant", "content": texts[best]}],
-                     "rejected": [{"role": "assistant", "content": texts[worst]}], "user_id": request.user_id,
+                     "rejected": [{"role": "assistant", "content": texts[worst]}], "user_id": request.user_id or None,
                      "persona": request.persona, "feedback": None, "conversation_id": request.conversation_id,
                      "chosen_score": float(values[best]), "rejected_score": float(values[worst])})
     return rows

@@ -124,9 +124,13 @@ def parse_config(args: Sequence[str], role: str = "user") -> UserLMTrainConfig:
     and flags); ``role="assistant"`` (``userloop train assistant``) makes ``role`` and ``out`` default to ``assistant``."""
     command = "user-lm" if role == "user" else role
     what = "a user LM on flipped conversations" if role == "user" else "an assistant"
-    return parse_trainer_config(UserLMTrainConfig, args, prog=f"userloop train {command}",
-                                description=f"Train {what} (see docs/userlm.md).",
-                                defaults=None if role == "user" else {"role": role, "out": role})
+    config = parse_trainer_config(UserLMTrainConfig, args, prog=f"userloop train {command}",
+                                  description=f"Train {what} (see docs/userlm.md).",
+                                  defaults=None if role == "user" else {"role": role, "out": role})
+    if config.role != role:
+        raise UserError(f"'userloop train {command}' trains role {role}; for role {config.role} use "
+                        f"'userloop train {'user-lm' if config.role == 'user' else config.role}'")
+    return config
 
 
 @dataclass
