@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import pickle
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,23 +101,15 @@ def cached_detector(data: str | Path, train: Sequence[Conversation], heldout: Se
     held-out split, the seed, :data:`DETECTOR_VERSION` and scikit-learn's version."""
     import sklearn
 
-    from userloop.testbed.population import cache_dir
+    from userloop.testbed.population import cache_dir, cached_pickle
 
     folder = Path(data).resolve()
     stamp = [str(folder), heldout_split, str(seed), str(DETECTOR_VERSION), sklearn.__version__]
     stamp += [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("*.parquet"))]
     key = hashlib.sha256("|".join(stamp).encode()).hexdigest()[:16]
     path = (cache or cache_dir()) / "naturalness" / f"detector-v{DETECTOR_VERSION}-{key}.pkl"
-    if path.is_file():
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    detector = train_detector(train, heldout, seed, trained_on=f"{folder} (train split; held out: {heldout_split})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    with open(partial, "wb") as f:
-        pickle.dump(detector, f)
-    partial.replace(path)
-    return detector
+    return cached_pickle(path, lambda: train_detector(train, heldout, seed,
+                                                      trained_on=f"{folder} (train split; held out: {heldout_split})"))
 
 
 def import_detector(spec: str) -> Detector:

@@ -20,7 +20,6 @@ training population and scikit-learn's version) and retrained when absent (docs/
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -228,15 +227,6 @@ def load_offline(cache: Path | None = None) -> OfflineClassifier:
     (:data:`TRAIN_USERS` users, seed :data:`TRAIN_SEED`) and cached."""
     _require_sklearn()
     from userloop.testbed import generate
+    from userloop.testbed.population import cached_pickle
 
-    path = cached_path(cache)
-    if path.is_file():
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    model = train(generate(TRAIN_USERS, TRAIN_SEED), read_handmade())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    with open(partial, "wb") as f:
-        pickle.dump(model, f)
-    partial.replace(path)
-    return model
+    return cached_pickle(cached_path(cache), lambda: train(generate(TRAIN_USERS, TRAIN_SEED), read_handmade()))

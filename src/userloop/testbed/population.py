@@ -248,6 +248,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("USERLOOP_CACHE") or Path.home() / ".cache" / "userloop")
 
 
+def cached_pickle(path: Path, build):
+    """The object pickled at ``path``, or ``build()``'s result, pickled there first (written to a temporary
+    file and renamed, so an interrupted write never leaves a truncated cache)."""
+    import pickle
+
+    if path.is_file():
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    value = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    with open(partial, "wb") as f:
+        pickle.dump(value, f)
+    partial.replace(path)
+    return value
+
+
 def default_data(prepared: bool = True) -> Path:
     """The default data of every command: the testbed population (2,000 users, seed 0), generated
     once into the cache; with ``prepared`` the folder that ``userloop data prepare`` made of it."""
