@@ -9,13 +9,21 @@ turns every mistake into one :class:`~userloop.errors.UserError` line instead of
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from userloop.errors import UserError
 
 Config = TypeVar("Config")
+
+
+@dataclass
+class TrainResult:
+    """What a trainer returns: the output folder and the report it wrote there."""
+
+    out: Path
+    report: dict
 
 
 def option(default: Any, help: str) -> Any:

@@ -39,7 +39,7 @@ from typing import Any
 
 from userloop.errors import UserError, missing_dependency
 from userloop.rlhi.conditioning import with_persona
-from userloop.trainconfig import option, use_bf16, validate_bf16
+from userloop.trainconfig import TrainResult, option, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
 
 METHODS = ("dpo", "sft")
@@ -203,14 +203,8 @@ def _message(message: dict) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- training
-@dataclass
-class DPOResult:
-    out: Path
-    report: dict
-
-
 def train_dpo(config: DPOTrainConfig, on_progress: Callable[[int, int], None] | None = None,
-              on_message: Callable[[str], None] = lambda message: None) -> DPOResult:
+              on_message: Callable[[str], None] = lambda message: None) -> TrainResult:
     """Train as ``config`` says (offline DPO, SFT on chosen, or online iterative DPO); writes ``out``."""
     config.validate()
     started = time.time()
@@ -236,7 +230,7 @@ def train_dpo(config: DPOTrainConfig, on_progress: Callable[[int, int], None] | 
 
         (out / "dpo_report.json").write_text(json.dumps(report, indent=2))
         (out / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    return DPOResult(out, report)
+    return TrainResult(out, report)
 
 
 def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref: str, out: Path,

@@ -44,7 +44,7 @@ from typing import Any
 
 from userloop.errors import UserError, missing_dependency
 from userloop.rlhi.conditioning import with_persona
-from userloop.trainconfig import option, use_bf16, validate_bf16
+from userloop.trainconfig import TrainResult, option, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
 
 PAD_TOKEN = "<|end_of_text|>"
@@ -308,14 +308,8 @@ def pair_accuracy(scorer, pairs: Sequence[dict]) -> float | None:
     return round(right / len(pairs), 4)
 
 
-@dataclass
-class RewardResult:
-    out: Path
-    report: dict
-
-
 def train_reward_model(config: RewardTrainConfig, on_progress: Callable[[int, int], None] | None = None,
-                       on_message: Callable[[str], None] = lambda message: None) -> RewardResult:
+                       on_message: Callable[[str], None] = lambda message: None) -> TrainResult:
     """Train as ``config`` says, evaluate on the held-out pairs, save; returns the folder and the report."""
     try:
         import trl  # noqa: F401
@@ -383,4 +377,4 @@ def train_reward_model(config: RewardTrainConfig, on_progress: Callable[[int, in
     tokenizer.save_pretrained(out)
     (out / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     (out / "reward_report.json").write_text(json.dumps(report, indent=2))
-    return RewardResult(out, report)
+    return TrainResult(out, report)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
-from userloop.trainconfig import option, use_bf16, validate_bf16
+from userloop.trainconfig import TrainResult, option, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
 from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split
 from userloop.userlm.template import (
@@ -131,12 +131,6 @@ def parse_config(args: Sequence[str], role: str = "user") -> UserLMTrainConfig:
         raise UserError(f"'userloop train {command}' trains role {role}; for role {config.role} use "
                         f"'userloop train {'user-lm' if config.role == 'user' else config.role}'")
     return config
-
-
-@dataclass
-class TrainResult:
-    out: Path
-    report: dict
 
 
 def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], None] | None = None,
