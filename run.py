@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-EXTRAS = {"demo": "hub", "test": "dev"}
+EXTRAS = {"demo": "demo", "test": "dev"}
 
 
 def ensure_environment(extra: str) -> None:
