@@ -142,12 +142,27 @@ def header_separator(tokenizer) -> str:
     return separator if found and header and not separator.strip() else "\n"
 
 
-def user_lm_messages(conv: Conversation, with_intent: bool = True, end: bool = True) -> list[dict]:
-    """The conversation as the user LM sees it: the intent as system message (when ``with_intent``),
-    the user and assistant turns (a source's own system prompt is the assistant's, not the user's:
-    left out), and with ``end`` a final user turn ``<|endconversation|>`` after the last assistant turn (none
-    when the conversation ends on an unanswered user turn, see the module docstring)."""
-    messages = [{"role": "system", "content": conv.intent}] if with_intent else []
+USER_PERSONA_PREFIX = "Your persona: "
+
+
+def user_system_message(intent: str, persona: str | None = None) -> str:
+    """The user LM's system message: the intent, and for a persona-conditioned user LM the persona
+    after a blank line as ``"Your persona: {persona}"`` (whitespace collapsed). Training and simulation
+    both build it here, so a simulator sees exactly the text it was trained on; ``None`` or an empty
+    persona gives the bare intent, UserLM-8b's format."""
+    if persona is None or not persona.strip():
+        return intent
+    return f"{intent}\n\n{USER_PERSONA_PREFIX}{' '.join(persona.split())}"
+
+
+def user_lm_messages(conv: Conversation, with_intent: bool = True, end: bool = True,
+                     persona: str | None = None) -> list[dict]:
+    """The conversation as the user LM sees it: the intent as system message (when ``with_intent``;
+    with ``persona``, :func:`user_system_message`), the user and assistant turns (a source's own system
+    prompt is the assistant's, not the user's: left out), and with ``end`` a final user turn
+    ``<|endconversation|>`` after the last assistant turn (none when the conversation ends on an
+    unanswered user turn, see the module docstring)."""
+    messages = [{"role": "system", "content": user_system_message(conv.intent, persona)}] if with_intent else []
     messages += [{"role": m.role, "content": m.content} for m in conv.messages if m.role in ("user", "assistant")]
     if end and messages and messages[-1]["role"] == "assistant":
         messages.append({"role": "user", "content": END_CONVERSATION})
