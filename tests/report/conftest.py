@@ -13,9 +13,13 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the session (skips, saying why, where it is not installed)."""
+    """One headless Chromium per test module (skips, saying why, where it is not installed).
+
+    Module scope, not session: Playwright's sync API keeps an event loop running in the main thread
+    while it is open, which would break every later test that calls ``asyncio.run``. So a module that
+    uses this fixture holds browser tests only."""
     if not CHROMIUM.exists():
         pytest.skip(f"headless Chromium is not installed at {CHROMIUM} (Debian packages chromium, chromium-driver)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")

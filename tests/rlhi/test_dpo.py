@@ -87,6 +87,8 @@ def test_dpo_steps_move_the_policy_not_the_reference(tiny, pairs_file, tmp_path)
     assert report["steps"] == 2 and report["pairs"] == 8 and report["pairs_with_persona"] == 4
     assert report["ref"] == str(ref) and "reward_accuracy_last" in report and "reward_margin_mean" in report
     assert (out / "tokenizer_config.json").is_file() and (out / "train_config.yaml").is_file()
+    curve = [json.loads(line) for line in (out / "loss_curve.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in curve] == [1, 2] and all(row["loss"] > 0 for row in curve)
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(out).chat_template     # the trained policy keeps its chat template

@@ -19,7 +19,8 @@ message (:func:`userloop.rlhi.conditioning.with_persona`), so the policy learns 
 
 ``--no-persona`` leaves the persona out of every prompt (the persona-agnostic ablation). Everything is
 one :class:`DPOTrainConfig` (YAML with ``--config`` and flags, parsed like ``train user-lm``). ``out`` ends
-up a ``save_pretrained`` folder with the tokenizer and its chat template, plus ``dpo_report.json`` and
+up a ``save_pretrained`` folder with the tokenizer and its chat template, plus ``dpo_report.json``,
+``loss_curve.jsonl`` (the logged training loss per update, as ``train user-lm`` writes it) and
 ``train_config.yaml``; the online mode keeps each round's policy in ``out/round-K/``. Multi-GPU:
 ``accelerate launch --config_file configs/accelerate/ddp.yaml -m userloop.cli train dpo ...``.
 """
@@ -244,7 +245,7 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
     except ImportError as err:
         raise missing_dependency(err.name or "transformers", "train") from None
     from userloop.userlm.template import save_tokenizer
-    from userloop.userlm.train import load_pretrained
+    from userloop.userlm.train import _curve_rows, load_pretrained
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
@@ -279,6 +280,8 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         save_tokenizer(tokenizer, out)
+        with open(out / "loss_curve.jsonl", "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in _curve_rows(trainer.state.log_history))
     return _training_numbers(output.training_loss, trainer.state)
 
 
