@@ -43,11 +43,8 @@ def run(*args: str) -> None:
 
 
 def demo() -> None:
-    """Until the end-to-end demo lands: generate the testbed population, prepare it, summarise."""
-    userloop = str(BIN / "userloop")
-    run(userloop, "testbed", "generate", "--users", "2000", "--seed", "0", "--out", "demo/testbed")
-    run(userloop, "data", "prepare", "demo/testbed", "--out", "demo/prepared")
-    run(userloop, "data", "stats", "demo/prepared")
+    """The main job: `userloop demo --out demo` (docs/demo.md), further arguments passed on (e.g. --force)."""
+    run(str(BIN / "userloop"), "demo", "--out", "demo", *sys.argv[2:])
 
 
 def test() -> None:
@@ -57,7 +54,7 @@ def test() -> None:
 def main() -> int:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command not in EXTRAS:
-        print("usage: python3 run.py demo | test [pytest args]", file=sys.stderr)
+        print("usage: python3 run.py demo [userloop demo flags] | test [pytest args]", file=sys.stderr)
         return 2
     try:
         ensure_environment(EXTRAS[command])

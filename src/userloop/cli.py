@@ -620,6 +620,62 @@ def rlhi_rewards_command(
                f"wrote {out}/ in {report['seconds']:.1f}s")
 
 
+def _loop_help(name: str) -> str:
+    from userloop.rlhi.loop import loop_help
+
+    return loop_help(name)
+
+
+@rlhi_app.command("loop")
+@friendly_errors
+def rlhi_loop_command(
+    policy: Annotated[str, typer.Option("--policy", help=_loop_help("policy"))],
+    user: Annotated[str, typer.Option("--user", help=_loop_help("user"))],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder: config.json, users.json, rounds.jsonl, round-K/, "
+                                                          "report.json, report.md (a re-run resumes)")],
+    rounds: Annotated[int, typer.Option("--rounds", help=_loop_help("rounds"))] = 2,
+    data: Annotated[Path | None, typer.Option("--data", help=_loop_help("data"))] = None,
+    personas: Annotated[Path | None, typer.Option("--personas", help=_loop_help("personas"))] = None,
+    baseline: Annotated[str, typer.Option("--baseline", help=_loop_help("baseline"))] = "none",
+    scorer: Annotated[str, typer.Option("--scorer", help=_loop_help("scorer"))] = "testbed",
+    rewriter: Annotated[str, typer.Option("--rewriter", help=_loop_help("rewriter"))] = "testbed",
+    judge: Annotated[str, typer.Option("--judge", help=_loop_help("judge"))] = "scorer",
+    users: Annotated[int, typer.Option("--users", help=_loop_help("users"))] = 64,
+    eval_users: Annotated[int, typer.Option("--eval-users", help=_loop_help("eval_users"))] = 50,
+    turns: Annotated[int, typer.Option("--turns", help=_loop_help("turns"))] = 2,
+    n: Annotated[int, typer.Option("--n", help=_loop_help("n"))] = 4,
+    persona: Annotated[bool, typer.Option("--persona/--no-persona", help=_loop_help("persona"))] = True,
+    max_steps: Annotated[int, typer.Option("--max-steps", help=_loop_help("max_steps"))] = 40,
+    batch_size: Annotated[int, typer.Option("--batch-size", help=_loop_help("batch_size"))] = 8,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", help=_loop_help("learning_rate"))] = 1e-4,
+    beta: Annotated[float, typer.Option("--beta", help=_loop_help("beta"))] = 0.1,
+    temperature: Annotated[float, typer.Option("--temperature", help=_loop_help("temperature"))] = 0.6,
+    top_p: Annotated[float, typer.Option("--top-p", help=_loop_help("top_p"))] = 0.9,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help=_loop_help("max_new_tokens"))] = 192,
+    min_conversations: Annotated[int, typer.Option("--min-conversations", help=_loop_help("min_conversations"))] = 3,
+    seed: Annotated[int, typer.Option("--seed", help=_loop_help("seed"))] = 0,
+) -> None:
+    """Close the loop: simulated users talk to the policy, their follow-ups become RLHI pairs, DPO, repeat; evaluated on held-out users."""
+    from userloop.rlhi.loop import LoopConfig, run_loop
+
+    config = LoopConfig(policy=policy, user=user, rounds=rounds, data=str(data) if data else None,
+                        personas=str(personas) if personas else None, baseline=baseline, scorer=scorer, rewriter=rewriter,
+                        judge=judge, users=users, eval_users=eval_users, turns=turns, n=n, persona=persona,
+                        max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, beta=beta,
+                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                        min_conversations=min_conversations, seed=seed)
+    config.validate()
+    if data is None:
+        config.data = str(_default_data(prepared=True))
+    report = run_loop(config, out, progress=_steps)
+    for r in report["rounds"]:
+        e = r["eval"]
+        pairs = f"{r['pairs']['total']:,} pairs, " if "pairs" in r else ""
+        typer.echo(f"round {r['round']}: {pairs}persona match {e['persona_match']}, task success {e['task_success']}, "
+                   f"held-out feedback rate {e['feedback_rate']}")
+    typer.echo(f"wrote {out}/ (report.md: roles, guard, per-round table)")
+
+
 def _usereval_help(name: str) -> str:
     from userloop.rlhi.usereval import usereval_help
 
@@ -879,6 +935,61 @@ def eval_sim_command(
     typer.echo(f"wrote {out}/ (metrics.json, details.json, table.md, charts/)")
 
 
+def _persona_sim_help(name: str) -> str:
+    from dataclasses import fields
+
+    from userloop.metrics.persona_fidelity import PersonaSimConfig
+
+    return next(f.metadata["help"] for f in fields(PersonaSimConfig) if f.name == name)
+
+
+@app.command("eval-persona-sim")
+@friendly_errors
+def eval_persona_sim_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder: report.json, report.md, scenario files, sim-NAME/ run folders (resumed when rerun)")],
+    personas: Annotated[Path, typer.Option("--personas", help=_persona_sim_help("personas"))],
+    assistant: Annotated[str, typer.Option("--assistant", help=_persona_sim_help("assistant"))],
+    conditioned: Annotated[str | None, typer.Option("--conditioned", help=_persona_sim_help("conditioned"))] = None,
+    unconditioned: Annotated[str | None, typer.Option("--unconditioned", help=_persona_sim_help("unconditioned"))] = None,
+    data: Annotated[Path | None, typer.Option(help=_persona_sim_help("data"))] = None,
+    split: Annotated[str, typer.Option(help=_persona_sim_help("split"))] = "test",
+    truth: Annotated[Path | None, typer.Option(help=_persona_sim_help("truth"))] = None,
+    n: Annotated[int, typer.Option("--n", help=_persona_sim_help("n"))] = 1,
+    max_turns: Annotated[int, typer.Option("--max-turns", help=_persona_sim_help("max_user_turns"))] = 8,
+    max_conversations: Annotated[int | None, typer.Option(help=_persona_sim_help("max_conversations"))] = None,
+    min_group: Annotated[int, typer.Option(help=_persona_sim_help("min_group"))] = 5,
+    seed: Annotated[int, typer.Option(help=_persona_sim_help("seed"))] = 0,
+    assistant_max_new_tokens: Annotated[int, typer.Option(help=_persona_sim_help("assistant_max_new_tokens"))] = 256,
+    user_max_new_tokens: Annotated[int, typer.Option(help=_persona_sim_help("user_max_new_tokens"))] = 64,
+    max_batch_size: Annotated[int | None, typer.Option(help=_persona_sim_help("max_batch_size"))] = None,
+) -> None:
+    """Do simulated users given persona P behave like the real users with P? Per persona field, against an unconditioned user LM."""
+    from userloop.metrics.persona_fidelity import PersonaSimConfig, evaluate_persona_sim
+
+    config = PersonaSimConfig(personas=str(personas), assistant=assistant, conditioned=conditioned,
+                              unconditioned=unconditioned, data=str(data) if data else None, split=split,
+                              truth=str(truth) if truth else None, n=n, max_user_turns=max_turns,
+                              max_conversations=max_conversations, min_group=min_group, seed=seed,
+                              assistant_max_new_tokens=assistant_max_new_tokens, user_max_new_tokens=user_max_new_tokens,
+                              max_batch_size=max_batch_size)
+    if data is None:
+        _default_data(prepared=True)
+    try:
+        with _simulation_bar("simulating") as progress:
+            report = evaluate_persona_sim(config, out, progress=progress, on_message=lambda m: typer.echo(m, err=True))
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
+    for name, entry in report["fields"].items():
+        typer.echo(f"{name}: " + "; ".join(
+            f"{simulator} mean R where it matters {_format_optional(s['summary']['mean_reproduction_where_it_matters'])} "
+            f"({s['summary']['statistics_that_matter']} statistics)" for simulator, s in entry["simulators"].items()))
+    typer.echo(f"wrote {out}/ (report.json, report.md, sim-*/)")
+
+
+def _format_optional(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 # --------------------------------------------------------------------------- scenarios
 scenarios_app = typer.Typer(help="Scenario files for simulations: math, code and open-intent tasks.", no_args_is_help=True)
 app.add_typer(scenarios_app, name="scenarios")
@@ -889,7 +1000,8 @@ app.add_typer(scenarios_app, name="scenarios")
 def scenarios_build_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="scenario file to write (JSONL)")],
     source: Annotated[Path | None, typer.Option(help="a Lost-in-Conversation sharded math file, a GSM8K JSONL, a HumanEval "
-                                                     "JSONL(.gz) or a prepared data folder; default: the built-in testbed")] = None,
+                                                     "JSONL(.gz), a prepared data folder, or with --kind math a testbed folder (its sharded "
+                                                     "word problems); default: the built-in testbed")] = None,
     kind: Annotated[str | None, typer.Option(help="expected kind: open, math or code (checked against the source)")] = None,
     limit: Annotated[int | None, typer.Option(help="keep this many scenarios, drawn at random with --seed")] = None,
     split: Annotated[str | None, typer.Option(help="split of a prepared data folder (default: test)")] = None,
@@ -907,6 +1019,145 @@ def scenarios_build_command(
                f"{result.source}; skipped {report['skipped']:,}" + (f" ({skipped})" if skipped else "")
                + (f"; {result.not_drawn:,} not drawn by --limit" if result.not_drawn else "")
                + (f"; {result.renamed:,} reused task ids renamed ID#2, ID#3..." if result.renamed else ""))
+
+
+# --------------------------------------------------------------------------- viewer
+@app.command("view")
+@friendly_errors
+def view_command(
+    paths: Annotated[list[str], typer.Argument(help="conversation files or folders, prepared folders, simulation run folders, "
+                                                    "evaluate-assistant folders or a demo folder")],
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: any free port)")] = 8765,
+    no_open: Annotated[bool, typer.Option("--no-open", help="do not open a browser")] = False,
+) -> None:
+    """Browse conversations in a local web page: filter, search, inline events, real vs simulated side by side."""
+    from userloop.report.viewer_server import view
+
+    progress = _counter("indexing")
+    task = progress.add_task("index", total=None)
+    progress.start()
+
+    def ready(url: str, index) -> None:
+        progress.stop()
+        overview = index.overview()
+        typer.echo(f"viewing {overview['conversations']:,} conversations ({overview['real']:,} real, "
+                   f"{overview['simulated']:,} simulated, {overview['unreadable']:,} unreadable records) at {url} ; "
+                   "Ctrl-C stops")
+        sys.stdout.flush()
+
+    try:
+        view(paths, port=port, open_browser=not no_open, on_ready=ready,
+             on_progress=lambda n: progress.advance(task, n))
+    except KeyboardInterrupt:
+        typer.echo("viewer stopped", err=True)
+    finally:
+        progress.stop()
+
+
+@app.command("report")
+@friendly_errors
+def report_command(
+    directory: Annotated[Path, typer.Argument(help="a demo folder (written by 'userloop demo': manifest.json and the stages' outputs)")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the HTML file to write (default: DIR/report/index.html)")] = None,
+) -> None:
+    """Rebuild the static HTML report of a demo folder (opens from disk: no server, no network)."""
+    from userloop.report import build_report
+
+    typer.echo(f"wrote {build_report(directory, out)}")
+
+
+# --------------------------------------------------------------------------- demo
+def _demo_help(name: str) -> str:
+    from userloop.demo import DemoConfig
+
+    return next(f.metadata["help"] for f in fields(DemoConfig) if f.name == name)
+
+
+def _demo_default(name: str):
+    from userloop.demo import DemoConfig
+
+    return next(f.default for f in fields(DemoConfig) if f.name == name)
+
+
+@contextmanager
+def _stage_bars():
+    """One progress bar per demo stage (on stderr; each stays as a finished line); yields the demo's progress."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from userloop.demo import StageBar
+
+    class Bar(StageBar):
+        def __init__(self, task) -> None:
+            self.task = task
+
+        def start(self, total: int | None, note: str = "", completed: int = 0) -> None:
+            bars.update(self.task, total=total, completed=completed, note=note)
+
+        def advance(self, n: int = 1) -> None:
+            bars.advance(self.task, n)
+
+        def set(self, completed: int, total: int | None) -> None:
+            bars.update(self.task, completed=completed, total=total)
+
+    @contextmanager
+    def stage(title: str):
+        bars.start()  # with the first stage: an error found before any stage runs stays the only line
+        task = bars.add_task(title, total=None, note="")
+        try:
+            yield Bar(task)
+        finally:
+            total = bars.tasks[task].total
+            bars.update(task, total=total or 1, completed=total or 1)
+            bars.stop_task(task)
+
+    bars = Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                    TimeElapsedColumn(), console=Console(stderr=True))
+    try:
+        yield stage
+    finally:
+        if bars.live.is_started:
+            bars.stop()
+
+
+@app.command("demo")
+@friendly_errors
+def demo_command(
+    out: Annotated[str, typer.Option("--out", "-o", help=_demo_help("out"))] = _demo_default("out"),
+    data: Annotated[str | None, typer.Option("--data", help=_demo_help("data"))] = None,
+    user_model: Annotated[str | None, typer.Option("--user-model", help=_demo_help("user_model"))] = None,
+    assistant: Annotated[str | None, typer.Option("--assistant", help=_demo_help("assistant"))] = None,
+    judge: Annotated[str | None, typer.Option("--judge", help=_demo_help("judge"))] = None,
+    seed: Annotated[int, typer.Option(help=_demo_help("seed"))] = _demo_default("seed"),
+    users: Annotated[int, typer.Option(help=_demo_help("users"))] = _demo_default("users"),
+    user_lm_steps: Annotated[int, typer.Option(help=_demo_help("user_lm_steps"))] = _demo_default("user_lm_steps"),
+    assistant_steps: Annotated[int, typer.Option(help=_demo_help("assistant_steps"))] = _demo_default("assistant_steps"),
+    hidden_size: Annotated[int, typer.Option(help=_demo_help("hidden_size"))] = _demo_default("hidden_size"),
+    conversations: Annotated[int, typer.Option(help=_demo_help("conversations"))] = _demo_default("conversations"),
+    math_tasks: Annotated[int, typer.Option(help=_demo_help("math_tasks"))] = _demo_default("math_tasks"),
+    max_turns: Annotated[int, typer.Option(help=_demo_help("max_turns"))] = _demo_default("max_turns"),
+    max_new_tokens: Annotated[int, typer.Option(help=_demo_help("max_new_tokens"))] = _demo_default("max_new_tokens"),
+    eval_conversations: Annotated[int, typer.Option(help=_demo_help("eval_conversations"))] = _demo_default("eval_conversations"),
+    dpo_steps: Annotated[int, typer.Option(help=_demo_help("dpo_steps"))] = _demo_default("dpo_steps"),
+    usereval_requests: Annotated[int, typer.Option(help=_demo_help("usereval_requests"))] = _demo_default("usereval_requests"),
+    force: Annotated[bool, typer.Option("--force", help=_demo_help("force"))] = False,
+) -> None:
+    """The main job end to end: testbed, tiny user LM and assistant, simulations, simulator metrics, RLHI, DPO,
+    UserEval, and one HTML report (docs/demo.md)."""
+    from userloop.demo import DemoConfig, read_manifest, run_demo
+
+    config = DemoConfig(out=out, data=data, user_model=user_model, assistant=assistant, judge=judge, seed=seed,
+                        users=users, user_lm_steps=user_lm_steps, assistant_steps=assistant_steps, hidden_size=hidden_size,
+                        conversations=conversations, math_tasks=math_tasks, max_turns=max_turns,
+                        max_new_tokens=max_new_tokens, eval_conversations=eval_conversations, dpo_steps=dpo_steps,
+                        usereval_requests=usereval_requests, force=force)
+    config.validate()
+    with _stage_bars() as progress:
+        report = run_demo(config, progress)
+    for stage in read_manifest(out)["stages"]:
+        typer.echo(f"{stage['title']:<40} {stage['status']:<8} {stage['seconds']:>7.1f}s  {stage['detail']}")
+    typer.echo(f"report: {report} (open it in a browser; {Path(out) / 'manifest.json'} lists every output)")
+    typer.echo(f"browse the conversations: userloop view {out}")
 
 
 def main() -> None:

@@ -5,7 +5,9 @@ A conversation is a (scenario, sample) pair. Up to ``concurrency`` of them are l
 1. **user**: every live conversation gets its next user turn from the :class:`UserSimulator`, all
    requests in flight together (the ``hf`` provider coalesces them into padded batches, ``openai``
    sends them as concurrent requests). A turn containing ``<|endconversation|>`` ends the
-   conversation (``user_ended``).
+   conversation (``user_ended``). A scenario with ``metadata["persona"]`` is played by a
+   persona-conditioned user: its system message is the intent and the persona
+   (:func:`userloop.userlm.flip.user_system_message`, the text such a user LM was trained on).
 2. **assistant**: every conversation still open gets the assistant's reply, again all at once.
 3. **classify** all new replies in one classifier call; **score** the answer attempts of scenarios
    with a checker, concurrently in worker threads. A passed score ends the conversation
@@ -33,6 +35,7 @@ from typing import Any
 
 from userloop.models.base import ChatMessages, ChatModel, Completion, GenerationParams
 from userloop.simulate.scenarios import Scenario
+from userloop.userlm.flip import user_system_message
 from userloop.userlm.simulator import UserSimulator, UserTurn
 
 END_REASONS = ("user_ended", "max_turns", "solved", "error")
@@ -214,7 +217,9 @@ class SimulationEngine:
         params = replace(self.user.params, seed=derive_seed(conversation.seed, turn_number, "user"))
         simulator = UserSimulator(meter, self.user.guardrails, params)
         started = time.perf_counter()
-        [turn] = await simulator.anext_turns([conversation.job.scenario.intent], [conversation.chat()])
+        scenario = conversation.job.scenario
+        system = user_system_message(scenario.intent, scenario.metadata.get("persona"))
+        [turn] = await simulator.anext_turns([system], [conversation.chat()])
         return turn, time.perf_counter() - started, conversation.add_tokens("user", meter.prompt_tokens,
                                                                           meter.completion_tokens)
 

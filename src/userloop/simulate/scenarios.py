@@ -159,7 +159,10 @@ def build_scenarios(source: str | Path | None, kind: str | None = None, limit: i
     * a GSM8K JSONL (``question``, ``answer`` ending ``#### N``): ``math``, one shard (the question);
     * a HumanEval JSONL(.gz) (``prompt``, ``test``, ``entry_point``): ``code`` (see :func:`code_shards`);
     * a folder written by ``userloop data prepare``, or ``None`` for the built-in testbed: ``open``
-      intents of the conversations of ``split`` (default ``test``).
+      intents of the conversations of ``split`` (default ``test``);
+    * with ``kind="math"``, a testbed folder (``userloop testbed generate``'s, or a prepared folder made
+      from one): the testbed's sharded arithmetic word problems with their computed answers
+      (:func:`_testbed_math`; a prepared folder keeps those of ``split``, default ``test``).
 
     ``kind``, when given, must match what the source holds. ``limit`` keeps that many scenarios,
     drawn at random with ``seed`` (file order kept). Records that cannot become a scenario are counted
@@ -176,7 +179,9 @@ def build_scenarios(source: str | Path | None, kind: str | None = None, limit: i
     path = Path(source)
     if not path.exists():
         raise UserError(f"scenario source not found: {path}")
-    if path.is_dir():
+    if path.is_dir() and kind == "math":
+        result = _testbed_math(path, split)
+    elif path.is_dir():
         result = _open_intents(path, split or "test")
     elif split is not None:
         raise UserError("--split applies to a prepared data folder only")
@@ -382,6 +387,60 @@ def _open_intents(folder: Path, split: str) -> BuildResult:
                                   metadata={"source": str(folder), "split": split, "intent_from": origin}))
     scenarios, renamed = _unique_ids(scenarios, skipped)
     return BuildResult(scenarios, str(folder), read, skipped, renamed)
+
+
+def _testbed_math(folder: Path, split: str | None) -> BuildResult:
+    """Math scenarios from the testbed's truth (docs/testbed.md): every arithmetic word problem of every
+    conversation (a conversation's later tasks too), its shards in the order a gradual user reveals them
+    (the goal without numbers first, then one fact each, as Lost-in-Conversation's sharded GSM8K), the whole
+    problem as ``full_prompt`` and the computed integer answer as gold. A prepared folder keeps the problems
+    of the conversations in ``split`` (default ``test``: users no model trained on); a raw testbed folder
+    keeps them all."""
+    from userloop.rlhi.build import truth_folder
+
+    truth = truth_folder(folder)
+    if truth is None:
+        raise UserError(f"{folder}: --kind math on a folder needs the testbed (its truth.jsonl, beside the raw "
+                        "conversations); for other math tasks give a sharded math or GSM8K file")
+    keep = _split_ids(folder, split)
+    outside = f"not in the {split or 'test'} split"
+    scenarios, skipped, read = [], {}, 0
+    with (truth / "truth.jsonl").open("rb") as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record.get("type") != "conversation":
+                continue
+            read += 1
+            if keep is not None and record["id"] not in keep:
+                skipped[outside] = skipped.get(outside, 0) + 1
+                continue
+            problems = [(k, task) for k, task in enumerate(record["tasks"], start=1) if task["family"] == "math"]
+            if not problems:
+                skipped["no math task"] = skipped.get("no math task", 0) + 1
+            for k, task in problems:
+                scenarios.append(Scenario(
+                    id=f"{record['id']}-task{k}", kind="math", intent=math_intent(task["full_request"]),
+                    shards=list(task["shards"]), full_prompt=task["full_request"], answer=str(task["check"]["answer"]),
+                    metadata={"source": "testbed", "conversation_id": record["id"], "user_id": record["user_id"],
+                              "domain": task["domain"], "purpose": task["purpose"]}))
+    scenarios, renamed = _unique_ids(scenarios, skipped)
+    return BuildResult(scenarios, str(truth / "truth.jsonl"), read, skipped, renamed)
+
+
+def _split_ids(folder: Path, split: str | None) -> set[str] | None:
+    """The conversation ids of ``split`` of a prepared folder; None for a raw testbed folder (no split)."""
+    from userloop.conversation import read_parquet
+    from userloop.data.sources import prepared_splits
+
+    splits = prepared_splits(folder)
+    if not splits:
+        if split is not None:
+            raise UserError("--split applies to a prepared data folder only")
+        return None
+    split = split or "test"
+    if split not in splits:
+        raise UserError(f"{folder} has no {split!r} split (it has {', '.join(splits)})")
+    return {conversation.id for conversation in read_parquet(splits[split])}
 
 
 def request(intent: str) -> str:

@@ -33,7 +33,7 @@ there is no end target.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,6 +74,8 @@ class FlipReport:
     targets_dropped_by_max_length: int = 0
     empty_turns: int = 0
     ending_on_a_user_turn: int = 0
+    with_persona: int = 0
+    without_persona: int = 0
     samples: int = 0
     tokens: int = 0
     target_tokens: int = 0
@@ -92,7 +94,9 @@ class FlipReport:
                    if n]
         unanswered = (f"; {self.ending_on_a_user_turn:,} conversations end on an unanswered user turn (no end target)"
                       if self.ending_on_a_user_turn else "")
-        return line + (f"; skipped {', '.join(skipped)}" if skipped else "") + unanswered
+        persona = (f"; {self.with_persona:,} used conversations with a persona, {self.without_persona:,} without"
+                   if self.with_persona or self.without_persona else "")
+        return line + (f"; skipped {', '.join(skipped)}" if skipped else "") + unanswered + persona
 
 
 class Renderer:
@@ -204,28 +208,34 @@ def render(renderer: Renderer, messages: list[dict], scheme: str, max_length: in
 
 
 def flip(conversations: Iterable[Conversation], tokenizer, scheme: str = "packed", max_length: int = 2048,
-         with_intent: bool = True, end: bool = True, role: str = "user") -> tuple[list[Sample], FlipReport]:
+         with_intent: bool = True, end: bool = True, role: str = "user",
+         personas: Mapping[str, str] | None = None) -> tuple[list[Sample], FlipReport]:
     """Flip conversations into samples (see the module docstring) and account for every one.
 
     Conversations without an intent are skipped and counted when ``with_intent`` (fill intents
     first with ``userloop.userlm.intents``); ``end=False`` leaves out the ``<|endconversation|>``
     target (perplexity of real user turns only). ``role="assistant"`` renders assistant samples
-    instead (:func:`assistant_messages`; intent and end do not apply).
+    instead (:func:`assistant_messages`; intent and end do not apply). ``personas`` (persona text by
+    user id) makes a persona-conditioned user LM: a conversation whose user has one gets it in the
+    system message (:func:`user_system_message`), the others keep the bare intent; the used
+    conversations of each kind are counted (``with_persona`` / ``without_persona``).
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     renderer = tokenizer if isinstance(tokenizer, Renderer) else Renderer(tokenizer)
     samples: list[Sample] = []
     report = FlipReport(role=role)
+    conditioned = personas is not None and role == "user" and with_intent
     for conv in conversations:
         report.conversations += 1
+        persona = personas.get(conv.user_id or "") if conditioned else None
         if role == "assistant":
             messages = assistant_messages(conv)
         elif with_intent and not (conv.intent or "").strip():
             report.skipped_without_intent += 1
             continue
         else:
-            messages = user_lm_messages(conv, with_intent, end)
+            messages = user_lm_messages(conv, with_intent, end, persona)
             report.ending_on_a_user_turn += bool(end and messages and messages[-1]["content"] != END_CONVERSATION)
         report.empty_turns += sum(m["role"] == role and not m["content"].strip() for m in messages)
         flipped, targets, dropped = render(renderer, messages, scheme, max_length, role=role)
@@ -238,6 +248,9 @@ def flip(conversations: Iterable[Conversation], tokenizer, scheme: str = "packed
             report.skipped_too_long += 1
             continue
         report.used += 1
+        if conditioned:
+            report.with_persona += bool(persona)
+            report.without_persona += not persona
         samples += flipped
     report.samples = len(samples)
     report.tokens = sum(len(s.ids) for s in samples)

@@ -36,7 +36,7 @@ from userloop.conversation import Conversation
 from userloop.errors import UserError
 from userloop.trainconfig import TrainResult, option, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
-from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split
+from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split, user_system_message
 from userloop.userlm.template import (
     BEGIN_OF_TEXT,
     CHAT_TEMPLATES,
@@ -56,6 +56,9 @@ class UserLMTrainConfig:
     data: str | None = option(None, "prepared folder (userloop data prepare): trains on 'train', validates on "
                                       "'validation'; default: the built-in testbed, prepared")
     out: str = option("user-lm", "output folder: the final model, checkpoint-N/ folders, loss curve and reports")
+    personas: str | None = option(None, "personas.jsonl ('userloop personas'): a persona-conditioned user LM, the "
+                                         "user's persona after the intent in the system message (users without "
+                                         "one keep the bare intent; counted)")
     role: str = option("user", "whose turns carry the loss: user (a user LM: intent as system message, "
                                 "<|endconversation|> target) or assistant (the same model trained as an assistant)")
     init: str = option("scratch", "'scratch' (new tokenizer and small Llama) or a pretrained path or Hub id")
@@ -111,6 +114,8 @@ class UserLMTrainConfig:
             raise UserError("warmup, eval_steps and save_steps must be >= 0 and lora_dropout in [0, 1)")
         if self.lora and self.init == "scratch":
             raise UserError("lora needs a pretrained init (a path or Hub id); from scratch every weight is trained")
+        if self.personas is not None and self.role != "user":
+            raise UserError("personas condition a user LM (role user); an assistant never sees the user's persona here")
 
     @property
     def peak_learning_rate(self) -> float:
@@ -147,10 +152,15 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     train_convs, validation_convs, filled = _read_data(config)
     if filled:
         on_message(f"{filled:,} conversations had no intent: gave them an offline intent (userloop.userlm.intents)")
-    tokenizer, model, added_tokens = _tokenizer_and_model(config, train_convs, checkpoint)
-    train_samples, train_report = flip(train_convs, tokenizer, config.scheme, config.max_length, role=config.role)
+    personas, persona_counts = _read_personas(config, train_convs + validation_convs)
+    if persona_counts:
+        on_message(f"personas: {persona_counts['matched']:,} of {persona_counts['records']:,} users in {config.personas} "
+                   f"have conversations here ({persona_counts['unmatched']:,} unknown user ids, not used)")
+    tokenizer, model, added_tokens = _tokenizer_and_model(config, train_convs, checkpoint, personas)
+    train_samples, train_report = flip(train_convs, tokenizer, config.scheme, config.max_length, role=config.role,
+                                       personas=personas)
     validation_samples, validation_report = flip(validation_convs, tokenizer, "packed", config.max_length,
-                                                 role=config.role)
+                                                 role=config.role, personas=personas)
     on_message(f"train: {train_report.summary()}")
     on_message(f"validation: {validation_report.summary()}")
     for split, samples, convs in (("train", train_samples, train_convs), ("validation", validation_samples, validation_convs)):
@@ -174,7 +184,7 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
         "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "vocab_size": len(tokenizer), "flip": {"train": train_report.to_dict(), "validation": validation_report.to_dict()},
-        "intents_filled_offline": filled,
+        "intents_filled_offline": filled, "personas": persona_counts or None,
         "tokens_per_epoch": train_report.tokens, "target_tokens_per_epoch": train_report.target_tokens,
         "final_train_loss": next((row["loss"] for row in reversed(curve) if "loss" in row), None),
         "validation_loss": validation_loss, "unigram_baseline": unigram,
@@ -197,6 +207,24 @@ def _read_data(config: UserLMTrainConfig) -> tuple[list[Conversation], list[Conv
     return train, validation, filled_train + filled_validation
 
 
+def _read_personas(config: UserLMTrainConfig, conversations: list[Conversation]) -> tuple[dict[str, str] | None, dict]:
+    """The persona text by user id of ``config.personas`` (``None`` without one) and its counts: records,
+    users with conversations in the data (``matched``) and without (``unmatched``, unused). A file that
+    matches no user is refused: its personas were derived from other data."""
+    if config.personas is None:
+        return None, {}
+    from userloop.rlhi.user_rewards import read_personas
+
+    personas = read_personas(Path(config.personas))
+    users = {conv.user_id for conv in conversations if conv.user_id}
+    matched = len(personas.keys() & users)
+    if not matched:
+        raise UserError(f"{config.personas}: none of its {len(personas):,} personas belongs to a user of {config.data} "
+                        f"({len(users):,} users with an id there): derive them from this data with 'userloop personas'")
+    return personas, {"file": config.personas, "records": len(personas), "matched": matched,
+                      "unmatched": len(personas) - matched}
+
+
 def unigram_baseline(train: list[Sample], validation: list[Sample], vocab_size: int) -> float:
     """Cross-entropy (nats/token) of the validation targets under the unigram distribution of the
     training targets (add-one smoothed over the vocabulary): what a model that ignores context scores."""
@@ -216,7 +244,8 @@ def _last_checkpoint(out: Path) -> Path:
     return Path(last)
 
 
-def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], checkpoint: Path | None):
+def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], checkpoint: Path | None,
+                         personas: dict[str, str] | None = None):
     """Tokenizer and model to start from; returns ``(tokenizer, model, added special tokens)``."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -227,7 +256,7 @@ def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], c
         else:
             from userloop.userlm.tokenizer import train_tokenizer
 
-            tokenizer = train_tokenizer(_texts(train), config.vocab_size)
+            tokenizer = train_tokenizer(_texts(train, personas or {}), config.vocab_size)
             tokenizer.chat_template = CHAT_TEMPLATES[config.role]
         ids = special_token_ids(tokenizer)
         torch.manual_seed(config.seed)
@@ -274,9 +303,10 @@ def load_pretrained(source: str | Path, dtype: str = "auto"):
         raise UserError(f"cannot load {source!r} with transformers: {(lines or [type(err).__name__])[0][:300]}") from None
 
 
-def _texts(conversations: list[Conversation]):
+def _texts(conversations: list[Conversation], personas: dict[str, str]):
+    """The training text a scratch tokenizer learns from: each system message as the model reads it, and the turns."""
     for conv in conversations:
-        yield conv.intent or ""
+        yield user_system_message(conv.intent or "", personas.get(conv.user_id or ""))
         for message in conv.messages:
             yield message.content
 

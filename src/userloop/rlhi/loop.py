@@ -1,0 +1,667 @@
+"""``userloop rlhi loop``: simulated users as the source of interaction for RLHI, round after round.
+
+RLHI (FAIR, 2025) learns from what real users do after an answer; a user LM ("Flipping the Dialogue",
+arXiv 2510.06552) can be such a user. Each round r = 1..R:
+
+1. **Interact.** ``users`` training users (train split, with a persona) each get one of their own
+   intents; the simulated user (``user``, given :func:`userloop.userlm.flip.user_system_message` of the
+   intent and the user's persona) opens, the current policy answers, the user follows up or ends, for up
+   to ``turns`` answers. The policy sees the conversation and, with ``persona`` (default), the user's
+   derived persona in its system message (:func:`~userloop.rlhi.conditioning.with_persona`): what a
+   deployed RLHI assistant knows from the user's history, and what its DPO prompts carry.
+2. **Pairs.** Follow-ups are classified (the offline classifier); feedback becomes user-guided rewrites
+   (``rewriter``, kept when ``judge`` accepts them; rewrite chosen, original rejected, RLHI section 2.1);
+   requests that got no feedback get ``n`` sampled answers of the policy scored for the user
+   (``scorer``, persona-conditioned rewards), best chosen, worst rejected (RLHI section 2.2). At most
+   ``users`` such requests per round.
+3. **Train.** Persona-conditioned DPO (``rlhi.dpo.run_training``) on the round's pairs, ``max_steps``
+   updates from the current policy against it as reference (iterative DPO: model t+1 against model t);
+   the result is the next round's policy.
+4. **Evaluate** (also before round 1) on held-out users: ``eval_users`` users of the test split, none
+   of whose persona texts any training user has (asserted; training users that share one are left out
+   and counted). Persona match: the testbed scorer with the user's TRUE persona, over the policy's
+   greedy answers in the held-out users' simulated conversations. Feedback rate: the share of the
+   held-out simulated users' follow-ups classified as feedback. Task success: the policy's greedy
+   answer to the task's full request (its shards in one turn) passes the task's check
+   (:mod:`userloop.rlhi.tasks`).
+
+``baseline="logged"`` is the comparison arm: the same rounds, pairs and DPO budget, but step 1 takes
+the round's training users' LOGGED train-split conversations instead of simulated ones (training on
+the logged interactions only). Outputs in ``out``: ``config.json``, ``users.json`` (who trained, who
+evaluated), ``rounds.jsonl`` (one line per finished round, round 0 the initial policy), ``round-K/``
+(the policy, ``pairs.parquet``, ``conversations.jsonl``, ``eval_conversations.jsonl``), ``report.json``
+and ``report.md`` (roles, guard, per-round table). A re-run with the same config resumes after the last
+finished round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from userloop.conversation import Conversation, Message
+from userloop.errors import UserError
+from userloop.rlhi.build import Progress, candidate_key, no_progress, output_folder, truth_folder
+from userloop.rlhi.conditioning import with_persona
+from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
+
+BASELINES = ("none", "logged")
+
+
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class LoopConfig:
+    """How ``rlhi loop`` runs; every field is a flag of the command."""
+
+    policy: str = _option("", "the initial policy: a save_pretrained folder with a chat template (or hf:FOLDER), "
+                              "e.g. from 'userloop train assistant'")
+    user: str = _option("", "the simulated user: a user LM spec (hf:FOLDER, openai:..., prompted:SPEC); a persona-"
+                            "conditioned one reads 'Your persona: ...' after the intent")
+    rounds: int = _option(2, "interact-train rounds")
+    data: str | None = _option(None, "a prepared testbed folder (default: the built-in testbed, prepared); the "
+                                     "evaluation needs its truth")
+    personas: str | None = _option(None, "personas.jsonl (user_id, persona) for users and policy; default: derived "
+                                         "offline from each split's own conversations")
+    baseline: str = _option("none", "none: simulated users; logged: the same training on the round's users' "
+                                    "logged conversations instead (the comparison arm)")
+    scorer: str = _option("testbed", "scores sampled answers for the user: testbed, rm:PATH or a chat model spec")
+    rewriter: str = _option("testbed", "rewrites answers users complained about: testbed or a chat model spec")
+    judge: str = _option("scorer", "keeps rewrites that address the feedback: scorer (testbed truth) or a chat model spec")
+    users: int = _option(64, "training users per round (fresh ones each round while the pool lasts)")
+    eval_users: int = _option(50, "held-out users (test split), the same every round")
+    turns: int = _option(2, "most policy answers per simulated conversation")
+    n: int = _option(4, "answers sampled per request without feedback (RLHI: 4)")
+    persona: bool = _option(True, "the policy sees the user's derived persona in its system message "
+                                  "(--no-persona: the persona-agnostic policy)")
+    max_steps: int = _option(40, "DPO updates per round")
+    batch_size: int = _option(8, "pairs per DPO update")
+    learning_rate: float = _option(1e-4, "DPO peak learning rate")
+    beta: float = _option(0.1, "DPO beta")
+    temperature: float = _option(0.6, "policy sampling temperature while interacting and for candidates (RLHI: 0.6)")
+    top_p: float = _option(0.9, "policy nucleus sampling (RLHI: 0.9)")
+    max_new_tokens: int = _option(192, "longest policy answer in tokens")
+    min_conversations: int = _option(3, "derived personas: users need at least this many conversations")
+    seed: int = _option(0, "random seed (users, intents, sampling, training)")
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` for a value that cannot work."""
+        from userloop.models.registry import parse_spec
+
+        if not self.policy:
+            raise UserError("--policy is required (a save_pretrained folder, e.g. from 'userloop train assistant')")
+        folder = policy_folder(self.policy)
+        if not (folder / "config.json").is_file():
+            raise UserError(f"--policy {self.policy}: not a model folder (no config.json); DPO needs a local "
+                            "save_pretrained folder")
+        if not self.user:
+            raise UserError("--user is required (the user LM that plays the users, e.g. hf:runs/ulm)")
+        parse_spec(self.user)
+        if self.baseline not in BASELINES:
+            raise UserError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        for name, offline in (("rewriter", "testbed"), ("judge", "scorer")):
+            if getattr(self, name) != offline:
+                parse_spec(getattr(self, name))
+        for name in ("rounds", "users", "eval_users", "turns", "max_steps", "batch_size", "max_new_tokens",
+                     "min_conversations"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.n < 2:
+            raise UserError(f"n must be at least 2 to pair a best with a worst answer, got {self.n}")
+        if self.learning_rate <= 0 or self.beta <= 0:
+            raise UserError("learning_rate and beta must be positive")
+        if not 0 < self.top_p <= 1 or not 0 < self.temperature <= 100:
+            raise UserError(f"top_p must be in (0, 1] and temperature in (0, 100], got {self.top_p} and {self.temperature}")
+        if self.personas and not Path(self.personas).is_file():
+            raise UserError(f"--personas {self.personas}: no such file")
+
+
+def loop_help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(LoopConfig) if f.name == name)
+
+
+def policy_folder(spec: str) -> Path:
+    """The local folder of a policy given as ``FOLDER`` or ``hf:FOLDER``."""
+    folder = Path(spec.removeprefix("hf:")).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"--policy {spec}: no such model folder")
+    return folder
+
+
+# ----------------------------------------------------------------------------- who plays a user
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One user with one of their own tasks: the intent the simulated user gets, and the task's truth."""
+
+    user_id: str
+    persona: str
+    conversation_id: str      # the logged conversation the intent (and the task) comes from
+    intent: str
+
+
+@dataclass
+class LoopUsers:
+    """The training pool and the held-out users, with what the guard checked."""
+
+    train: dict[str, list[Conversation]]    # user id -> their train-split conversations with an intent
+    held_out: list[Episode]
+    personas: dict[str, str]
+    guard: dict[str, Any]
+
+
+def _with_intent(conversations: Sequence[Conversation]) -> dict[str, list[Conversation]]:
+    by_user: dict[str, list[Conversation]] = {}
+    for conversation in conversations:
+        if conversation.user_id and conversation.intent:
+            by_user.setdefault(conversation.user_id, []).append(conversation)
+    return by_user
+
+
+def split_users(train: Sequence[Conversation], test: Sequence[Conversation], personas: dict[str, str],
+                eval_users: int, seed: int) -> LoopUsers:
+    """Held-out users: ``eval_users`` test-split users with a persona (seeded draw), one intent each.
+    Training pool: train-split users with a persona that no held-out user has; users in both splits or
+    sharing a held-out persona text are left out of training (counted). Asserts the two are disjoint."""
+    train_users, test_users = _with_intent(train), _with_intent(test)
+    candidates = sorted(u for u in test_users if personas.get(u))
+    if not candidates:
+        raise UserError("no test-split user has a persona and an intent: nothing to evaluate on")
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(candidates, min(eval_users, len(candidates))))
+    held_out = []
+    for user_id in chosen:
+        conversation = rng.choice(test_users[user_id])
+        held_out.append(Episode(user_id, personas[user_id], conversation.id, conversation.intent))
+    eval_personas = {personas[u] for u in chosen}
+    with_persona_text = {u: c for u, c in train_users.items() if personas.get(u)}
+    pool = {u: c for u, c in with_persona_text.items() if personas[u] not in eval_personas and u not in test_users}
+    shared_users = set(pool) & set(chosen)
+    shared_personas = {personas[u] for u in pool} & eval_personas
+    assert not shared_users and not shared_personas, "training and held-out users or personas overlap"
+    if not pool:
+        raise UserError("no train-split user with a persona is left for training")
+    guard = {"train_split": "train", "eval_split": "test", "training_pool_users": len(pool),
+             "held_out_users": len(chosen), "held_out_persona_texts": len(eval_personas),
+             "train_users_without_persona": len(train_users) - len(with_persona_text),
+             "train_users_left_out_sharing_a_held_out_persona": sum(personas[u] in eval_personas for u in with_persona_text),
+             "train_users_left_out_also_in_test": sum(u in test_users for u in with_persona_text),
+             "test_users_with_persona": len(candidates), "shared_users": 0, "shared_persona_texts": 0}
+    return LoopUsers(pool, held_out, personas, guard)
+
+
+def round_episodes(population: LoopUsers, round_index: int, size: int, seed: int) -> list[Episode]:
+    """The ``round_index``-th block (1-based) of ``size`` training users of a seeded order (fresh users
+    each round while the pool lasts, then wrapping), each with one of their intents drawn for the round."""
+    order = sorted(population.train)
+    random.Random(seed).shuffle(order)
+    start = ((round_index - 1) * size) % len(order)
+    block = (order[start:] + order[:start])[:size]
+    rng = random.Random(f"{seed}-{round_index}")
+    out = []
+    for user_id in block:
+        conversation = rng.choice(population.train[user_id])
+        out.append(Episode(user_id, population.personas[user_id], conversation.id, conversation.intent))
+    return out
+
+
+# ----------------------------------------------------------------------------- simulated conversations
+def converse(policy, simulators, episodes: Sequence[Episode], turns: int, params, persona: bool,
+             prefix: str) -> list[Conversation]:
+    """Simulated users against ``policy`` (a ChatModel), all conversations advancing together (concurrent
+    calls, batched by the provider). ``simulators(i)`` is conversation i's UserSimulator. The user opens;
+    up to ``turns`` times the policy answers and the user reacts (follows up or ends). Each conversation's
+    ``extra["end"]``: ``user_ended`` (end token or an empty turn), ``turn_cap`` (the user's reaction to the
+    last answer did not end it), or ``context`` (the next prompt no longer fit a model's context)."""
+    return asyncio.run(_converse(policy, simulators, episodes, turns, params, persona, prefix))
+
+
+async def _converse(policy, simulators, episodes, turns, params, persona, prefix) -> list[Conversation]:
+    from userloop.userlm.flip import user_system_message
+
+    intents = [user_system_message(e.intent, e.persona) for e in episodes]
+    histories: list[list[dict]] = [[] for _ in episodes]
+    ends = ["turn_cap"] * len(episodes)
+    users = [simulators(i) for i in range(len(episodes))]
+
+    async def user_turn(i: int) -> bool:
+        try:
+            [turn] = await users[i].anext_turns([intents[i]], [histories[i]])
+        except UserError:          # the conversation outgrew the user LM's context
+            ends[i] = "context"
+            return False
+        if turn.text:
+            histories[i].append({"role": "user", "content": turn.text})
+        if turn.ended or not turn.text:
+            ends[i] = "user_ended"
+            return False
+        return True
+
+    async def answer(i: int) -> bool:
+        prompt = with_persona(histories[i], episodes[i].persona if persona else None)
+        try:
+            [completion] = await policy.agenerate([prompt], params)
+        except UserError:          # the conversation outgrew the policy's context
+            ends[i] = "context"
+            return False
+        histories[i].append({"role": "assistant", "content": completion.text})
+        return True
+
+    async def step(live: list[int], act) -> list[int]:
+        return [i for i, going in zip(live, await asyncio.gather(*(act(i) for i in live)), strict=True) if going]
+
+    try:
+        live = await step(list(range(len(episodes))), user_turn)
+        for _ in range(turns):
+            live = await step(await step(live, answer), user_turn)
+    finally:
+        await policy.aclose()
+        if users:   # one user model behind every simulator
+            await users[0].model.aclose()
+    return [Conversation(messages=[Message(m["role"], m["content"]) for m in history], id=f"{prefix}-{i}",
+                         source="rlhi-loop", user_id=episode.user_id, intent=episode.intent, extra={"end": end})
+            for i, (episode, history, end) in enumerate(zip(episodes, histories, ends, strict=True))]
+
+
+# ----------------------------------------------------------------------------- pairs
+def classify(conversations: Sequence[Conversation]):
+    """Every follow-up with its labels (the offline classifier)."""
+    from userloop.rlhi.classifier import load_offline
+    from userloop.rlhi.followups import extract_followups
+
+    followups = [f for c in conversations for f in extract_followups(c) if f.text.strip()]
+    return list(zip(followups, load_offline().classify(followups), strict=True))
+
+
+def feedback_counts(labelled) -> dict[str, Any]:
+    """Follow-ups, the share with any feedback and with negative feedback (RLHI's feedback classes)."""
+    total = len(labelled)
+    feedback = sum(label.feedback_type != "none" for _, label in labelled)
+    negative = sum(label.feedback_type in NEGATIVE_FEEDBACK for _, label in labelled)
+    return {"followups": total, "with_feedback": feedback, "with_negative_feedback": negative,
+            "feedback_rate": _share(feedback, total), "feedback_rate_se": _binomial_se(feedback, total),
+            "negative_feedback_rate": _share(negative, total),
+            "by_feedback_type": dict(Counter(label.feedback_type for _, label in labelled).most_common())}
+
+
+def guided_pairs(conversations, labelled, personas: dict[str, str], rewriter, judge, counts: Counter) -> list[dict]:
+    """User-guided rewrites of the answers users gave feedback on (rewrite chosen, original rejected)."""
+    from userloop.rlhi.pairs import pair_record
+    from userloop.rlhi.rewrites import candidates, rewrite_and_filter
+
+    by_conversation: dict[str, list] = {}
+    for followup, label in labelled:
+        by_conversation.setdefault(followup.conversation_id, []).append((followup, label))
+    found = [c for conversation in conversations for c in candidates(conversation, by_conversation.get(conversation.id, []))]
+    unique: dict[tuple, Any] = {}
+    for candidate in found:
+        if candidate.prompt and candidate.prompt[-1]["role"] == "user":
+            unique.setdefault(candidate_key(candidate), candidate)
+    todo = list(unique.values())
+    counts["rewrite_candidates"] += len(found)
+    counts["rewrite_candidates_skipped_duplicate_or_no_request"] += len(found) - len(todo)
+    if not todo:
+        return []
+    texts = [personas.get(c.followup.user_id or "") for c in todo]
+    records = []
+    for result in rewrite_and_filter(todo, texts, rewriter, judge):
+        counts[f"rewrite_{result.why.replace(' ', '_')}"] += 1
+        if result.accepted:
+            records.append(pair_record(result, personas.get(result.candidate.followup.user_id or "")))
+    return records
+
+
+def sampled_pairs(policy_path: Path, conversations, labelled, personas: dict[str, str], scorer, config: LoopConfig,
+                  limit: int, seed: int, counts: Counter) -> tuple[list[dict], dict[str, Any]]:
+    """User-based rewards: ``n`` sampled answers for (at most ``limit``) requests without feedback,
+    scored for their user, best vs worst."""
+    from userloop.models import load_model
+    from userloop.rlhi.dpo import fitting_requests
+    from userloop.rlhi.user_rewards import best_worst_pairs, sample_candidates, sample_requests, score_candidates
+    from userloop.rlhi.user_rewards import user_requests as all_requests
+
+    requests = [r for r in all_requests(conversations, labelled, personas, counts) if not r.feedback]
+    requests = fitting_requests(requests, str(policy_path), config.max_new_tokens, config.persona, counts)
+    chosen = sample_requests(requests, limit, seed)
+    counts["requests_without_feedback"] += len(requests)
+    counts["requests_without_feedback_not_drawn"] += len(requests) - len(chosen)
+    if not chosen:
+        return [], {"requests": 0}
+    model = load_model(f"hf:{policy_path}")
+    prompts = [with_persona(r.prompt, r.persona if config.persona else None) for r in chosen]
+    candidates = sample_candidates(model, prompts, config.n, config.temperature, config.top_p, seed, config.max_new_tokens)
+    scores = score_candidates(scorer, chosen, candidates)
+    pairing: Counter = Counter()
+    pairs = best_worst_pairs(chosen, candidates, scores, pairing)
+    flat = [s for group in scores for s in group]
+    return pairs, {"requests": len(chosen), "mean_score": _mean(flat), "mean_best": _mean([max(g) for g in scores]),
+                   "skipped_all_tied": pairing["all_tied"]}
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate(policy_path: Path, simulator_for, population: LoopUsers, truth: dict[str, dict],
+             true_personas: dict[str, dict], config: LoopConfig, out: Path) -> dict[str, Any]:
+    """Persona match, task success and the held-out simulated users' feedback rate (module docstring)."""
+    from userloop.conversation import write_jsonl
+    from userloop.models import GenerationParams, load_model
+    from userloop.rlhi.tasks import passes
+    from userloop.testbed import score
+
+    greedy = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0, seed=config.seed)
+    policy = load_model(f"hf:{policy_path}")
+    episodes = population.held_out
+    conversations = converse(policy, simulator_for(config.seed), episodes, config.turns, greedy, config.persona, "eval")
+    write_jsonl(conversations, out / "eval_conversations.jsonl")
+    by_user = persona_match_by_user(conversations, true_personas)
+    per_user = list(by_user.values())
+    tasks = [truth[e.conversation_id]["tasks"][0] for e in episodes]
+    prompts = [with_persona([{"role": "user", "content": t["full_request"]}], e.persona if config.persona else None)
+               for e, t in zip(episodes, tasks, strict=True)]
+    full_answers = [c.text for c in policy.generate(prompts, greedy)]
+    solved = [passes(t, a) for t, a in zip(tasks, full_answers, strict=True)]
+    full_match = [score(true_personas[e.user_id], a) for e, a in zip(episodes, full_answers, strict=True)]
+    labelled = classify(conversations)
+    user_turns = [len(m.content.split()) for c in conversations for m in c.messages if m.role == "user"]
+    return {"persona_match": _mean(per_user), "persona_match_se": _se(per_user), "persona_match_by_user": by_user,
+            "conversations_with_an_answer": len(per_user), "conversations": len(conversations),
+            "task_success": _share(sum(solved), len(solved)), "task_success_se": _binomial_se(sum(solved), len(solved)),
+            "task_success_by_family": _by_family(tasks, solved),
+            "persona_match_full_request": _mean(full_match), "persona_match_full_request_se": _se(full_match),
+            **feedback_counts(labelled),
+            "policy_answers": sum(m.role == "assistant" for c in conversations for m in c.messages),
+            "ends": _ends(conversations),
+            "mean_user_turn_words": _mean(user_turns)}
+
+
+def persona_match_by_user(conversations: Sequence[Conversation], true_personas: dict[str, dict]) -> dict[str, float]:
+    """Each held-out user's mean true-persona match over the policy's answers in their conversation."""
+    from userloop.testbed import score
+
+    out = {}
+    for conversation in conversations:
+        answers = [m.content for m in conversation.messages if m.role == "assistant"]
+        if answers:
+            out[conversation.user_id] = round(sum(score(true_personas[conversation.user_id], a) for a in answers) / len(answers), 4)
+    return out
+
+
+def paired_change(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Mean per-user change in persona match between two evaluations, with its paired SE (same users)."""
+    differences = [after[u] - before[u] for u in before if u in after]
+    return {"persona_match_change": _mean(differences), "se": _se(differences), "users": len(differences)}
+
+
+def _ends(conversations: Sequence[Conversation]) -> dict[str, int]:
+    """How the conversations ended (``logged``: a logged conversation, as it ended in the log)."""
+    return dict(Counter(c.extra.get("end", "logged") for c in conversations).most_common())
+
+
+def _by_family(tasks, solved) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for task, ok in zip(tasks, solved, strict=True):
+        out.setdefault(task["family"], [0, 0])
+        out[task["family"]][0] += ok
+        out[task["family"]][1] += 1
+    return dict(sorted(out.items()))
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _se(values: Sequence[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return round(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)), 4)
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _binomial_se(part: int, whole: int) -> float | None:
+    if not whole:
+        return None
+    p = part / whole
+    return round(math.sqrt(p * (1 - p) / whole), 4)
+
+
+# ----------------------------------------------------------------------------- the run
+def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) -> dict[str, Any]:
+    """Run (or resume) the loop of the module docstring into ``out``; returns the report."""
+    from userloop.conversation import write_jsonl
+    from userloop.models import GenerationParams, load_model
+    from userloop.rlhi.dpo import DPOTrainConfig, run_training
+    from userloop.rlhi.rewrites import ModelJudge, ModelRewriter, ScorerJudge, TestbedRewriter
+    from userloop.rlhi.scorers import load_scorer
+    from userloop.rlhi.user_rewards import read_split_conversations
+    from userloop.testbed import read_truth
+    from userloop.userlm.simulator import DEFAULT_PARAMS, GuardrailConfig, UserSimulator
+
+    config.validate()
+    started = time.perf_counter()
+    _quiet_transformers()
+    data = Path(config.data) if config.data else _default_data()
+    truth_dir = truth_folder(data)
+    if truth_dir is None:
+        raise UserError(f"{data} is not the testbed (no truth.jsonl): the loop's evaluation scores answers with the "
+                        "users' true personas and checks their tasks, which needs the testbed's truth")
+    output_folder(out)
+    _check_resume(out, config)
+    user_truth, truth = read_truth(truth_dir)
+    true_personas = {u: record["persona"] for u, record in user_truth.items()}
+    train, test = read_split_conversations(data, "train"), read_split_conversations(data, "test")
+    personas = _personas(config, train, test)
+    population = split_users(train, test, personas, config.eval_users, config.seed)
+    (out / "users.json").write_text(json.dumps({"train_pool": sorted(population.train),
+                                                "held_out": [asdict(e) for e in population.held_out]}, indent=1))
+
+    user_model = load_model(config.user)
+    guardrails = GuardrailConfig(avoid_termination_turns=1)   # the opening may not end; any follow-up may
+
+    def simulator_for(seed: int):
+        """Conversation i's simulated user, sampling with its own seed (reproducible, distinct per user)."""
+        return lambda i: UserSimulator(user_model, guardrails, dataclasses.replace(DEFAULT_PARAMS, seed=seed * 100_003 + i))
+
+    scorer = load_scorer(config.scorer, data)
+    rewriter = TestbedRewriter() if config.rewriter == "testbed" else ModelRewriter(load_model(config.rewriter))
+    judge = ScorerJudge(true_personas) if config.judge == "scorer" else ModelJudge(load_model(config.judge))
+    logged = _with_intent(train)
+
+    rounds = _read_rounds(out)
+    if not rounds:
+        with progress("evaluating the initial policy", 1) as advance:
+            zero = out / "round-0"
+            zero.mkdir(exist_ok=True)
+            rounds.append({"round": 0, "policy": str(policy_folder(config.policy)),
+                           "eval": evaluate(policy_folder(config.policy), simulator_for, population, truth,
+                                            true_personas, config, zero)})
+            advance(1)
+        _append_round(out, rounds[-1])
+    for index in range(len(rounds), config.rounds + 1):
+        round_started = time.perf_counter()
+        policy = Path(rounds[-1]["policy"])
+        folder = out / f"round-{index}"
+        if folder.exists():
+            shutil.rmtree(folder)   # a round that did not finish is done again
+        folder.mkdir()
+        episodes = round_episodes(population, index, config.users, config.seed)
+        counts: Counter = Counter()
+        with progress(f"round {index}: interaction", 1) as advance:
+            if config.baseline == "logged":
+                wanted = {e.user_id for e in episodes}
+                conversations = [c for user_id in sorted(wanted) for c in logged[user_id]]
+            else:
+                sampling = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                            top_p=config.top_p, seed=config.seed + index)
+                conversations = converse(load_model(f"hf:{policy}"), simulator_for(config.seed + 1000 * index), episodes,
+                                         config.turns, sampling, config.persona, f"round{index}")
+            advance(1)
+        write_jsonl(conversations, folder / "conversations.jsonl")
+        labelled = classify(conversations)
+        with progress(f"round {index}: pairs", 1) as advance:
+            guided = guided_pairs(conversations, labelled, personas, rewriter, judge, counts)
+            sampled, sampling_numbers = sampled_pairs(policy, conversations, labelled, personas, scorer, config,
+                                                      config.users, config.seed + index, counts)
+            advance(1)
+        pairs = guided + [{k: v for k, v in p.items() if k not in ("chosen_score", "rejected_score")} for p in sampled]
+        _write_pairs(pairs, folder)
+        training: dict[str, Any] = {"trained": False}
+        next_policy = policy
+        if pairs:
+            dpo = DPOTrainConfig(policy=str(policy), out=str(folder), persona=config.persona, max_steps=config.max_steps,
+                                 batch_size=config.batch_size, learning_rate=config.learning_rate, beta=config.beta,
+                                 logging_steps=max(1, config.max_steps // 8), seed=config.seed + index)
+            with progress(f"round {index}: DPO", config.max_steps) as advance:
+                training = {"trained": True, **run_training(dpo, pairs, str(policy), str(policy), folder,
+                                                            _step_progress(advance))}
+            next_policy = folder
+        with progress(f"round {index}: evaluation", 1) as advance:
+            evaluation = evaluate(next_policy, simulator_for, population, truth, true_personas, config, folder)
+            advance(1)
+        record = {"round": index, "source": "logged" if config.baseline == "logged" else "simulated",
+                  "policy_start": str(policy), "policy": str(next_policy), "users": len(episodes),
+                  "conversations": len(conversations), "interaction": {**feedback_counts(labelled), "ends": _ends(conversations)},
+                  "pairs": {"guided": len(guided), "sampled": len(sampled), "total": len(pairs)},
+                  "sampling": sampling_numbers, "counts": dict(sorted(counts.items())), "training": training,
+                  "eval": evaluation, "seconds": round(time.perf_counter() - round_started, 1)}
+        rounds.append(record)
+        _append_round(out, record)
+    report = _report(config, data, population, rounds, scorer.name, time.perf_counter() - started)
+    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    (out / "report.md").write_text(report_markdown(report))
+    return report
+
+
+def _step_progress(advance):
+    """A trainer's ``(step, total)`` callback that advances a bar by the new steps."""
+    done = 0
+
+    def on_step(step: int, total: int) -> None:
+        nonlocal done
+        advance(step - done)
+        done = step
+
+    return on_step
+
+
+def _quiet_transformers() -> None:
+    """No per-model loading bars from transformers: the command shows its own progress."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _default_data() -> Path:
+    from userloop.testbed.population import default_data
+
+    return default_data(prepared=True)
+
+
+def _personas(config: LoopConfig, train, test) -> dict[str, str]:
+    """Persona text by user id: the file, or derived offline from each split's own conversations."""
+    from userloop.rlhi.user_rewards import derive_personas, label_followups, read_personas
+
+    if config.personas:
+        return read_personas(Path(config.personas))
+    out: dict[str, str] = {}
+    for conversations in (train, test):
+        labelled = label_followups(conversations, None, Counter())
+        out |= derive_personas(conversations, labelled, config.min_conversations)
+    return out
+
+
+def _write_pairs(pairs: list[dict], folder: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(pairs) if pairs else pa.table({}), folder / "pairs.parquet")
+
+
+def _check_resume(out: Path, config: LoopConfig) -> None:
+    """A folder holding another run's config is refused; the same config resumes."""
+    path = out / "config.json"
+    current = asdict(config)
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in current if saved.get(k) != current[k])
+        if changed:
+            raise UserError(f"{out} holds a loop run with a different config ({', '.join(changed)}); give a new --out "
+                            "or the same settings to resume")
+    else:
+        path.write_text(json.dumps(current, indent=2))
+
+
+def _read_rounds(out: Path) -> list[dict]:
+    """The finished rounds in ``rounds.jsonl``; a torn last line (an interrupted write) is dropped."""
+    path = out / "rounds.jsonl"
+    if not path.is_file():
+        return []
+    rounds = []
+    for line in path.read_bytes().splitlines():
+        try:
+            rounds.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            break
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rounds))
+    return rounds
+
+
+def _append_round(out: Path, record: dict) -> None:
+    with open(out / "rounds.jsonl", "ab") as f:
+        f.write(orjson.dumps(record) + b"\n")
+
+
+def _report(config: LoopConfig, data: Path, population: LoopUsers, rounds: list[dict], scorer: str,
+            seconds: float) -> dict[str, Any]:
+    return {"config": asdict(config), "data": str(data),
+            "roles": {"policy": str(policy_folder(config.policy)), "final_policy": rounds[-1]["policy"],
+                      "user": config.user, "scorer": scorer, "rewriter": config.rewriter, "judge": config.judge,
+                      "classifier": "offline",
+                      "evaluation": "testbed ground truth: true personas (persona match), task checks (task success); "
+                                    "held-out users simulated by the same user LM"},
+            "source": "logged" if config.baseline == "logged" else "simulated",
+            "guard": population.guard, "rounds": rounds,
+            "paired_changes_from_round_0": [{"round": r["round"], **paired_change(rounds[0]["eval"]["persona_match_by_user"],
+                                                                                   r["eval"]["persona_match_by_user"])}
+                                            for r in rounds[1:]],
+            "seconds_this_run": round(seconds, 1)}
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as a page: roles, guard, one row per round."""
+    roles, guard = report["roles"], report["guard"]
+    lines = [f"# rlhi loop ({report['source']} interaction)", "",
+             "| role | model |", "|---|---|", *(f"| {k} | {v} |" for k, v in roles.items()), "",
+             (f"Guard: {guard['held_out_users']} held-out users (test split, {guard['held_out_persona_texts']} persona texts) "
+             f"vs a training pool of {guard['training_pool_users']} train-split users; shared users "
+             f"{guard['shared_users']}, shared persona texts {guard['shared_persona_texts']} "
+             f"({guard['train_users_left_out_sharing_a_held_out_persona']} training users left out for sharing one)."), "",
+             ("| round | pairs (guided + sampled) | DPO loss / reward acc. | persona match (SE) | task success (SE) | "
+             "held-out feedback rate (SE) | negative feedback rate | training feedback rate |"),
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["rounds"]:
+        e = r["eval"]
+        pairs = f"{r['pairs']['guided']} + {r['pairs']['sampled']}" if "pairs" in r else ""
+        train = r.get("training", {})
+        loss = f"{train.get('train_loss')} / {train.get('reward_accuracy_mean')}" if train.get("trained") else ""
+        interaction = r.get("interaction", {}).get("feedback_rate", "")
+        lines.append(f"| {r['round']} | {pairs} | {loss} | {e['persona_match']} ({e['persona_match_se']}) | "
+                     f"{e['task_success']} ({e['task_success_se']}) | {e['feedback_rate']} ({e['feedback_rate_se']}) | "
+                     f"{e['negative_feedback_rate']} | {interaction} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,182 @@
+"""The RLHI loop (userloop.rlhi.loop) end to end on tiny models, and its task checks (userloop.rlhi.tasks)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from userloop.cli import app
+from userloop.errors import UserError
+from userloop.rlhi.loop import LoopConfig, run_loop, split_users
+from userloop.rlhi.tasks import passes
+
+# The simulated user: opens with a request, then complains about every answer's style (feedback the
+# testbed rewriter can act on), so both kinds of pairs are made.
+USER_SCRIPT = {"You are a user": "Can you help me work out the total cost for a dinner party?",
+               "*": "That is too long, please make it shorter."}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from userloop.models.tiny import build_tiny_chat_model
+
+    root = tmp_path_factory.mktemp("loop-models")
+    policy = build_tiny_chat_model(root / "policy", hidden_size=32, layers=2)
+    script = root / "user.json"
+    script.write_text(json.dumps(USER_SCRIPT))
+    return policy, f"scripted:{script}"
+
+
+def config(models, prepared, **changes) -> LoopConfig:
+    policy, user = models
+    return LoopConfig(**({"policy": str(policy), "user": user, "rounds": 2, "data": str(prepared), "users": 4,
+                          "eval_users": 3, "turns": 2, "n": 2, "max_steps": 2, "batch_size": 2, "max_new_tokens": 12,
+                          "min_conversations": 1} | changes))
+
+
+@pytest.fixture(scope="module")
+def finished(models, prepared, tmp_path_factory, trained_classifier):
+    """A 2-round loop, run once for the module, with the conftest's small offline classifier."""
+    from userloop.rlhi import classifier
+
+    trained = trained_classifier
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(classifier, "load_offline", lambda cache=None: trained)
+    out = tmp_path_factory.mktemp("loop") / "run"
+    try:
+        report = run_loop(config(models, prepared), out)
+        yield out, report, trained
+    finally:
+        monkeypatch.undo()
+
+
+def test_two_rounds_train_evaluate_and_report(finished):
+    out, report, _ = finished
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    for r in rounds[1:]:
+        assert r["source"] == "simulated" and r["users"] == 4
+        assert r["interaction"]["followups"] > 0 and r["interaction"]["feedback_rate"] > 0
+        assert r["pairs"]["total"] == r["pairs"]["guided"] + r["pairs"]["sampled"] > 0
+        assert r["training"]["trained"] and r["training"]["steps"] == 2
+        assert (out / f"round-{r['round']}" / "model.safetensors").is_file()
+        assert (out / f"round-{r['round']}" / "conversations.jsonl").is_file()
+    assert rounds[2]["policy_start"] == rounds[1]["policy"]          # round 2 starts from round 1's policy
+    for r in rounds:
+        evaluation = r["eval"]
+        assert 0 <= evaluation["persona_match"] <= 1 and 0 <= evaluation["task_success"] <= 1
+        assert 0 <= evaluation["feedback_rate"] <= 1 and evaluation["followups"] > 0
+    assert report["rounds"][-1]["policy"].endswith("round-2")
+    changes = report["paired_changes_from_round_0"]
+    assert [c["round"] for c in changes] == [1, 2] and all(c["users"] == rounds[0]["eval"]["conversations_with_an_answer"] for c in changes)
+    assert "| 2 |" in (out / "report.md").read_text()
+
+
+def test_roles_and_guard_are_recorded(finished, models):
+    out, report, _ = finished
+    policy, user = models
+    assert report["roles"]["policy"] == str(policy) and report["roles"]["user"] == user
+    assert report["roles"]["scorer"] == "testbed" and report["roles"]["rewriter"] == "testbed"
+    assert report["roles"]["judge"] == "scorer"
+    users = json.loads((out / "users.json").read_text())
+    held_out = {e["user_id"] for e in users["held_out"]}
+    assert held_out and not held_out & set(users["train_pool"])
+    assert report["guard"]["shared_users"] == 0 and report["guard"]["shared_persona_texts"] == 0
+
+
+def test_rerun_resumes_without_redoing_rounds(finished, models, prepared):
+    out, _, trained = finished
+    before = (out / "rounds.jsonl").read_bytes()
+    stamp = (out / "round-1" / "model.safetensors").stat().st_mtime_ns
+    monkeypatch = pytest.MonkeyPatch()
+    from userloop.rlhi import classifier
+
+    monkeypatch.setattr(classifier, "load_offline", lambda cache=None: trained)
+    try:
+        run_loop(config(models, prepared), out)
+        assert (out / "rounds.jsonl").read_bytes() == before
+        assert (out / "round-1" / "model.safetensors").stat().st_mtime_ns == stamp
+        with pytest.raises(UserError, match="different config"):
+            run_loop(config(models, prepared, users=5), out)
+    finally:
+        monkeypatch.undo()
+
+
+def test_training_and_held_out_users_and_personas_are_disjoint():
+    from userloop.conversation import Conversation, Message
+
+    def conversation(user_id):
+        return Conversation([Message("user", "hi")], id=f"c-{user_id}", user_id=user_id, intent="You are a user.")
+
+    personas = {"a": "P1", "b": "P2", "c": "P1", "d": "P3", "t1": "P1", "t2": "P4"}
+    train = [conversation(u) for u in ("a", "b", "c", "d", "t2")]
+    test = [conversation(u) for u in ("t1", "t2")]
+    population = split_users(train, test, personas, eval_users=5, seed=0)
+    assert {e.user_id for e in population.held_out} == {"t1", "t2"}
+    assert set(population.train) == {"b", "d"}       # a and c share t1's persona, t2 is held out
+    assert population.guard["train_users_left_out_sharing_a_held_out_persona"] == 3    # a, c and t2 itself
+    assert population.guard["train_users_left_out_also_in_test"] == 1
+    with pytest.raises(UserError, match="nothing to evaluate"):
+        split_users(train, test, {"a": "P1"}, eval_users=5, seed=0)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"policy": ""}, "--policy is required"),
+    ({"policy": "/no/such/folder"}, "no such model folder"),
+    ({"user": ""}, "--user is required"),
+    ({"user": "nonsense:x"}, "unknown model spec"),
+    ({"baseline": "replay"}, "--baseline must be one of"),
+    ({"rounds": 0}, "rounds must be at least 1"),
+    ({"n": 1}, "n must be at least 2"),
+    ({"rewriter": "bad"}, "unknown model spec"),
+    ({"personas": "/no/such.jsonl"}, "no such file"),
+])
+def test_config_errors_are_one_line(models, prepared, changes, message):
+    with pytest.raises(UserError, match=message):
+        config(models, prepared, **changes).validate()
+
+
+def test_loop_needs_the_testbed_truth(models, tmp_path):
+    from userloop.conversation import Conversation, Message, write_parquet
+
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    for split in ("train", "validation", "test"):
+        write_parquet([Conversation([Message("user", "hi")], id=split, user_id="u")], folder / f"{split}.parquet")
+    with pytest.raises(UserError, match="not the testbed"):
+        run_loop(config(models, folder), tmp_path / "out")
+
+
+def test_cli_rlhi_loop(finished, models, prepared):
+    out, _, trained = finished
+    policy, user = models
+    from userloop.rlhi import classifier
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(classifier, "load_offline", lambda cache=None: trained)
+    try:   # the finished run, resumed through the command: nothing new to do, the summary printed
+        result = CliRunner().invoke(app, ["rlhi", "loop", "--policy", str(policy), "--user", user, "--rounds", "2",
+                                          "--data", str(prepared), "--out", str(out), "--users", "4", "--eval-users", "3",
+                                          "--n", "2", "--max-steps", "2", "--batch-size", "2", "--max-new-tokens", "12",
+                                          "--min-conversations", "1"])
+        assert result.exit_code == 0, result.output
+        assert "round 2" in result.output and "persona match" in result.output
+        bad = CliRunner().invoke(app, ["rlhi", "loop", "--policy", str(policy), "--user", user, "--out",
+                                       str(out.parent / "x"), "--rounds", "0"])
+        assert bad.exit_code == 2 and "rounds must be at least 1" in bad.output
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize(("task", "good", "bad"), [
+    ({"family": "math", "check": {"answer": 52}}, "So the total is 52.", "So the total is 57."),
+    ({"family": "fact", "check": {"answer": "Lima"}}, "The capital of Peru is Lima.", "It is Cusco."),
+    ({"family": "writing", "check": {"max_words": 20, "must_include": ["apron"]}},
+     "Here is the email.\n\nDear teacher, I will bring my apron.\n\nFeel free to adjust it.", "Dear teacher, see you."),
+    ({"family": "recommendation", "domain": "cooking", "check": {"tag": "vegetarian", "matching": ["lentil soup", "shakshuka"]}},
+     "Try lentil soup or shakshuka.", "Try lentil soup or beef stew."),
+    ({"family": "code", "check": {"entry_point": "clamp", "tests": "assert clamp(50) == 50\nassert clamp(-5) == 0"}},
+     "```python\ndef clamp(value):\n    return max(0, min(100, value))\n```", "def clamp(value):\n    return value"),
+])
+def test_task_checks(task, good, bad):
+    assert passes(task, good) and not passes(task, bad)
