@@ -218,7 +218,8 @@ class _Report:
     # ------------------------------------------------------------------ run
     def run(self) -> str:
         m = self.manifest
-        facts = [("command", m.get("command")), ("started", m.get("started")), ("finished", m.get("finished")),
+        finished = m.get("finished") or "(the report is the last stage: built before the run finished)"
+        facts = [("command", m.get("command")), ("started", m.get("started")), ("finished", finished),
                  ("data", m.get("data"))]
         models = m.get("models") or {}
         roles = {"user": "simulated user", "assistant": "assistant", "judge": "judge", "policy": "policy (after DPO)"}
