@@ -245,7 +245,7 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
     except ImportError as err:
         raise missing_dependency(err.name or "transformers", "train") from None
     from userloop.userlm.template import save_tokenizer
-    from userloop.userlm.train import _curve_rows, load_pretrained
+    from userloop.userlm.train import curve_rows, load_pretrained
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
@@ -281,7 +281,7 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
     if trainer.is_world_process_zero():
         save_tokenizer(tokenizer, out)
         with open(out / "loss_curve.jsonl", "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in _curve_rows(trainer.state.log_history))
+            f.writelines(json.dumps(row) + "\n" for row in curve_rows(trainer.state.log_history))
     return _training_numbers(output.training_loss, trainer.state)
 
 

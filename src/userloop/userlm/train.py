@@ -178,7 +178,7 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     if validation_loss is None:
         validation_loss = trainer.evaluate()["eval_loss"]
     _save_final(trainer, tokenizer, config, out)
-    curve = _curve_rows(trainer.state.log_history)
+    curve = curve_rows(trainer.state.log_history)
     report = {
         "role": config.role, "init": config.init, "scheme": config.scheme, "resumed_from": str(checkpoint) if checkpoint else None,
         "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
@@ -392,14 +392,14 @@ def _save_final(trainer, tokenizer, config: UserLMTrainConfig, out: Path) -> Non
         (out / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
-def _curve_rows(log_history: list[dict]) -> list[dict]:
+def curve_rows(log_history: list[dict]) -> list[dict]:
     """One row per logged step: ``step``, ``epoch`` and ``loss`` (training) or ``eval_loss`` (validation)."""
     return [{"step": entry["step"], "epoch": entry.get("epoch"), **{k: entry[k] for k in ("loss", "eval_loss") if k in entry}}
             for entry in log_history if "loss" in entry or "eval_loss" in entry]
 
 
 def write_loss_curve(rows: list[dict], out: Path, unigram: float, title: str = "user LM training") -> None:
-    """``loss_curve.jsonl`` (the rows of :func:`_curve_rows`) and ``loss_curve.png`` in ``out`` (with the
+    """``loss_curve.jsonl`` (the rows of :func:`curve_rows`) and ``loss_curve.png`` in ``out`` (with the
     unigram baseline as a dashed line)."""
     import matplotlib
 
