@@ -304,5 +304,9 @@ def test_view_command_serves_until_ctrl_c(demo):
         assert status == 200 and overview["simulated"] == 16
     finally:
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=30)
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()      # never leave a server behind
+            raise
     assert process.returncode == 0 and "Traceback" not in stderr, stderr
