@@ -52,6 +52,7 @@ from userloop.data.sources import (
 )
 from userloop.data.users import SPLIT_NAMES, USER_IDENTITIES, assign_splits, parse_ratios, user_key
 from userloop.errors import UserError
+from userloop.trainconfig import option
 
 DROP_REASONS = (
     "language", "toxic", "redacted", "synthetic", "deleted",
@@ -64,30 +65,26 @@ RANGE_BYTES = 8 * 2**20  # about 1,500 WildChat conversations
 MAX_BAD_LINES_IN_REPORT = 100
 
 
-def _option(default: Any, help: str, **kwargs: Any) -> Any:
-    return field(default=default, metadata={"help": help}, **kwargs)
-
-
 @dataclass
 class PrepareConfig:
     """Options of ``userloop data prepare``; the CLI flags are generated from the help texts."""
 
-    language: str | None = _option("English", "keep conversations in this language ('any' keeps all; name or ISO code); conversations with no recorded language pass and are counted")
-    drop_toxic: bool = _option(True, "drop conversations flagged toxic")
-    drop_redacted: bool = _option(False, "drop conversations whose PII was redacted")
-    drop_synthetic: bool = _option(True, "drop conversations a source marks as model-written or deleted (OpenAssistant)")
-    min_user_turns: int = _option(1, "drop conversations with fewer user turns")
-    max_user_turns: int = _option(100, "drop conversations with more user turns (0: no limit)")
-    max_turn_chars: int = _option(10_000, "drop conversations with a turn longer than this many characters (0: no limit)")
-    exact_dedupe: bool = _option(True, "drop conversations whose user turns repeat an earlier conversation exactly")
-    near_dedupe: bool = _option(True, "drop near-duplicate conversations (MinHash-LSH over the user turns)")
-    near_dup_threshold: float = _option(0.8, "estimated Jaccard similarity of user-turn word 3-grams at or above which two conversations are near duplicates")
-    user_identity: str = _option("user+agent", "how conversations are grouped into users: 'user+agent' (WildChat: hashed_ip plus user-agent) or 'user'")
-    splits: str = _option("90/5/5", "train/validation/test shares of users, stratified by country")
-    seed: int = _option(0, "seed of the user split")
-    format: str | None = _option(None, f"force the input format ({', '.join(FORMATS)}); detected per file by default")
-    strict: bool = _option(False, "stop at the first bad line instead of reporting it")
-    workers: int = _option(0, "processes that parse JSON-lines input (0: one per core for inputs over 32 MiB, else 1)")
+    language: str | None = option("English", "keep conversations in this language ('any' keeps all; name or ISO code); conversations with no recorded language pass and are counted")
+    drop_toxic: bool = option(True, "drop conversations flagged toxic")
+    drop_redacted: bool = option(False, "drop conversations whose PII was redacted")
+    drop_synthetic: bool = option(True, "drop conversations a source marks as model-written or deleted (OpenAssistant)")
+    min_user_turns: int = option(1, "drop conversations with fewer user turns")
+    max_user_turns: int = option(100, "drop conversations with more user turns (0: no limit)")
+    max_turn_chars: int = option(10_000, "drop conversations with a turn longer than this many characters (0: no limit)")
+    exact_dedupe: bool = option(True, "drop conversations whose user turns repeat an earlier conversation exactly")
+    near_dedupe: bool = option(True, "drop near-duplicate conversations (MinHash-LSH over the user turns)")
+    near_dup_threshold: float = option(0.8, "estimated Jaccard similarity of user-turn word 3-grams at or above which two conversations are near duplicates")
+    user_identity: str = option("user+agent", "how conversations are grouped into users: 'user+agent' (WildChat: hashed_ip plus user-agent) or 'user'")
+    splits: str = option("90/5/5", "train/validation/test shares of users, stratified by country")
+    seed: int = option(0, "seed of the user split")
+    format: str | None = option(None, f"force the input format ({', '.join(FORMATS)}); detected per file by default")
+    strict: bool = option(False, "stop at the first bad line instead of reporting it")
+    workers: int = option(0, "processes that parse JSON-lines input (0: one per core for inputs over 32 MiB, else 1)")
 
     def validate(self) -> None:
         if self.language is not None and not self.language.strip():

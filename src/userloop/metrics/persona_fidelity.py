@@ -62,36 +62,33 @@ from userloop.conversation import Conversation, Message
 from userloop.errors import UserError
 from userloop.rlhi.personas import FIELD_VALUES, PREFERENCE_FIELDS
 from userloop.rlhi.taxonomy import RELATIONS
+from userloop.trainconfig import option
 
 STATISTICS: tuple[str, ...] = ("feedback_rate", *(f"followup_{r}" for r in RELATIONS), "user_turns", "ended_by_user",
                                "turn_words")
 RATES = frozenset(s for s in STATISTICS if s not in ("user_turns", "turn_words"))
 
 
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class PersonaSimConfig:
     """What ``userloop eval-persona-sim`` measures; validated by :meth:`validate`."""
 
-    personas: str = _option(None, "personas.jsonl ('userloop personas'): the held-out users' derived personas")
-    assistant: str = _option(None, "the assistant both simulators talk to (a model spec)")
-    conditioned: str | None = _option(None, "the persona-conditioned user LM (model spec): sees intent and persona")
-    unconditioned: str | None = _option(None, "the unconditioned user LM (model spec): sees the intent only")
-    data: str | None = _option(None, "prepared folder (default: the built-in testbed, prepared)")
-    split: str = _option("test", "the held-out split whose users are simulated")
-    truth: str | None = _option(None, "testbed truth.jsonl (or its folder) for agreement with the true personas; "
+    personas: str = option(None, "personas.jsonl ('userloop personas'): the held-out users' derived personas")
+    assistant: str = option(None, "the assistant both simulators talk to (a model spec)")
+    conditioned: str | None = option(None, "the persona-conditioned user LM (model spec): sees intent and persona")
+    unconditioned: str | None = option(None, "the unconditioned user LM (model spec): sees the intent only")
+    data: str | None = option(None, "prepared folder (default: the built-in testbed, prepared)")
+    split: str = option("test", "the held-out split whose users are simulated")
+    truth: str | None = option(None, "testbed truth.jsonl (or its folder) for agreement with the true personas; "
                                       "default: the built-in testbed's when data is the default")
-    n: int = _option(1, "simulated conversations per held-out conversation")
-    max_user_turns: int = _option(8, "user-turn cap of simulated conversations (real ones are cut to it)")
-    max_conversations: int | None = _option(None, "simulate only the first N held-out conversations (by id)")
-    min_group: int = _option(5, "a value enters a comparison with at least this many real and simulated conversations")
-    seed: int = _option(0, "simulation seed")
-    assistant_max_new_tokens: int = _option(256, "most tokens per assistant reply")
-    user_max_new_tokens: int = _option(64, "most tokens per user-turn sample")
-    max_batch_size: int | None = _option(None, "rows per batch for hf: models (None: the provider's default)")
+    n: int = option(1, "simulated conversations per held-out conversation")
+    max_user_turns: int = option(8, "user-turn cap of simulated conversations (real ones are cut to it)")
+    max_conversations: int | None = option(None, "simulate only the first N held-out conversations (by id)")
+    min_group: int = option(5, "a value enters a comparison with at least this many real and simulated conversations")
+    seed: int = option(0, "simulation seed")
+    assistant_max_new_tokens: int = option(256, "most tokens per assistant reply")
+    user_max_new_tokens: int = option(64, "most tokens per user-turn sample")
+    max_batch_size: int | None = option(None, "rows per batch for hf: models (None: the provider's default)")
 
     def validate(self) -> None:
         for name in ("personas", "assistant"):

@@ -45,7 +45,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,47 +56,44 @@ from userloop.errors import UserError
 from userloop.rlhi.build import Progress, candidate_key, no_progress, output_folder, truth_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
+from userloop.trainconfig import option
 
 BASELINES = ("none", "logged")
-
-
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class LoopConfig:
     """How ``rlhi loop`` runs; every field is a flag of the command."""
 
-    policy: str = _option("", "the initial policy: a save_pretrained folder with a chat template (or hf:FOLDER), "
+    policy: str = option("", "the initial policy: a save_pretrained folder with a chat template (or hf:FOLDER), "
                               "e.g. from 'userloop train assistant'")
-    user: str = _option("", "the simulated user: a user LM spec (hf:FOLDER, openai:..., prompted:SPEC); a persona-"
+    user: str = option("", "the simulated user: a user LM spec (hf:FOLDER, openai:..., prompted:SPEC); a persona-"
                             "conditioned one reads 'Your persona: ...' after the intent")
-    rounds: int = _option(2, "interact-train rounds")
-    data: str | None = _option(None, "a prepared testbed folder (default: the built-in testbed, prepared); the "
+    rounds: int = option(2, "interact-train rounds")
+    data: str | None = option(None, "a prepared testbed folder (default: the built-in testbed, prepared); the "
                                      "evaluation needs its truth")
-    personas: str | None = _option(None, "personas.jsonl (user_id, persona) for users and policy; default: derived "
+    personas: str | None = option(None, "personas.jsonl (user_id, persona) for users and policy; default: derived "
                                          "offline from each split's own conversations")
-    baseline: str = _option("none", "none: simulated users; logged: the same training on the round's users' "
+    baseline: str = option("none", "none: simulated users; logged: the same training on the round's users' "
                                     "logged conversations instead (the comparison arm)")
-    scorer: str = _option("testbed", "scores sampled answers for the user: testbed, rm:PATH or a chat model spec")
-    rewriter: str = _option("testbed", "rewrites answers users complained about: testbed or a chat model spec")
-    judge: str = _option("scorer", "keeps rewrites that address the feedback: scorer (testbed truth) or a chat model spec")
-    users: int = _option(64, "training users per round (fresh ones each round while the pool lasts)")
-    eval_users: int = _option(50, "held-out users (test split), the same every round")
-    turns: int = _option(2, "most policy answers per simulated conversation")
-    n: int = _option(4, "answers sampled per request without feedback (RLHI: 4)")
-    persona: bool = _option(True, "the policy sees the user's derived persona in its system message "
+    scorer: str = option("testbed", "scores sampled answers for the user: testbed, rm:PATH or a chat model spec")
+    rewriter: str = option("testbed", "rewrites answers users complained about: testbed or a chat model spec")
+    judge: str = option("scorer", "keeps rewrites that address the feedback: scorer (testbed truth) or a chat model spec")
+    users: int = option(64, "training users per round (fresh ones each round while the pool lasts)")
+    eval_users: int = option(50, "held-out users (test split), the same every round")
+    turns: int = option(2, "most policy answers per simulated conversation")
+    n: int = option(4, "answers sampled per request without feedback (RLHI: 4)")
+    persona: bool = option(True, "the policy sees the user's derived persona in its system message "
                                   "(--no-persona: the persona-agnostic policy)")
-    max_steps: int = _option(40, "DPO updates per round")
-    batch_size: int = _option(8, "pairs per DPO update")
-    learning_rate: float = _option(1e-4, "DPO peak learning rate")
-    beta: float = _option(0.1, "DPO beta")
-    temperature: float = _option(0.6, "policy sampling temperature while interacting and for candidates (RLHI: 0.6)")
-    top_p: float = _option(0.9, "policy nucleus sampling (RLHI: 0.9)")
-    max_new_tokens: int = _option(192, "longest policy answer in tokens")
-    min_conversations: int = _option(3, "derived personas: users need at least this many conversations")
-    seed: int = _option(0, "random seed (users, intents, sampling, training)")
+    max_steps: int = option(40, "DPO updates per round")
+    batch_size: int = option(8, "pairs per DPO update")
+    learning_rate: float = option(1e-4, "DPO peak learning rate")
+    beta: float = option(0.1, "DPO beta")
+    temperature: float = option(0.6, "policy sampling temperature while interacting and for candidates (RLHI: 0.6)")
+    top_p: float = option(0.9, "policy nucleus sampling (RLHI: 0.9)")
+    max_new_tokens: int = option(192, "longest policy answer in tokens")
+    min_conversations: int = option(3, "derived personas: users need at least this many conversations")
+    seed: int = option(0, "random seed (users, intents, sampling, training)")
 
     def validate(self) -> None:
         """Raise :class:`UserError` for a value that cannot work."""

@@ -15,11 +15,12 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from userloop.errors import UserError
+from userloop.trainconfig import option
 
 RECORDS = "conversations.jsonl"
 RUN_FILE = "run.json"
@@ -29,30 +30,26 @@ SUMMARY_MD = "summary.md"
 NOT_IDENTITY = ("concurrency", "max_batch_size")
 
 
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class SimulationConfig:
     """What a run simulates; validated by :meth:`validate` (a bad value raises :class:`UserError`)."""
 
-    assistant: str = _option(None, "the assistant: a model spec (hf:PATH, openai:MODEL@URL, scripted:FILE.json, ...)")
-    scenarios: str = _option(None, "JSONL file of scenarios (see docs/scenarios.md)")
-    user: str | None = _option(None, "the simulated user: a model spec behind the UserLM guardrails; None runs the "
+    assistant: str = option(None, "the assistant: a model spec (hf:PATH, openai:MODEL@URL, scripted:FILE.json, ...)")
+    scenarios: str = option(None, "JSONL file of scenarios (see docs/scenarios.md)")
+    user: str | None = option(None, "the simulated user: a model spec behind the UserLM guardrails; None runs the "
                                      "single-turn setting (each scenario's full_prompt as the one user turn)")
-    n: int = _option(1, "conversations per scenario (samples 0..N-1)")
-    max_user_turns: int = _option(6, "most user turns per conversation (a scenario's own max_user_turns can lower it)")
-    seed: int = _option(0, "run seed: sample k of scenario s samples with a seed derived from (seed, s, k)")
-    system_prompt: str | None = _option(None, "the assistant's system prompt (none by default)")
-    classifier: str = _option("rules", "reply classifier: 'rules' or a model spec for an LLM judge")
-    assistant_max_new_tokens: int = _option(512, "most tokens per assistant reply")
-    assistant_temperature: float | None = _option(None, "assistant sampling temperature (None: the model's default)")
-    user_max_new_tokens: int = _option(96, "most tokens per user-turn sample")
-    user_temperature: float = _option(1.0, "user sampling temperature (UserLM-8b model card: 1.0)")
-    user_top_p: float = _option(0.8, "user nucleus sampling (UserLM-8b model card: 0.8)")
-    concurrency: int = _option(256, "most conversations live at once")
-    max_batch_size: int | None = _option(None, "rows per batch for hf: models (None: the provider's default, 64)")
+    n: int = option(1, "conversations per scenario (samples 0..N-1)")
+    max_user_turns: int = option(6, "most user turns per conversation (a scenario's own max_user_turns can lower it)")
+    seed: int = option(0, "run seed: sample k of scenario s samples with a seed derived from (seed, s, k)")
+    system_prompt: str | None = option(None, "the assistant's system prompt (none by default)")
+    classifier: str = option("rules", "reply classifier: 'rules' or a model spec for an LLM judge")
+    assistant_max_new_tokens: int = option(512, "most tokens per assistant reply")
+    assistant_temperature: float | None = option(None, "assistant sampling temperature (None: the model's default)")
+    user_max_new_tokens: int = option(96, "most tokens per user-turn sample")
+    user_temperature: float = option(1.0, "user sampling temperature (UserLM-8b model card: 1.0)")
+    user_top_p: float = option(0.8, "user nucleus sampling (UserLM-8b model card: 0.8)")
+    concurrency: int = option(256, "most conversations live at once")
+    max_batch_size: int | None = option(None, "rows per batch for hf: models (None: the provider's default, 64)")
 
     def validate(self) -> None:
         for name in ("assistant", "scenarios"):

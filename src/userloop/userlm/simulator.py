@@ -33,13 +33,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from userloop.conversation import Message
 from userloop.errors import UserError, read_json_file
 from userloop.models.base import ChatModel, GenerationParams
+from userloop.trainconfig import option
 from userloop.userlm.template import END_CONVERSATION
 
 # Model card sampling: temperature 1.0, top-p 0.8. A 25-word turn is about 35 tokens; a sample cut
@@ -50,28 +51,24 @@ FIRST_WORDS = ("I", "You", "Here")
 SEVERITY = {"avoid_termination": 8, "filter_repetition": 4, "filter_first_tokens": 2, "length_thresholds": 1}
 
 
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class GuardrailConfig:
     """The guardrails of microsoft/UserLM-8b's model card and the resampling budget; validated on construction."""
 
-    filter_first_tokens: bool = _option(True, "never start a turn with one of first_words")
-    first_words: tuple[str, ...] = _option(FIRST_WORDS, "words banned as a turn's first word (case-sensitive)")
-    avoid_termination: bool = _option(True, "no <|endconversation|> during the first avoid_termination_turns user turns")
-    avoid_termination_turns: int | None = _option(2, "how many user turns may not end the conversation (None: never end)")
-    end_token_ids: tuple[int, ...] = _option((), "token ids of <|endconversation|> in the model's tokenizer, for "
+    filter_first_tokens: bool = option(True, "never start a turn with one of first_words")
+    first_words: tuple[str, ...] = option(FIRST_WORDS, "words banned as a turn's first word (case-sensitive)")
+    avoid_termination: bool = option(True, "no <|endconversation|> during the first avoid_termination_turns user turns")
+    avoid_termination_turns: int | None = option(2, "how many user turns may not end the conversation (None: never end)")
+    end_token_ids: tuple[int, ...] = option((), "token ids of <|endconversation|> in the model's tokenizer, for "
                                                  "models that take logit_bias but not banned_tokens (openai:)")
-    length_thresholds: bool = _option(True, "resample turns shorter than min_words or longer than max_words")
-    min_words: int = _option(3, "fewest words in a turn (whitespace-separated)")
-    max_words: int = _option(25, "most words in a turn")
-    filter_repetition: bool = _option(True, "resample turns that repeat an earlier user turn or copy the intent")
-    intent_copy_words: int = _option(8, "a turn sharing this many consecutive words with the intent (or all of its "
+    length_thresholds: bool = option(True, "resample turns shorter than min_words or longer than max_words")
+    min_words: int = option(3, "fewest words in a turn (whitespace-separated)")
+    max_words: int = option(25, "most words in a turn")
+    filter_repetition: bool = option(True, "resample turns that repeat an earlier user turn or copy the intent")
+    intent_copy_words: int = option(8, "a turn sharing this many consecutive words with the intent (or all of its "
                                         "own, for turns of 4 words or more) copies it")
-    max_attempts: int = _option(8, "most samples drawn for one turn before the fallback")
-    samples_per_call: int = _option(2, "samples drawn per model call (n)")
+    max_attempts: int = option(8, "most samples drawn for one turn before the fallback")
+    samples_per_call: int = option(2, "samples drawn per model call (n)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "first_words", tuple(self.first_words))
