@@ -26,10 +26,29 @@ testbed_app = typer.Typer(help="The built-in population of simulated users with 
 app.add_typer(testbed_app, name="testbed")
 
 
-def _help(field_name: str) -> str:
-    from userloop.data.prepare import PrepareConfig
+def _config_help(config: str):
+    """``field -> help`` of the config dataclass ``"module:Class"`` (its fields' ``metadata["help"]``), for
+    the options of the command that config drives."""
+    module_name, _, class_name = config.partition(":")
 
-    return next(f.metadata["help"] for f in fields(PrepareConfig) if f.name == field_name)
+    def field_help(name: str) -> str:
+        import importlib
+
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+    return field_help
+
+
+_help = _config_help("userloop.data.prepare:PrepareConfig")
+_guardrail_help = _config_help("userloop.userlm.simulator:GuardrailConfig")
+_rlhi_help = _config_help("userloop.rlhi.build:BuildConfig")
+_rewards_help = _config_help("userloop.rlhi.user_rewards:RewardsConfig")
+_loop_help = _config_help("userloop.rlhi.loop:LoopConfig")
+_usereval_help = _config_help("userloop.rlhi.usereval:UserEvalConfig")
+_simulation_help = _config_help("userloop.simulate.runs:SimulationConfig")
+_persona_sim_help = _config_help("userloop.metrics.persona_fidelity:PersonaSimConfig")
+_demo_help = _config_help("userloop.demo:DemoConfig")
 
 
 def friendly_errors(command):
@@ -313,12 +332,6 @@ def intents_command(
     typer.echo(f"wrote {result.out}/ (report.json has the counts under 'intents')")
 
 
-def _guardrail_help(name: str) -> str:
-    from userloop.userlm.simulator import GUARDRAIL_HELP
-
-    return GUARDRAIL_HELP[name]
-
-
 @app.command("user-turn")
 @friendly_errors
 def user_turn_command(
@@ -369,12 +382,6 @@ def user_turn_command(
 rlhi_app = typer.Typer(help="RLHI: learn from users' follow-ups: classify them, derive personas, build preference pairs.",
                        no_args_is_help=True)
 app.add_typer(rlhi_app, name="rlhi")
-
-
-def _rlhi_help(name: str) -> str:
-    from userloop.rlhi.build import help_text
-
-    return help_text(name)
 
 
 @contextmanager
@@ -579,12 +586,6 @@ def train_reward_command(ctx: typer.Context) -> None:
     typer.echo(f"wrote {result.out}/ (reward model, tokenizer, reward_report.json); score with --scorer rm:{result.out}")
 
 
-def _rewards_help(name: str) -> str:
-    from userloop.rlhi.user_rewards import rewards_help
-
-    return rewards_help(name)
-
-
 @rlhi_app.command("rewards")
 @friendly_errors
 def rlhi_rewards_command(
@@ -618,12 +619,6 @@ def rlhi_rewards_command(
                f"best {report['mean_best']}, worst {report['mean_worst']}")
     typer.echo(f"{report['pairs']:,} pairs ({report['skipped_all_tied']:,} requests skipped: all candidates tied); "
                f"wrote {out}/ in {report['seconds']:.1f}s")
-
-
-def _loop_help(name: str) -> str:
-    from userloop.rlhi.loop import loop_help
-
-    return loop_help(name)
 
 
 @rlhi_app.command("loop")
@@ -674,12 +669,6 @@ def rlhi_loop_command(
         typer.echo(f"round {r['round']}: {pairs}persona match {e['persona_match']}, task success {e['task_success']}, "
                    f"held-out feedback rate {e['feedback_rate']}")
     typer.echo(f"wrote {out}/ (report.md: roles, guard, per-round table)")
-
-
-def _usereval_help(name: str) -> str:
-    from userloop.rlhi.usereval import usereval_help
-
-    return usereval_help(name)
 
 
 @app.command("eval-personal")
@@ -753,12 +742,6 @@ def eval_ppl_command(
 # --------------------------------------------------------------------------- simulate
 runs_app = typer.Typer(help="Inspect and compare simulation runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
-
-
-def _simulation_help(name: str) -> str:
-    from userloop.simulate.runs import CONFIG_HELP
-
-    return CONFIG_HELP[name]
 
 
 @contextmanager
@@ -935,14 +918,6 @@ def eval_sim_command(
     typer.echo(f"wrote {out}/ (metrics.json, details.json, table.md, charts/)")
 
 
-def _persona_sim_help(name: str) -> str:
-    from dataclasses import fields
-
-    from userloop.metrics.persona_fidelity import PersonaSimConfig
-
-    return next(f.metadata["help"] for f in fields(PersonaSimConfig) if f.name == name)
-
-
 @app.command("eval-persona-sim")
 @friendly_errors
 def eval_persona_sim_command(
@@ -1067,12 +1042,6 @@ def report_command(
 
 
 # --------------------------------------------------------------------------- demo
-def _demo_help(name: str) -> str:
-    from userloop.demo import DemoConfig
-
-    return next(f.metadata["help"] for f in fields(DemoConfig) if f.name == name)
-
-
 def _demo_default(name: str):
     from userloop.demo import DemoConfig
 

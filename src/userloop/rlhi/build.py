@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,6 @@ class BuildConfig:
             raise UserError(f"min_conversations must be at least 1, got {self.min_conversations}")
         if self.batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
-
-
-def help_text(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(BuildConfig) if f.name == name)
 
 
 def truth_folder(data: Path) -> Path | None:

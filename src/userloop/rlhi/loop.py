@@ -45,7 +45,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,10 +125,6 @@ class LoopConfig:
             raise UserError(f"top_p must be in (0, 1] and temperature in (0, 100], got {self.top_p} and {self.temperature}")
         if self.personas and not Path(self.personas).is_file():
             raise UserError(f"--personas {self.personas}: no such file")
-
-
-def loop_help(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(LoopConfig) if f.name == name)
 
 
 def policy_folder(spec: str) -> Path:

@@ -23,7 +23,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -266,10 +266,6 @@ class RewardsConfig:
             raise UserError(f"max_requests must be 0 (all) or positive, got {self.max_requests}")
         if not 0 <= self.temperature <= 100 or not 0 < self.top_p <= 1:
             raise UserError(f"temperature must be in [0, 100] and top_p in (0, 1], got {self.temperature} and {self.top_p}")
-
-
-def rewards_help(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(RewardsConfig) if f.name == name)
 
 
 def sample_requests(requests: list[UserRequest], limit: int, seed: int) -> list[UserRequest]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -244,10 +244,6 @@ class UserEvalConfig:
             raise UserError(f"max_requests must be 0 (all) or positive, got {self.max_requests}")
         if not 0 <= self.temperature <= 100:
             raise UserError(f"temperature must be in [0, 100], got {self.temperature}")
-
-
-def usereval_help(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(UserEvalConfig) if f.name == name)
 
 
 def opening_requests(data: Path, config: UserEvalConfig, counts: Counter):

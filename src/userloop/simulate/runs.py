@@ -15,7 +15,7 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,6 @@ class SimulationConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that decide what the run produces (what a resume must match)."""
         return {k: v for k, v in asdict(self).items() if k not in NOT_IDENTITY}
-
-
-CONFIG_HELP = {f.name: f.metadata["help"] for f in fields(SimulationConfig)}
 
 
 @dataclass

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,6 @@ class GuardrailConfig:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-GUARDRAIL_HELP = {f.name: f.metadata["help"] for f in fields(GuardrailConfig)}
 
 
 @dataclass(frozen=True)
