@@ -62,6 +62,7 @@ from userloop.conversation import Conversation, Message
 from userloop.errors import UserError
 from userloop.rlhi.personas import FIELD_VALUES, PREFERENCE_FIELDS
 from userloop.rlhi.taxonomy import RELATIONS
+from userloop.rlhi.user_rewards import persona_records
 from userloop.trainconfig import option
 
 STATISTICS: tuple[str, ...] = ("feedback_rate", *(f"followup_{r}" for r in RELATIONS), "user_turns", "ended_by_user",
@@ -115,32 +116,21 @@ def read_persona_fields(path: Path) -> tuple[dict[str, dict[str, Any]], Counter]
     A line that is no persona record is a one-line :class:`UserError` (``file:line``); a record with
     no persona text is skipped, and a field missing or outside its vocabulary is left out of that
     field's comparison (both counted)."""
-    if not path.is_file():
-        raise UserError(f"personas file not found: {path}")
     records: dict[str, dict[str, Any]] = {}
     counts: Counter = Counter()
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-                user_id, persona = row["user_id"], row["persona"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{path}:{number}: not a persona record (user_id, persona)") from None
-            if not isinstance(user_id, str | int) or not isinstance(persona, str | None):
-                raise UserError(f"{path}:{number}: user_id must be text and persona text or null")
-            counts["records"] += 1
-            if not persona or not persona.strip():
-                counts["without_persona_text"] += 1
-                continue
-            fields = {}
-            for name in PREFERENCE_FIELDS:
-                if row.get(name) in FIELD_VALUES[name]:
-                    fields[name] = row[name]
-                else:
-                    counts[f"{name}_missing_or_unknown"] += 1
-            records[str(user_id)] = {"persona": persona, **fields}
+    for row in persona_records(path):
+        counts["records"] += 1
+        persona = row["persona"]
+        if not persona or not persona.strip():
+            counts["without_persona_text"] += 1
+            continue
+        fields = {}
+        for name in PREFERENCE_FIELDS:
+            if row.get(name) in FIELD_VALUES[name]:
+                fields[name] = row[name]
+            else:
+                counts[f"{name}_missing_or_unknown"] += 1
+        records[str(row["user_id"])] = {"persona": persona, **fields}
     if not records:
         raise UserError(f"{path}: no persona in it (expected 'userloop personas' records with a persona text)")
     return records, counts

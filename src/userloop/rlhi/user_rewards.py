@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,12 +98,12 @@ def label_followups(conversations: Sequence[Conversation], followups_file: Path 
     return list(zip(followups, labels, strict=True))
 
 
-def read_personas(path: Path) -> dict[str, str]:
-    """``personas.jsonl`` (``rlhi build`` / ``userloop personas``) as persona text by user id. Blank lines
-    are passed over; a record whose persona is null or empty gives its user no persona (left out)."""
+def persona_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of ``personas.jsonl`` (``rlhi build`` / ``userloop personas``), each checked: ``user_id``
+    text or a number, ``persona`` text or null. Blank lines are passed over; a line that is no persona
+    record is a one-line :class:`UserError` naming ``file:line``."""
     if not path.is_file():
         raise UserError(f"personas file not found: {path}")
-    out = {}
     with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -115,9 +115,14 @@ def read_personas(path: Path) -> dict[str, str]:
                 raise UserError(f"{path}:{number}: not a persona record (user_id, persona)") from None
             if not isinstance(user_id, str | int) or not isinstance(persona, str | None):
                 raise UserError(f"{path}:{number}: user_id must be text and persona text or null")
-            if persona and persona.strip():
-                out[str(user_id)] = persona
-    return out
+            yield row
+
+
+def read_personas(path: Path) -> dict[str, str]:
+    """``personas.jsonl`` as persona text by user id (:func:`persona_records`); a record whose persona is
+    null or empty gives its user no persona (left out)."""
+    return {str(row["user_id"]): row["persona"] for row in persona_records(path)
+            if row["persona"] and row["persona"].strip()}
 
 
 def derive_personas(conversations: Sequence[Conversation], labelled: Sequence[tuple[FollowUp, Labels]],
