@@ -8,7 +8,7 @@ turns every mistake into one :class:`~userloop.errors.UserError` line instead of
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,3 +79,23 @@ def use_bf16(setting: str) -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def step_progress(on_progress: Callable[[int, int], None] | None):
+    """Quiet the libraries' own progress bars and logs (progress is reported through ``on_progress(update,
+    total)`` instead) and return the ``TrainerCallback`` that calls it after every update; the trainer it
+    is given to should drop transformers' ``PrinterCallback``."""
+    import datasets
+    import transformers
+    from transformers import TrainerCallback
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+    class StepProgress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if on_progress is not None:
+                on_progress(state.global_step, state.max_steps)
+
+    return StepProgress()

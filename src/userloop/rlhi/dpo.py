@@ -40,7 +40,7 @@ from typing import Any
 
 from userloop.errors import UserError, missing_dependency
 from userloop.rlhi.conditioning import with_persona
-from userloop.trainconfig import TrainResult, option, use_bf16, validate_bf16
+from userloop.trainconfig import TrainResult, option, step_progress, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
 
 METHODS = ("dpo", "sft")
@@ -240,22 +240,13 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
     and returns the training numbers (loss, reward accuracy and margins from TRL's logs)."""
     try:
         import datasets
-        import transformers
-        from transformers import PrinterCallback, TrainerCallback
+        from transformers import PrinterCallback
     except ImportError as err:
         raise missing_dependency(err.name or "transformers", "train") from None
     from userloop.userlm.template import save_tokenizer
     from userloop.userlm.train import curve_rows, load_pretrained
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-    class Progress(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if on_progress is not None:
-                on_progress(state.global_step, state.max_steps)
-
+    progress = step_progress(on_progress)
     tokenizer, model = load_pretrained(policy, dtype="float32")
     if not tokenizer.chat_template:
         raise UserError(f"{policy}: the tokenizer has no chat template (train the policy with 'userloop train assistant')")
@@ -268,13 +259,13 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
             ref_model.eval().requires_grad_(False)
             trainer = DPOTrainer(model=model, ref_model=ref_model, args=_trainer_args(config, out, "dpo"),
                                  train_dataset=datasets.Dataset.from_list(preference_rows(pairs, config.persona)),
-                                 processing_class=tokenizer, callbacks=[Progress()])
+                                 processing_class=tokenizer, callbacks=[progress])
         else:
             from trl import SFTTrainer
 
             trainer = SFTTrainer(model=model, args=_trainer_args(config, out, "sft"),
                                  train_dataset=datasets.Dataset.from_list(sft_rows(pairs, config.persona)),
-                                 processing_class=tokenizer, callbacks=[Progress()])
+                                 processing_class=tokenizer, callbacks=[progress])
         trainer.remove_callback(PrinterCallback)
         output = trainer.train()
     trainer.save_model(str(out))

@@ -44,7 +44,7 @@ from typing import Any
 
 from userloop.errors import UserError, missing_dependency
 from userloop.rlhi.conditioning import with_persona
-from userloop.trainconfig import TrainResult, option, use_bf16, validate_bf16
+from userloop.trainconfig import TrainResult, option, step_progress, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
 
 PAD_TOKEN = "<|end_of_text|>"
@@ -267,19 +267,10 @@ def fits(tokenizer, row: dict, max_length: int) -> bool:
 def _trainer(config: RewardTrainConfig, model, tokenizer, rows: list[dict], on_progress):
     import datasets
     import torch
-    import transformers
-    from transformers import PrinterCallback, TrainerCallback
+    from transformers import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-    class Progress(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if on_progress is not None:
-                on_progress(state.global_step, state.max_steps)
-
+    progress = step_progress(on_progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         args = RewardConfig(
@@ -290,7 +281,7 @@ def _trainer(config: RewardTrainConfig, model, tokenizer, rows: list[dict], on_p
             gradient_checkpointing=False, report_to="none", disable_tqdm=True, max_length=None,
             dataloader_num_workers=0, pad_token=tokenizer.pad_token)
     trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                            processing_class=tokenizer, callbacks=[Progress()])
+                            processing_class=tokenizer, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)
     return trainer
 

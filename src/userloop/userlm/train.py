@@ -34,7 +34,7 @@ from pathlib import Path
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
-from userloop.trainconfig import TrainResult, option, use_bf16, validate_bf16
+from userloop.trainconfig import TrainResult, option, step_progress, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
 from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split, user_system_message
 from userloop.userlm.template import (
@@ -320,20 +320,10 @@ def _dataset(samples: list[Sample]):
 
 def _trainer(config, model, tokenizer, train: list[Sample], validation: list[Sample], added_tokens: list[str],
              on_progress):
-    import datasets
-    import transformers
-    from transformers import PrinterCallback, TrainerCallback
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    datasets.disable_progress_bars()  # progress is reported through on_progress
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-    class Progress(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if on_progress is not None:
-                on_progress(state.global_step, state.max_steps)
-
+    progress = step_progress(on_progress)
     peft_config = None
     if config.lora:
         from peft import LoraConfig
@@ -345,7 +335,7 @@ def _trainer(config, model, tokenizer, train: list[Sample], validation: list[Sam
         warnings.simplefilter("ignore", FutureWarning)
         args = _sft_config(config)
     trainer = SFTTrainer(model=model, args=args, train_dataset=_dataset(train), eval_dataset=_dataset(validation),
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[Progress()])
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)
     return trainer
 
