@@ -31,6 +31,13 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def require_at_least_one(config: Any, names: Sequence[str]) -> None:
+    """Raise :class:`UserError` for the first of the fields ``names`` of ``config`` that is below 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise UserError(f"{name} must be at least 1, got {getattr(config, name)}")
+
+
 def parse_config(config_class: type[Config], args: Sequence[str], prog: str, description: str,
                  defaults: Mapping[str, Any] | None = None) -> Config:
     """``config_class`` from command-line ``args``: ``--config FILE.yaml`` sets values, other flags override

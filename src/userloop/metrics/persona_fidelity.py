@@ -63,7 +63,7 @@ from userloop.errors import UserError
 from userloop.rlhi.personas import FIELD_VALUES, PREFERENCE_FIELDS
 from userloop.rlhi.taxonomy import RELATIONS
 from userloop.rlhi.user_rewards import persona_records
-from userloop.trainconfig import option
+from userloop.trainconfig import option, require_at_least_one
 
 STATISTICS: tuple[str, ...] = ("feedback_rate", *(f"followup_{r}" for r in RELATIONS), "user_turns", "ended_by_user",
                                "turn_words")
@@ -97,9 +97,8 @@ class PersonaSimConfig:
                 raise UserError(f"{name} is required")
         if self.conditioned is None and self.unconditioned is None:
             raise UserError("give at least one simulator: conditioned and/or unconditioned")
-        for name in ("n", "max_user_turns", "min_group", "assistant_max_new_tokens", "user_max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("n", "max_user_turns", "min_group", "assistant_max_new_tokens",
+                                    "user_max_new_tokens"))
         if self.max_conversations is not None and self.max_conversations < 1:
             raise UserError(f"max_conversations must be at least 1, got {self.max_conversations}")
 

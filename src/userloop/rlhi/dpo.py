@@ -40,7 +40,7 @@ from typing import Any
 
 from userloop.errors import UserError, missing_dependency
 from userloop.rlhi.conditioning import with_persona
-from userloop.trainconfig import TrainResult, option, step_progress, use_bf16, validate_bf16
+from userloop.trainconfig import TrainResult, option, require_at_least_one, step_progress, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
 
 METHODS = ("dpo", "sft")
@@ -100,10 +100,8 @@ class DPOTrainConfig:
         if self.online and self.method != "dpo":
             raise UserError("--online trains with DPO only (method sft takes --pairs)")
         validate_bf16(self.bf16)
-        for name in ("rounds", "n", "requests", "max_new_tokens", "batch_size", "gradient_accumulation_steps",
-                     "max_length", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("rounds", "n", "requests", "max_new_tokens", "batch_size",
+                                    "gradient_accumulation_steps", "max_length", "logging_steps"))
         if self.online and self.n < 2:
             raise UserError(f"n must be at least 2 to pair a best with a worst answer, got {self.n}")
         if self.max_steps == 0 or self.max_steps < -1:

@@ -56,7 +56,7 @@ from userloop.errors import UserError
 from userloop.rlhi.build import Progress, candidate_key, no_progress, output_folder, truth_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
-from userloop.trainconfig import option
+from userloop.trainconfig import option, require_at_least_one
 
 BASELINES = ("none", "logged")
 
@@ -113,10 +113,8 @@ class LoopConfig:
         for name, offline in (("rewriter", "testbed"), ("judge", "scorer")):
             if getattr(self, name) != offline:
                 parse_spec(getattr(self, name))
-        for name in ("rounds", "users", "eval_users", "turns", "max_steps", "batch_size", "max_new_tokens",
-                     "min_conversations"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("rounds", "users", "eval_users", "turns", "max_steps", "batch_size",
+                                    "max_new_tokens", "min_conversations"))
         if self.n < 2:
             raise UserError(f"n must be at least 2 to pair a best with a worst answer, got {self.n}")
         if self.learning_rate <= 0 or self.beta <= 0:

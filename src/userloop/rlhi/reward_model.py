@@ -44,7 +44,7 @@ from typing import Any
 
 from userloop.errors import UserError, missing_dependency
 from userloop.rlhi.conditioning import with_persona
-from userloop.trainconfig import TrainResult, option, step_progress, use_bf16, validate_bf16
+from userloop.trainconfig import TrainResult, option, require_at_least_one, step_progress, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
 
 PAD_TOKEN = "<|end_of_text|>"
@@ -85,9 +85,8 @@ class RewardTrainConfig:
         if self.persona_source not in ("derived", "true"):
             raise UserError(f"persona_source must be derived or true, got {self.persona_source!r}")
         validate_bf16(self.bf16)
-        for name in ("max_pairs", "vocab_size", "hidden_size", "layers", "heads", "max_length", "batch_size", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("max_pairs", "vocab_size", "hidden_size", "layers", "heads", "max_length",
+                                    "batch_size", "logging_steps"))
         if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 2:
             raise UserError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads}) with an even head size")
         if not 0 <= self.min_margin < 1:

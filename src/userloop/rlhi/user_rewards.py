@@ -35,6 +35,7 @@ from userloop.rlhi.build import Progress, no_progress, output_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import FollowUp, Labels, extract_followups
 from userloop.rlhi.scorers import Scorer, ScoreRequest
+from userloop.trainconfig import require_at_least_one
 
 TIE_TOLERANCE = 1e-9
 
@@ -262,9 +263,7 @@ class RewardsConfig:
         if not self.policy:
             raise UserError("give the policy that samples candidates: --policy SPEC")
         parse_spec(self.policy)
-        for name in ("n", "max_new_tokens", "min_conversations", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("n", "max_new_tokens", "min_conversations", "batch_size"))
         if self.n < 2:
             raise UserError(f"n must be at least 2 to pair a best and a worst candidate, got {self.n}")
         if self.max_requests < 0:

@@ -38,6 +38,7 @@ from userloop.rlhi.build import Progress, no_progress, output_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
+from userloop.trainconfig import require_at_least_one
 
 PREFERENCES = ("A", "B", "tie")     # what a judge says about one order: first shown, second shown, tie
 TIE_TOLERANCE = 1e-9
@@ -237,9 +238,7 @@ class UserEvalConfig:
             parse_spec(getattr(self, name))
         if self.judge != "testbed":
             parse_spec(self.judge)
-        for name in ("min_conversations", "max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("min_conversations", "max_new_tokens", "batch_size"))
         if self.max_requests < 0:
             raise UserError(f"max_requests must be 0 (all) or positive, got {self.max_requests}")
         if not 0 <= self.temperature <= 100:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
-from userloop.trainconfig import TrainResult, option, step_progress, use_bf16, validate_bf16
+from userloop.trainconfig import TrainResult, option, require_at_least_one, step_progress, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
 from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split, user_system_message
 from userloop.userlm.template import (
@@ -99,9 +99,7 @@ class UserLMTrainConfig:
         validate_bf16(self.bf16)
         positive = ("vocab_size", "hidden_size", "layers", "heads", "max_length", "batch_size",
                     "gradient_accumulation_steps", "lora_r", "lora_alpha", "logging_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, positive)
         if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 2:
             raise UserError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads}) with an even head size")
         if self.max_steps == 0 or self.max_steps < -1:
