@@ -88,17 +88,24 @@ def use_bf16(setting: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def step_progress(on_progress: Callable[[int, int], None] | None):
-    """Quiet the libraries' own progress bars and logs (progress is reported through ``on_progress(update,
-    total)`` instead) and return the ``TrainerCallback`` that calls it after every update; the trainer it
-    is given to should drop transformers' ``PrinterCallback``."""
+def quiet_libraries() -> None:
+    """No progress bars or info logs from datasets and transformers (loading weights, mapping, saving): the
+    commands report their own progress."""
     import datasets
     import transformers
-    from transformers import TrainerCallback
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+
+
+def step_progress(on_progress: Callable[[int, int], None] | None):
+    """Quiet the libraries' own progress bars and logs (progress is reported through ``on_progress(update,
+    total)`` instead) and return the ``TrainerCallback`` that calls it after every update; the trainer it
+    is given to should drop transformers' ``PrinterCallback``."""
+    from transformers import TrainerCallback
+
+    quiet_libraries()
 
     class StepProgress(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

@@ -56,7 +56,7 @@ from userloop.errors import UserError
 from userloop.rlhi.build import Progress, candidate_key, no_progress, output_folder, truth_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
-from userloop.trainconfig import option, require_at_least_one
+from userloop.trainconfig import option, quiet_libraries, require_at_least_one
 
 BASELINES = ("none", "logged")
 
@@ -445,7 +445,7 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
 
     config.validate()
     started = time.perf_counter()
-    _quiet_transformers()
+    quiet_libraries()
     data = Path(config.data) if config.data else _default_data()
     truth_dir = truth_folder(data)
     if truth_dir is None:
@@ -548,14 +548,6 @@ def _step_progress(advance):
         done = step
 
     return on_step
-
-
-def _quiet_transformers() -> None:
-    """No per-model loading bars from transformers: the command shows its own progress."""
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
 
 
 def _default_data() -> Path:
