@@ -48,6 +48,11 @@ OUTPUTS = {"testbed": "testbed", "prepare": "prepared", "user_lm": "models/user-
            "simulate": "sims/open", "evaluate_assistant": "sims/math", "metrics": "metrics", "rlhi": "rlhi",
            "dpo": "models/dpo", "usereval": "usereval", "report": "report"}
 REPORT = "report/index.html"
+# The file in a stage's output folder that it writes last: its outputs are complete when it is there.
+DONE_FILES = {"testbed": "summary.json", "prepare": "report.json", "user_lm": "train_report.json",
+              "assistant": "train_report.json", "simulate": "summary.json", "evaluate_assistant": "report.json",
+              "metrics": "metrics.json", "rlhi": "report.json", "dpo": "dpo_report.json", "usereval": "report.json",
+              "report": "index.html"}
 
 
 @dataclass
@@ -316,12 +321,7 @@ class _Demo:
             except (OSError, ValueError, KeyError, TypeError):
                 return False
 
-        done_file = {"testbed": "testbed/summary.json", "prepare": "prepared/report.json",
-                     "user_lm": "models/user-lm/train_report.json", "assistant": "models/assistant/train_report.json",
-                     "evaluate_assistant": "sims/math/report.json", "metrics": "metrics/metrics.json",
-                     "rlhi": "rlhi/report.json", "dpo": "models/dpo/dpo_report.json", "usereval": "usereval/report.json",
-                     "simulate": "sims/open/summary.json", "report": REPORT}[name]
-        if not (self.dir / done_file).is_file():
+        if not (self._path(name) / DONE_FILES[name]).is_file():
             return False
         if name == "simulate":
             return finished(self._path("simulate"))
