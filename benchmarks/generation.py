@@ -1,6 +1,7 @@
 """Benchmark generation throughput: one request at a time vs the coalescing hf provider vs `userloop serve`.
 
     python benchmarks/generation.py [--prompts 64] [--new-tokens 32] [--repeats 3] [--workloads short mixed]
+                                    [--prefix-cache-mb MB]
 
 Builds a tiny random Llama chat checkpoint (hidden 256, 4 layers, 8 heads, byte-level BPE vocabulary of
 527 tokens), then generates --new-tokens tokens for each of --prompts conversations, greedily,
@@ -16,6 +17,11 @@ with every end-of-turn token biased by -100 so each completion has exactly that 
 Workloads: ``short`` conversations have one user turn (about 35 prompt tokens), ``mixed`` ones one to
 three turns of growing length (32-250 prompt tokens). Each mode runs once to warm up, then --repeats times; the median run is reported, in generated tokens
 per second and as a multiple of (a). Completions of (b) and (c) are checked against (a).
+
+The runs repeat the same prompts, so with the hf provider's prefix cache on (its default) every run after
+the warm-up finds each prompt's states cached, as a guardrail resample round would: --prefix-cache-mb 0
+turns it off for (a) and (b), so each run prefills every prompt (a conversation's first call). (c) runs
+`userloop serve` with its defaults.
 """
 
 from __future__ import annotations
@@ -116,12 +122,22 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workloads", nargs="+", choices=("short", "mixed"), default=["short", "mixed"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads here and in the server (default: torch's choice)")
+    parser.add_argument("--prefix-cache-mb", type=float, default=None,
+                        help="hf prefix cache budget of (a) and (b) (0: off; default: the provider's)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # on a shared machine, fewer threads than cores avoid oversubscription
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the server's process
 
     folder = Path(tempfile.mkdtemp(prefix="userloop-bench-"))
     path = build_tiny_chat_model(folder / "model", hidden_size=256, layers=4, heads=8)
-    one_at_a_time = load_model(f"hf:{path}", batch_wait_ms=0)
-    batching = load_model(f"hf:{path}")
+    cache_option = {} if args.prefix_cache_mb is None else {"prefix_cache_mb": args.prefix_cache_mb}
+    one_at_a_time = load_model(f"hf:{path}", batch_wait_ms=0, **cache_option)
+    batching = load_model(f"hf:{path}", **cache_option)
     params = GenerationParams(max_new_tokens=args.new_tokens, temperature=0,
                               logit_bias={token: -100 for token in batching.stop_ids})
     port = free_port()
@@ -130,6 +146,7 @@ def main() -> None:
     modes = [("(a) one request at a time, hf provider", sequential, one_at_a_time),
              ("(b) coalescing hf provider, all submitted at once", coalesced, batching),
              (f"(c) userloop serve + openai provider, {args.prompts} concurrent requests", served, client)]
+    load = os.getloadavg()
     rows = ["| workload | mode | seconds | generated tokens | tokens/s | vs (a) | same text as (a) |",
             "|---|---|---|---|---|---|---|"]
     timings = []
@@ -155,7 +172,9 @@ def main() -> None:
     import torch
 
     print(f"Machine: {os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads). Date: {date.today()}.")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average before {load[0]:.2f}, "
+          f"after {os.getloadavg()[0]:.2f}. Date: {date.today()}. Prefix cache of (a) and (b): "
+          f"{'provider default' if args.prefix_cache_mb is None else f'{args.prefix_cache_mb} MB'}.")
     print(f"{args.prompts} prompts x {args.new_tokens} new tokens, greedy, median of {args.repeats} runs "
           f"(all runs, seconds: {'; '.join(timings)})\n")
     print("\n".join(rows))

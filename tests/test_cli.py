@@ -59,7 +59,7 @@ def bad_line_file(tmp_path) -> Path:
 
 # --------------------------------------------------------------------------- synthetic
 def test_data_synthetic(tmp_path):
-    out = tmp_path / "sub" / "syn.jsonl"
+    out = tmp_path / "syn.jsonl"  # in an existing folder: a missing one is an error (tests/test_cli_errors.py)
     result = ok("data", "synthetic", "--out", out, "--n", 40, "--seed", 7)
     assert "40" in result.stdout and str(out) in result.stdout
     lines = out.read_bytes().splitlines()
@@ -159,7 +159,7 @@ def test_data_stats_counts_bad_lines(bad_line_file):
     assert summary["all"]["bad_lines"] == 1 and summary["all"]["lines_read"] == 3
 
 
-def test_data_stats_on_prepared_folder(tmp_path, synthetic_file):
+def test_data_stats_on_prepared_folder(tmp_path, synthetic_file, wide_cli):
     out = tmp_path / "prepared"
     ok("data", "prepare", synthetic_file, "-o", out, "--language", "any", "--splits", "60/20/20")
     report = orjson.loads((out / "report.json").read_bytes())
@@ -169,14 +169,14 @@ def test_data_stats_on_prepared_folder(tmp_path, synthetic_file):
         assert summary[name]["conversations"] == report["splits"][name]["conversations"]
         assert summary[name]["users"] == report["splits"][name]["users"]
         assert summary[name]["bad_lines"] == 0
-    table = ok("data", "stats", out).stdout
+    table = wide_cli.invoke(app, ["data", "stats", str(out)]).stdout
     for name in SPLIT_NAMES:
         assert f"{name}: {report['splits'][name]['conversations']:,} conversations" in table
 
 
-def test_data_stats_table(synthetic_file):
-    result = ok("data", "stats", synthetic_file)
-    assert "all: 300 conversations" in result.stdout
+def test_data_stats_table(synthetic_file, wide_cli):
+    result = wide_cli.invoke(app, ["data", "stats", str(synthetic_file)])
+    assert result.exit_code == 0 and "all: 300 conversations" in result.stdout
     assert "user turns per conversation" in result.stdout
 
 
@@ -242,11 +242,12 @@ def test_version():
     assert result.stdout.strip() == f"userloop {__version__}"
 
 
-def test_help_lists_commands():
-    result = ok("data", "--help")
+def test_help_lists_commands(wide_cli):
+    result = wide_cli.invoke(app, ["data", "--help"])
     for command in ("prepare", "stats", "synthetic"):
         assert command in result.stdout
-    result = ok("data", "prepare", "--help")
+    result = wide_cli.invoke(app, ["data", "prepare", "--help"])
+    assert result.exit_code == 0
     for flag in ("--language", "--keep-toxic", "--no-near-dedupe", "--splits", "--strict", "--user-identity"):
         assert flag in result.stdout
 

@@ -7,6 +7,8 @@ user can cause (:class:`userloop.errors.UserError`) print one line and exit with
 from __future__ import annotations
 
 import functools
+import inspect
+import signal
 import sys
 from contextlib import contextmanager
 from dataclasses import fields
@@ -17,9 +19,59 @@ import typer
 
 from userloop import __version__
 from userloop.errors import UserError
+from userloop.files import check_output_file
+from userloop.models.base import REQUEST_RETRIES, REQUEST_TIMEOUT_S
+
+
+_sigterm_received = False  # set by _on_sigterm: the KeyboardInterrupt that follows came from SIGTERM
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM (``kill``) stops a command as Ctrl-C does, through the handler SIGINT has at that moment
+    (inside a simulation asyncio's, which cancels the conversations in flight; else Python's, which raises
+    KeyboardInterrupt): the same clean-up and summary follow, and the exit status is 143, not 130."""
+    global _sigterm_received
+    _sigterm_received = True
+    on_sigint = signal.getsignal(signal.SIGINT)
+    if not callable(on_sigint):  # SIGINT ignored or left to the system: stop here
+        raise KeyboardInterrupt
+    on_sigint(signal.SIGINT, frame)
+
+
+def _stopped() -> tuple[str, int]:
+    """How a stopped command says so, and its exit status: 128 + the signal's number."""
+    return ("terminated", 128 + signal.SIGTERM) if _sigterm_received else ("interrupted", 128 + signal.SIGINT)
+
+
+@contextmanager
+def _usage_errors_as_one_line():
+    """A usage error (a bad option value such as ``--n abc``, a missing option, an unknown option) as one
+    ``error: ...`` line and exit 2, like every other error a user can cause, instead of click's usage box."""
+    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError, as the click inside typer defines it
+    try:
+        yield
+    except usage_error as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # a group run without a command: its help is shown
+            raise
+        command = err.ctx.command_path if err.ctx is not None else "userloop"
+        typer.echo(f"error: {err.format_message().rstrip('.')} ('{command} --help' lists the options)", err=True)
+        raise typer.Exit(2) from None
+
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """The ``userloop`` group: usage errors of it and of every subcommand are one line (see above)."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_as_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_errors_as_one_line():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(help="userloop: model the users of chat assistants.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=_OneLineUsageErrors)
 data_app = typer.Typer(help="Read, prepare and summarise chat logs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 testbed_app = typer.Typer(help="The built-in population of simulated users with known ground truth.", no_args_is_help=True)
@@ -28,16 +80,32 @@ app.add_typer(testbed_app, name="testbed")
 
 def _config_help(config: str):
     """``field -> help`` of the config dataclass ``"module:Class"`` (its fields' ``metadata["help"]``), for
-    the options of the command that config drives."""
+    the options of the command that config drives.
+
+    The help texts are read from the module's source (each field's ``option(default, "help")`` or
+    ``field(..., metadata={"help": "..."})``, string literals), not by importing it: typer builds every
+    command's options on each run, and importing the modules behind them (numpy, asyncio, the testbed...)
+    made ``userloop --help`` take twice as long."""
     module_name, _, class_name = config.partition(":")
 
-    def field_help(name: str) -> str:
-        import importlib
+    @functools.cache
+    def helps() -> dict[str, str]:
+        import ast
 
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+        source = Path(__file__).parent.joinpath(*module_name.split(".")[1:]).with_suffix(".py")
+        [cls] = [node for node in ast.parse(source.read_text()).body
+                 if isinstance(node, ast.ClassDef) and node.name == class_name]
+        found = {}
+        for node in cls.body:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Call):
+                call, keywords = node.value, {kw.arg: kw.value for kw in node.value.keywords}
+                if getattr(call.func, "id", None) == "option":
+                    found[node.target.id] = ast.literal_eval(call.args[1] if len(call.args) > 1 else keywords["help"])
+                elif "metadata" in keywords:
+                    found[node.target.id] = ast.literal_eval(keywords["metadata"])["help"]
+        return found
 
-    return field_help
+    return lambda name: helps()[name]
 
 
 _help = _config_help("userloop.data.prepare:PrepareConfig")
@@ -52,7 +120,7 @@ _demo_help = _config_help("userloop.demo:DemoConfig")
 
 
 def friendly_errors(command):
-    """Turn user-caused errors into one line on stderr (exit 2) and Ctrl-C into exit 130.
+    """Turn user-caused errors into one line on stderr (exit 2), Ctrl-C into exit 130 and SIGTERM into 143.
 
     File-system errors on paths the user gave (an --out that is a file, no permission, disk full) are
     user-caused too: one line naming the path."""
@@ -69,9 +137,38 @@ def friendly_errors(command):
             typer.echo(f"error: {where}{err.strerror or err}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+            word, status = _stopped()
+            typer.echo(word, err=True)
+            raise typer.Exit(status) from None
 
+    return wrapper
+
+
+_REQUEST_LIMIT_OPTIONS = (
+    inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[float | None, typer.Option(
+        "--timeout", help="seconds a request to a model server (openai: specs) may take before it counts as failed "
+                          f"(default: $USERLOOP_TIMEOUT, else {REQUEST_TIMEOUT_S:g})")]),
+    inspect.Parameter("retries", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[int | None, typer.Option(
+        "--retries", help="how often a failed request to a model server (timeout, lost connection, HTTP 408/429/5xx) "
+                          f"is retried, with backoff (default: $USERLOOP_RETRIES, else {REQUEST_RETRIES})")]),
+)
+
+
+def calls_models(command):
+    """Give a command that loads models ``--timeout`` and ``--retries``: the request limits of every model
+    that calls a server which the command loads (:func:`userloop.models.registry.request_limits`)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, timeout: float | None = None, retries: int | None = None, **kwargs):
+        from userloop.models.base import checked_retries, checked_timeout
+        from userloop.models.registry import request_limits
+
+        with request_limits(timeout=None if timeout is None else checked_timeout(timeout, "--timeout"),
+                            max_retries=None if retries is None else checked_retries(retries, "--retries")):
+            return command(*args, **kwargs)
+
+    signature = inspect.signature(command, eval_str=True)
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *_REQUEST_LIMIT_OPTIONS])
     return wrapper
 
 
@@ -239,6 +336,7 @@ def synthetic_command(
 
     if n < 1:
         raise UserError("--n must be at least 1")
+    check_output_file(out, "conversations.jsonl")
     write_wildchat(out, n, seed)
     typer.echo(f"wrote {n:,} WildChat-layout conversations to {out}")
 
@@ -270,10 +368,19 @@ def _print_testbed_summary(out: Path) -> None:
                f"first-turn diversity {s['first_turn_diversity']}")
 
 
+def _avoid_termination_turns(text: str) -> int | None:
+    """``--avoid-termination-turns``: a number of user turns, or ``always`` (None)."""
+    if text.strip().lower() == "always":
+        return None
+    if text.strip().isdigit():
+        return int(text)
+    raise UserError(f"--avoid-termination-turns must be a number or 'always', got {text!r}")
+
+
 @app.command("serve")
 @friendly_errors
 def serve_command(
-    spec: Annotated[str, typer.Argument(help="model to serve: hf:PATH_OR_HUB_ID (or scripted:FILE.json for demos)")],
+    spec: Annotated[str, typer.Argument(help="model to serve: hf:PATH_OR_HUB_ID (or scripted:FILE.json for demos); with --simulator any user-LM spec (hf:, openai:, vllm:, prompted:, scripted:)")],
     port: Annotated[int, typer.Option(help="port to listen on (0: any free port, printed at start)")] = 8000,
     host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 exposes the server beyond this machine")] = "127.0.0.1",
     api_key_env: Annotated[str | None, typer.Option(help="environment variable holding the API key clients must send")] = None,
@@ -282,14 +389,30 @@ def serve_command(
     device: Annotated[str, typer.Option(help="hf: auto, cpu, cuda, cuda:N or mps")] = "auto",
     dtype: Annotated[str, typer.Option(help="hf: auto (bf16 on GPUs that support it, fp16 on others, float32 on CPU), float32, bfloat16, float16")] = "auto",
     max_batch_size: Annotated[int, typer.Option(help="hf: most conversations generated together")] = 64,
+    allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="another Host name clients reach the server by (repeatable; localhost, 127.0.0.1, [::1], --host and the address a connection arrives on are always accepted)")] = None,
+    allowed_origin: Annotated[list[str] | None, typer.Option("--allowed-origin", help="a web page origin (http://HOST:PORT) allowed to call the server from a browser (repeatable; other pages are refused)")] = None,
+    simulator: Annotated[bool, typer.Option("--simulator", help="serve SPEC as a user simulator behind the UserLM-8b guardrails: requests send the conversation, answers are the user's next turn (docs/integrations.md)")] = False,
+    avoid_termination_turns: Annotated[str | None, typer.Option(help="--simulator: how many user turns may not end the conversation, a number or 'always' (default 2)")] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="--simulator: " + _guardrail_help("max_attempts") + " (default 8)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="--simulator: most tokens per sample (default 96; a request's max_tokens can only lower it)")] = None,
+    perspective: Annotated[str | None, typer.Option(help="--simulator: the roles requests send: 'assistant' (the user's turns as user; default) or 'user' (swapped, as harnesses with a prompted user such as tau2-bench send them)")] = None,
+    end_text: Annotated[str | None, typer.Option(help="--simulator: text a conversation's last user turn ends with, for harnesses that read the end from the text (tau2-bench: '###STOP###'); finish_reason says it anyway")] = None,
+    intent_tag: Annotated[str | None, typer.Option(help="--simulator: read the intent inside <TAG>...</TAG> of the system message (tau2-bench: scenario), not the whole message")] = None,
 ) -> None:
     """Serve a model over the OpenAI chat-completions API (/v1/chat/completions, /v1/models, /health)."""
+    import ipaddress
     import os
 
     from userloop.models.registry import parse_spec
 
     prefix, _ = parse_spec(spec)
-    if prefix not in ("hf", "scripted"):
+    simulator_options = {"--avoid-termination-turns": avoid_termination_turns, "--max-attempts": max_attempts,
+                         "--max-new-tokens": max_new_tokens, "--perspective": perspective, "--end-text": end_text,
+                         "--intent-tag": intent_tag}
+    if not simulator and any(value is not None for value in simulator_options.values()):
+        given = next(name for name, value in simulator_options.items() if value is not None)
+        raise UserError(f"{given} applies only to a user simulator: add --simulator")
+    if not simulator and prefix not in ("hf", "scripted"):
         raise UserError(f"serve takes hf: or scripted: models, not {prefix}: ({prefix}: models are already served elsewhere)")
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {port}")
@@ -299,18 +422,44 @@ def serve_command(
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise UserError(f"--api-key-env {api_key_env}: that environment variable is not set")
-    options = {"device": device, "dtype": dtype, "max_batch_size": max_batch_size} if prefix == "hf" else {}
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not api_key:
+        raise UserError(f"--host {host} exposes the server beyond this machine: also set an API key clients must send "
+                        "(--api-key-env NAME)")
+    local = prefix == "hf" or spec.startswith("prompted:hf:")
+    options = {"device": device, "dtype": dtype, "max_batch_size": max_batch_size} if local else {}
     from userloop.models.serve import serve
 
     def announce(url: str, name: str) -> None:
-        typer.echo(f"serving {spec} as model {name!r} at {url}{' (API key required)' if api_key else ''}; "
-                   "Ctrl-C stops", err=True)
+        typer.echo(f"serving {spec} as {'user simulator' if simulator else 'model'} {name!r} at {url}"
+                   f"{' (API key required)' if api_key else ''}; Ctrl-C stops", err=True)
 
-    serve(spec, host=host, port=port, api_key=api_key, model_name=model_name, on_ready=announce, **options)
+    listening = {"host": host, "port": port, "api_key": api_key, "model_name": model_name, "on_ready": announce,
+                 "allowed_hosts": allowed_host or (), "allowed_origins": allowed_origin or ()}
+    if not simulator:
+        serve(spec, **listening, **options)
+        return
+    from dataclasses import replace
+
+    from userloop.models.serve.simulator_protocol import harness_options
+    from userloop.userlm.simulator import DEFAULT_PARAMS, GuardrailConfig
+    from userloop.userlm.simulator_server import serve_simulator
+
+    harness = harness_options(perspective or "assistant", end_text, intent_tag)
+    chosen = {} if max_attempts is None else {"max_attempts": max_attempts}
+    if avoid_termination_turns is not None:
+        chosen["avoid_termination_turns"] = _avoid_termination_turns(avoid_termination_turns)
+    guardrails = GuardrailConfig(**chosen)
+    params = DEFAULT_PARAMS if max_new_tokens is None else replace(DEFAULT_PARAMS, max_new_tokens=max_new_tokens)
+    serve_simulator(spec, guardrails, params, harness, **listening, **options)
 
 
 @app.command("intents")
 @friendly_errors
+@calls_models
 def intents_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder: a copy of DATA (same splits) with every conversation's intent filled")],
     data: Annotated[Path | None, typer.Option("--data", help="a folder written by 'userloop data prepare' (default: the built-in testbed, prepared)")] = None,
@@ -334,6 +483,7 @@ def intents_command(
 
 @app.command("user-turn")
 @friendly_errors
+@calls_models
 def user_turn_command(
     user: Annotated[str, typer.Option("--user", help="the user LM: hf:PATH, openai:MODEL@URL (served with the UserLM chat template), scripted:FILE.json")],
     intent: Annotated[str, typer.Option("--intent", help="the task intent (the system message), e.g. 'You are a user chatting with an assistant language model to ...'")],
@@ -359,14 +509,9 @@ def user_turn_command(
     from userloop.models import GenerationParams
     from userloop.userlm.simulator import GuardrailConfig, UserSimulator, read_history, user_prompt
 
-    if avoid_termination_turns.strip().lower() == "always":
-        turns = None
-    elif avoid_termination_turns.strip().isdigit():
-        turns = int(avoid_termination_turns)
-    else:
-        raise UserError(f"--avoid-termination-turns must be a number or 'always', got {avoid_termination_turns!r}")
     guardrails = GuardrailConfig(
-        filter_first_tokens=filter_first_tokens, avoid_termination=avoid_termination, avoid_termination_turns=turns,
+        filter_first_tokens=filter_first_tokens, avoid_termination=avoid_termination,
+        avoid_termination_turns=_avoid_termination_turns(avoid_termination_turns),
         end_token_ids=tuple(end_token_ids or ()), length_thresholds=length_thresholds, min_words=min_words,
         max_words=max_words, filter_repetition=filter_repetition, max_attempts=max_attempts,
         samples_per_call=samples_per_call,
@@ -393,6 +538,7 @@ def _steps(description: str, total: int):
 
 @app.command("personas")
 @friendly_errors
+@calls_models
 def personas_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file: one persona per user (user_id, persona, structured fields)")],
     data: Annotated[Path | None, typer.Option("--data", help="conversations (file, folder or prepared folder); default: the built-in testbed, prepared")] = None,
@@ -412,6 +558,7 @@ def personas_command(
 
 @rlhi_app.command("build")
 @friendly_errors
+@calls_models
 def rlhi_build_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder: followups.jsonl, personas.jsonl, pairs.parquet, pairs_dataset/, report.json")],
     data: Annotated[Path | None, typer.Option("--data", help="conversations (file, folder or prepared folder); default: the built-in testbed, prepared")] = None,
@@ -513,7 +660,7 @@ def _train_with_progress(train, config):
     """Run a trainer (``train(config, on_progress=, on_message=)``) under a progress bar of its updates."""
     with _bar("training", total=None) as (progress, task):
         return train(config, on_progress=lambda step, total: progress.update(task, completed=step, total=total),
-                     on_message=lambda message: progress.console.print(message))
+                     on_message=lambda message: progress.console.print(message, soft_wrap=True, markup=False))
 
 
 def _train_chat_lm(args: list[str], role: str) -> None:
@@ -588,6 +735,7 @@ def train_reward_command(ctx: typer.Context) -> None:
 
 @rlhi_app.command("rewards")
 @friendly_errors
+@calls_models
 def rlhi_rewards_command(
     policy: Annotated[str, typer.Option("--policy", help=_rewards_help("policy"))],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder: pairs.parquet, pairs_dataset/, report.json")],
@@ -623,6 +771,7 @@ def rlhi_rewards_command(
 
 @rlhi_app.command("loop")
 @friendly_errors
+@calls_models
 def rlhi_loop_command(
     policy: Annotated[str, typer.Option("--policy", help=_loop_help("policy"))],
     user: Annotated[str, typer.Option("--user", help=_loop_help("user"))],
@@ -673,6 +822,7 @@ def rlhi_loop_command(
 
 @app.command("eval-personal")
 @friendly_errors
+@calls_models
 def eval_personal_command(
     policy: Annotated[str, typer.Option("--policy", help=_usereval_help("policy"))],
     baseline: Annotated[str, typer.Option("--baseline", help=_usereval_help("baseline"))],
@@ -786,13 +936,15 @@ def _simulation_bar(description: str):
 
 
 def _interrupted(out: Path):
-    typer.echo(f"interrupted: finished conversations are saved in {out}; run the same command again to resume",
-               err=True)
-    return typer.Exit(130)
+    """What a run stopped by Ctrl-C or SIGTERM prints, and the exit that follows."""
+    word, status = _stopped()
+    typer.echo(f"{word}: finished conversations are saved in {out}; run the same command again to resume", err=True)
+    return typer.Exit(status)
 
 
 @app.command("simulate")
 @friendly_errors
+@calls_models
 def simulate_command(
     user: Annotated[str, typer.Option("--user", help="the simulated user LM: hf:PATH, openai:MODEL@URL (UserLM template), prompted:SPEC, scripted:FILE.json")],
     assistant: Annotated[str, typer.Option("--assistant", help=_simulation_help("assistant"))],
@@ -810,10 +962,16 @@ def simulate_command(
     user_top_p: Annotated[float, typer.Option(help=_simulation_help("user_top_p"))] = 0.8,
     concurrency: Annotated[int, typer.Option(help=_simulation_help("concurrency"))] = 256,
     max_batch_size: Annotated[int | None, typer.Option(help=_simulation_help("max_batch_size"))] = None,
+    shard: Annotated[str | None, typer.Option(help=_simulation_help("shard"))] = None,
     max_conversations: Annotated[int | None, typer.Option(help="stop after this many new conversations (resume later)")] = None,
     force: Annotated[bool, typer.Option("--force", help="continue a run folder made with a different configuration")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print summary.json instead of the summary lines")] = False,
 ) -> None:
-    """Simulate N conversations per scenario between a user LM and an assistant (resumable run folder)."""
+    """Simulate N conversations per scenario between a user LM and an assistant (resumable run folder).
+
+    Exits 1 when every conversation in the run ended in error (the first error is printed), else 0."""
+    import orjson
+
     from userloop.simulate.runs import SimulationConfig, simulate
 
     config = SimulationConfig(
@@ -821,6 +979,7 @@ def simulate_command(
         system_prompt=system_prompt, classifier=classifier, assistant_max_new_tokens=assistant_max_new_tokens,
         assistant_temperature=assistant_temperature, user_max_new_tokens=user_max_new_tokens,
         user_temperature=user_temperature, user_top_p=user_top_p, concurrency=concurrency, max_batch_size=max_batch_size,
+        shard=shard,
     )
     try:
         with _simulation_bar("simulating") as progress:
@@ -828,16 +987,26 @@ def simulate_command(
     except KeyboardInterrupt:
         raise _interrupted(out) from None
     s, resume = result.summary, result.summary["resume"]
-    solved = s["overall"]["solved"]
-    typer.echo(f"{s['conversations']:,} conversations ({result.finished_now:,} new, {result.resumed:,} from earlier runs, "
-               f"{result.torn_lines} torn line repaired, {resume['pending']:,} still to run)"
-               + (f": solved {solved['solved']:,}/{solved['scored']:,} ({solved['rate']:.1%})" if solved else ""))
-    typer.echo("end reasons: " + ", ".join(f"{k} {v:,}" for k, v in s["overall"]["end_reasons"].items()))
-    typer.echo(f"wrote {result.out}/ (conversations.jsonl, summary.json, summary.md)")
+    solved, errored = s["overall"]["solved"], s["overall"]["end_reasons"]["error"]
+    if as_json:
+        typer.echo(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(f"{s['conversations']:,} conversations ({result.finished_now:,} new, {result.resumed:,} from earlier runs, "
+                   f"{result.torn_lines} torn line repaired, {resume['pending']:,} still to run)"
+                   + (f": solved {solved['solved']:,}/{solved['scored']:,} ({solved['rate']:.1%})" if solved else ""))
+        typer.echo("end reasons: " + ", ".join(f"{k} {v:,}" for k, v in s["overall"]["end_reasons"].items()))
+        if errored:
+            typer.echo(f"errors: {errored:,} of {s['conversations']:,} conversations ended in error; "
+                       f"the first: {s['overall']['first_error']}")
+        typer.echo(f"wrote {result.out}/ (conversations.jsonl, summary.json, summary.md)")
+    if errored and errored == s["conversations"]:
+        typer.echo(f"error: every conversation ended in error, the first with: {s['overall']['first_error']}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("evaluate-assistant")
 @friendly_errors
+@calls_models
 def evaluate_assistant_command(
     assistant: Annotated[str, typer.Option("--assistant", help=_simulation_help("assistant"))],
     user: Annotated[str, typer.Option("--user", help="the simulated user of the multi-turn setting (a model spec)")],
@@ -880,8 +1049,35 @@ def runs_compare_command(
     typer.echo(compare_runs(run_a, run_b), nl=False)
 
 
+@runs_app.command("merge")
+@friendly_errors
+def runs_merge_command(
+    shards: Annotated[list[Path], typer.Argument(help="the run folders of shards 1/N .. N/N (simulate --shard I/N)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the merged run folder (new or empty)")],
+    scenarios: Annotated[Path | None, typer.Option(help="the scenario file, when the path in the shards' run.json "
+                                                         "is not on this machine (same content)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print summary.json instead of the summary lines")] = False,
+) -> None:
+    """Join the shards of a simulation into one run folder; refuses shards that are missing, from another run, or
+    with a conversation not recorded or recorded by the wrong shard."""
+    import orjson
+
+    from userloop.simulate.runs import merge_runs
+
+    summary = merge_runs(shards, out, scenarios)
+    if as_json:
+        typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        return
+    solved = summary["overall"]["solved"]
+    typer.echo(f"merged {len(summary['merged_from'])} shards: {summary['conversations']:,} conversations, each "
+               "(scenario, sample) once" + (f"; solved {solved['solved']:,}/{solved['scored']:,} ({solved['rate']:.1%})"
+                                            if solved else ""))
+    typer.echo(f"wrote {out}/ (conversations.jsonl, run.json, summary.json, summary.md)")
+
+
 @app.command("eval-sim")
 @friendly_errors
+@calls_models
 def eval_sim_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder: metrics.json, details.json, table.md, charts/*.png")],
     sim: Annotated[list[str] | None, typer.Option("--sim", help="a simulator, NAME=SPEC or SPEC (hf:PATH user LM, prompted:INNER_SPEC, openai:, scripted:); repeatable; none: only the Human row")] = None,
@@ -920,6 +1116,7 @@ def eval_sim_command(
 
 @app.command("eval-persona-sim")
 @friendly_errors
+@calls_models
 def eval_persona_sim_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder: report.json, report.md, scenario files, sim-NAME/ run folders (resumed when rerun)")],
     personas: Annotated[Path, typer.Option("--personas", help=_persona_sim_help("personas"))],
@@ -985,6 +1182,7 @@ def scenarios_build_command(
     """Build a scenario file (docs/scenarios.md) from a task dataset or prepared conversations."""
     from userloop.simulate.scenarios import build_scenario_file
 
+    check_output_file(out, "scenarios.jsonl")
     result = build_scenario_file(out, source or _default_data(prepared=True), kind=kind, limit=limit, split=split,
                                  seed=seed)
     report = result.to_dict()
@@ -1004,6 +1202,7 @@ def view_command(
                                                     "evaluate-assistant folders or a demo folder")],
     port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: any free port)")] = 8765,
     no_open: Annotated[bool, typer.Option("--no-open", help="do not open a browser")] = False,
+    allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="another Host name the page is reached by (repeatable; localhost, 127.0.0.1 and [::1] are always accepted)")] = None,
 ) -> None:
     """Browse conversations in a local web page: filter, search, inline events, real vs simulated side by side."""
     from userloop.report.viewer_server import view
@@ -1022,9 +1221,11 @@ def view_command(
 
     try:
         view(paths, port=port, open_browser=not no_open, on_ready=ready,
-             on_progress=lambda n: progress.advance(task, n))
+             on_progress=lambda n: progress.advance(task, n), allowed_hosts=allowed_host or ())
     except KeyboardInterrupt:
         typer.echo("viewer stopped", err=True)
+        if _sigterm_received:
+            raise typer.Exit(_stopped()[1]) from None
     finally:
         progress.stop()
 
@@ -1091,6 +1292,7 @@ def _stage_bars():
 
 @app.command("demo")
 @friendly_errors
+@calls_models
 def demo_command(
     out: Annotated[str, typer.Option("--out", "-o", help=_demo_help("out"))] = _demo_default("out"),
     data: Annotated[str | None, typer.Option("--data", help=_demo_help("data"))] = None,
@@ -1130,6 +1332,7 @@ def demo_command(
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()
 
 

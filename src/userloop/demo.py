@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from userloop.errors import UserError, read_json_file
+from userloop.errors import UserError
+from userloop.files import read_user_json, write_atomic
 from userloop.trainconfig import option
 
 MANIFEST = "manifest.json"
@@ -194,7 +195,7 @@ class _Demo:
         """The manifest of an earlier run in the folder (None: a new folder, or ``force``)."""
         if self.config.force or not (self.dir / MANIFEST).is_file():
             return None
-        previous = read_json_file(self.dir / MANIFEST, "demo manifest")
+        previous = read_user_json(self.dir / MANIFEST, "demo manifest")
         if not isinstance(previous, dict) or previous.get("version") != MANIFEST_VERSION:
             raise UserError(f"{self.dir / MANIFEST} was written by another userloop version: add --force to redo it")
         if previous.get("settings") != self._settings():
@@ -288,9 +289,7 @@ class _Demo:
     def _write_manifest(self, finished: bool) -> None:
         if finished:
             self.manifest["finished"] = _now()
-        partial = self.dir / f"{MANIFEST}.tmp"
-        partial.write_bytes(orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2))
-        partial.replace(self.dir / MANIFEST)
+        write_atomic(self.dir / MANIFEST, orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2))
 
     def _set_paths(self, name: str) -> None:
         """Point the manifest at what stage ``name`` wrote (or, for the data, what it uses)."""
@@ -510,7 +509,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory).resolve()
     if not (directory / MANIFEST).is_file():
         raise UserError(f"{directory} is not a demo folder: no {MANIFEST} (run 'userloop demo --out {directory}')")
-    manifest = read_json_file(directory / MANIFEST, "demo manifest")
+    manifest = read_user_json(directory / MANIFEST, "demo manifest")
     if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
         version = manifest.get("version") if isinstance(manifest, dict) else None
         raise UserError(f"{directory / MANIFEST}: manifest version {version!r} is not {MANIFEST_VERSION} "

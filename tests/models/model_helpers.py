@@ -12,6 +12,16 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 END_CONVERSATION = "<|endconversation|>"
+# 200 answers that are not what the chat-completions API promises: action -> (content type, body).
+BROKEN_REPLIES = {
+    "malformed-json": ("application/json", b"{'id': 'x', 'choices': []}"),
+    "html": ("text/html", b"<!DOCTYPE html>\n<html><body><h1>Welcome to nginx!</h1></body></html>"),
+    "json-array": ("application/json", b'[{"index": 0, "message": {"role": "assistant", "content": "hi"}}]'),
+    "no-message": ("application/json", b'{"id": "x", "choices": [{"index": 0, "finish_reason": "stop"}]}'),
+    "null-content": ("application/json", b'{"id": "x", "choices": [{"index": 0, "finish_reason": "length", '
+                                         b'"message": {"role": "assistant", "content": null}}]}'),
+    "error-200": ("application/json", b'{"error": {"message": "upstream model overloaded", "type": "server_error"}}'),
+}
 
 
 @contextmanager
@@ -55,7 +65,8 @@ class FaultServer:
 
     Actions: ``"ok"``, ``"slow"`` (ok after 0.2 s), an HTTP status such as ``"500"`` or ``"429"`` (with
     ``retry_after`` as its Retry-After header when set), ``"hang"`` (never answers, until the server
-    stops) and ``"drop"`` (closes the connection without answering). When the script runs out, every
+    stops), ``"drop"`` (closes the connection without answering), ``"trickle"`` (ok, one byte every
+    0.05 s) and the broken 200 answers of :data:`BROKEN_REPLIES`. When the script runs out, every
     request gets ``"ok"``. ``max_active`` is the most requests it was answering at once.
     """
 
@@ -97,21 +108,38 @@ class FaultServer:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if action in BROKEN_REPLIES:
+                    content_type, data = BROKEN_REPLIES[action]
+                    self._send_bytes(200, content_type, data)
+                    return
+                if action == "trickle":
+                    self._trickle(json.dumps(_completion(body)).encode())
+                    return
                 if action == "ok":
-                    n = body.get("n", 1)
-                    choices = [{"index": i, "message": {"role": "assistant", "content": f"fine {i}"},
-                                "finish_reason": "stop"} for i in range(n)]
-                    self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                     "choices": choices,
-                                     "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n, "total_tokens": 3 + 2 * n}})
+                    self._send(200, _completion(body))
                     return
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 self._send(int(action), {"error": {"message": f"scripted {action}", "type": "x"}}, headers)
 
             def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
+                self._send_bytes(status, "application/json", json.dumps(payload).encode(), headers)
+
+            def _trickle(self, data: bytes) -> None:
+                self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                for i in range(len(data)):
+                    if fault.stopping.wait(0.05):
+                        return
+                    try:
+                        self.wfile.write(data[i:i + 1])
+                    except OSError:  # the client gave up
+                        return
+
+            def _send_bytes(self, status: int, content_type: str, data: bytes, headers: dict | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
@@ -128,3 +156,12 @@ class FaultServer:
         self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def _completion(body: dict) -> dict:
+    """The chat completion a well-behaved server answers: ``fine 0``, ``fine 1``... for ``n`` choices."""
+    n = body.get("n", 1)
+    choices = [{"index": i, "message": {"role": "assistant", "content": f"fine {i}"}, "finish_reason": "stop"}
+               for i in range(n)]
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices,
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n, "total_tokens": 3 + 2 * n}}

@@ -13,7 +13,7 @@ from model_helpers import END_CONVERSATION
 
 from userloop.errors import UserError
 from userloop.models import GenerationParams, load_model
-from userloop.models.hf import _TokenBans
+from userloop.models.hf import _row_seed, _TokenBans
 from userloop.models.tiny import build_tiny_chat_model
 
 GREEDY = GenerationParams(max_new_tokens=12, temperature=0)
@@ -134,16 +134,33 @@ def test_callers_arriving_one_after_another_are_coalesced(tiny_model_path):
     assert model.batch_size_counts == {5: 1}
 
 
-def test_prompts_of_very_different_lengths_are_split_when_padding_costs_more():
-    from userloop.models.hf import _GenerationCosts, _Request
+def test_prompts_of_very_different_lengths_are_prefilled_apart_when_padding_costs_more():
+    from userloop.models.hf import _GenerationCosts
 
-    requests = [_Request([0] * length, GREEDY, None) for length in (300, 10, 12, 290, 11)]
+    rows, lengths = [0, 1, 2, 3, 4], [300, 10, 12, 290, 11]
     costs = _GenerationCosts()
-    assert costs.split(requests, GREEDY) == [sorted(requests, key=lambda r: len(r.prompt_ids))]  # no timings yet
-    costs.token_seconds, costs.step_overhead = 1e-3, 1e-3  # padding is expensive: short and long apart
-    assert [[len(r.prompt_ids) for r in batch] for batch in costs.split(requests, GREEDY)] == [[10, 11, 12], [290, 300]]
-    costs.token_seconds, costs.step_overhead = 1e-7, 1e-1  # decoding steps are expensive: one batch
-    assert len(costs.split(requests, GREEDY)) == 1
+    assert costs.prefill_chunks(rows, lengths) == [rows]  # no timings yet: one pass
+    costs.token_seconds, costs.step_overhead = 1e-3, 2e-2  # padding is expensive: short and long apart
+    assert costs.prefill_chunks(rows, lengths) == [[1, 2, 4], [0, 3]]
+    costs.token_seconds, costs.step_overhead = 1e-7, 1e-1  # forward passes are expensive: one pass
+    assert costs.prefill_chunks(rows, lengths) == [rows]
+
+
+def test_rows_prefilled_apart_are_decoded_in_one_call(tiny_model_path):
+    """Prompts prefilled in separate passes are laid side by side for one generate call, with the outputs of
+    one request at a time (greedy and seeded sampling)."""
+    model = load_model(f"hf:{tiny_model_path}", prefix_cache_mb=0)
+    model._costs.token_seconds, model._costs.step_overhead = 1.0, 1e-9  # any padding costs more than a pass
+    passes = []
+    original = model._prefill_chunk
+    model._prefill_chunk = lambda targets, found: passes.append(len(targets)) or original(targets, found)
+    for params in (GREEDY, GenerationParams(max_new_tokens=10, temperature=1.0, n=2, seed=5)):
+        passes.clear()
+        model.batch_size_counts.clear()
+        batched = model.generate(PROMPTS, params)
+        assert passes == [1] * len(PROMPTS) and model.batch_size_counts == {len(PROMPTS) * params.n: 1}
+        alone = [model.generate([prompt], params)[0] for prompt in PROMPTS]
+        assert [[c.text for c in x.choices] for x in batched] == [[c.text for c in x.choices] for x in alone]
 
 
 def test_max_batch_size_is_respected(tiny_model_path):
@@ -305,17 +322,18 @@ def test_n_samples_and_seeds(tiny_model):
     assert [c.text for c in other_seed.choices] != [c.text for c in alone.choices]
 
 
-def test_n_samples_share_one_prefill_with_the_same_outputs(tiny_model, monkeypatch):
+def test_n_samples_share_one_prefill_with_the_same_outputs(tiny_model_path):
     """A request for n samples prefills its prompt once and repeats the KV cache for its n rows: the outputs are
-    those of prefilling every row (greedy and seeded sampling, prompts of different lengths in one batch)."""
-    greedy, sampled = replace(GREEDY, n=2), GenerationParams(max_new_tokens=10, temperature=1.0, n=3, seed=7)
-    shared = [tiny_model.generate(PROMPTS, params) for params in (greedy, sampled)]
-    assert [[c.text for c in completion.choices] for completion in shared[0]] == [
-        [c.text] * 2 for c in tiny_model.generate(PROMPTS, GREEDY)]
-    monkeypatch.setattr(tiny_model, "_shared_prefill", lambda *args: None)  # every row prefilled by generate
-    unshared = [tiny_model.generate(PROMPTS, params) for params in (greedy, sampled)]
-    assert [[[c.text for c in completion.choices] for completion in call] for call in shared] == [
-        [[c.text for c in completion.choices] for completion in call] for call in unshared]
+    those of n one-sample requests with the same row seeds (greedy and seeded sampling, prompts of different
+    lengths in one batch)."""
+    model = load_model(f"hf:{tiny_model_path}", prefix_cache_mb=0)  # nothing reused from one call to the next
+    greedy = model.generate(PROMPTS, replace(GREEDY, n=2))
+    assert [[c.text for c in x.choices] for x in greedy] == [[c.text] * 2 for c in model.generate(PROMPTS, GREEDY)]
+    sampled = model.generate(PROMPTS, GenerationParams(max_new_tokens=10, temperature=1.0, n=3, seed=7))
+    singles = [model.generate(PROMPTS, GenerationParams(max_new_tokens=10, temperature=1.0, seed=_row_seed(7, j)))
+               for j in range(3)]
+    assert [[c.text for c in x.choices] for x in sampled] == [[s[i].text for s in singles] for i in range(len(PROMPTS))]
+    assert len({c.text for x in sampled for c in x.choices}) > len(PROMPTS)  # the samples differ
 
 
 def test_top_p_near_zero_is_greedy(tiny_model):
@@ -361,7 +379,9 @@ def test_checkpoint_without_chat_template(tiny_model_path, tmp_path):
 @pytest.mark.parametrize(("options", "fragment"), [({"max_batch_size": 0}, "max_batch_size"),
                                                    ({"batch_wait_ms": -1}, "batch_wait_ms"),
                                                    ({"max_batch_wait_ms": "x"}, "max_batch_wait_ms"),
-                                                   ({"dtype": "int8"}, "dtype"), ({"device": "tpu"}, "device")])
+                                                   ({"dtype": "int8"}, "dtype"), ({"device": "tpu"}, "device"),
+                                                   ({"prefix_cache_mb": -1}, "prefix_cache_mb"),
+                                                   ({"prefix_cache_mb": float("nan")}, "prefix_cache_mb")])
 def test_bad_options(tiny_model_path, options, fragment):
     with pytest.raises(UserError, match=fragment):
         load_model(f"hf:{tiny_model_path}", **options)

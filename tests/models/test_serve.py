@@ -15,6 +15,7 @@ from userloop.models import GenerationParams, load_model
 from userloop.models.serve import build_app
 
 HELLO = [{"role": "user", "content": "Hello, can you help me?"}]
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def client(served_tiny) -> openai.OpenAI:
 
 
 def post(served, body, key: str | None = "test-key", path: str = "/chat/completions") -> httpx.Response:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers = {**JSON, **({"Authorization": f"Bearer {key}"} if key else {})}
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(served.url + path, content=content, headers=headers, timeout=60)
 
@@ -141,6 +142,12 @@ def assert_error(response: httpx.Response, status: int, fragment: str) -> None:
     (request(tools=[{"type": "function"}]), "tools"),
     (request(frequency_penalty=0.5), "penalt"),
     (request(logprobs=True), "logprobs"),
+    (request(messages=[{"role": "wizard", "content": "hi"}]), "unknown role 'wizard'"),
+    (request(messages=[{"role": "", "content": "hi"}]), "unknown role ''"),
+    (request(messages=[*HELLO, {"role": "User", "content": "hi"}]), "messages.1.role"),
+    (request(messages=HELLO * 3000), "at most 2048"),
+    (request(stop=["x"] * 300), "at most 256"),
+    (request(banned_tokens=["x"] * 300), "at most 256"),
     (request(max_tokens=10**9), "exceeds the context"),
     (request(messages=[{"role": "user", "content": "word " * 1000}]), "exceeds the context"),
     (request(stream=True, max_tokens=10**9), "exceeds the context"),
@@ -177,20 +184,20 @@ def small_server(tmp_path_factory):
 
 def test_body_over_the_limit(small_server):
     body = json.dumps({"model": "s", "messages": [{"role": "user", "content": "x" * 2000}]})
-    response = httpx.post(small_server + "/chat/completions", content=body)
+    response = httpx.post(small_server + "/chat/completions", content=body, headers=JSON)
     assert_error(response, 413, "limit")
 
     def chunked():
         yield body[:600].encode()
         yield body[600:].encode()
 
-    assert_error(httpx.post(small_server + "/chat/completions", content=chunked()), 413, "limit")
+    assert_error(httpx.post(small_server + "/chat/completions", content=chunked(), headers=JSON), 413, "limit")
 
 
 def test_stalled_body_gets_408(small_server):
     host, port = small_server.removeprefix("http://").removesuffix("/v1").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 500\r\n\r\n{\"model\": ")
         reply = b""
         for _ in range(20):   # headers and body may arrive in separate packets; the server closes after

@@ -75,6 +75,11 @@ def test_serve_errors(tmp_path, tiny_model_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{oops")
     assert_user_error(["serve", f"scripted:{bad}", "--port", "0"], "not valid JSON")
+    # checked before the model loads
+    assert_user_error(["serve", f"scripted:{bad}", "--port", "0", "--allowed-host", "http://box"],
+                      "--allowed-host takes")
+    assert_user_error(["serve", f"scripted:{bad}", "--port", "0", "--allowed-origin", "localhost:3000"],
+                      "--allowed-origin takes", "http://localhost:3000")
 
 
 def test_busy_port(write_json):
@@ -85,8 +90,9 @@ def test_busy_port(write_json):
         assert_user_error(["serve", f"scripted:{write_json(['x'])}", "--port", str(port)], "cannot listen", str(port))
 
 
-def test_serve_help():
-    result = runner.invoke(app, ["serve", "--help"])
+def test_serve_help(wide_cli):
+    result = wide_cli.invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ("--port", "--host", "--api-key-env", "--api-key", "--model-name", "--max-batch-size"):
+    for option in ("--port", "--host", "--api-key-env", "--api-key", "--model-name", "--max-batch-size",
+                   "--allowed-host", "--allowed-origin"):
         assert option in result.stdout

@@ -144,6 +144,10 @@ def test_histogram_shares_per_bin():
 def test_report_command(demo, tmp_path):
     runner = CliRunner()
     out = tmp_path / "elsewhere" / "report.html"
+    mistyped = runner.invoke(app, ["report", str(demo), "--out", str(out)])  # a missing folder is not created
+    assert mistyped.exit_code == 2 and mistyped.stderr.startswith("error: --out") and "mkdir -p" in mistyped.stderr
+    assert len(mistyped.stderr.strip().splitlines()) == 1 and not out.parent.exists()
+    out.parent.mkdir()
     result = runner.invoke(app, ["report", str(demo), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and str(out) in result.stdout

@@ -154,7 +154,7 @@ def test_broken_inputs_get_one_line(tmp_path, small_classifier, oasst_dir):
         (["personas", "--data", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "p.jsonl"), "--min-conversations", "0"],
          "at least 1"),
         (["rlhi", "evaluate", "--data", str(tmp_path / "log.jsonl"), "--real-labels", str(tmp_path / "nope.jsonl"),
-          "--oasst", str(oasst_dir)], "no such file"),
+          "--oasst", str(oasst_dir)], "--real-labels file not found"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)

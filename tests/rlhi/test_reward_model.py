@@ -124,7 +124,7 @@ def test_parse_config_reads_flags_and_yaml(tmp_path):
         parse_config(["--persona_source", "guessed"])
     with pytest.raises(UserError):
         parse_config(["--hidden_size", "many"])
-    with pytest.raises(UserError, match="no such file"):
+    with pytest.raises(UserError, match="--config file not found"):
         parse_config(["--config", str(tmp_path / "missing.yaml")])
 
 

@@ -214,3 +214,21 @@ def test_train_assistant_trains_the_same_model_on_assistant_turns(prepared_testb
     with pytest.raises(UserError, match="train user-lm"):
         parse_config(["--role", "user"], role="assistant")
 
+
+
+def test_bf16_autocast_trains_to_the_float32_losses(prepared_testbed, tmp_path):
+    """bf16 mixed precision (float32 master weights) follows the float32 loss curve: every logged training and
+    validation loss within 1% (measured on this tiny model: within 0.01% after 12 updates at lr 1e-2)."""
+    curves = {}
+    for bf16 in ("true", "false"):
+        config = parse_config(["--data", str(prepared_testbed), "--out", str(tmp_path / bf16), "--bf16", bf16,
+                               "--max_steps", "12", "--learning_rate", "0.01", "--eval_steps", "12", "--save_steps", "0",
+                               *TINY[:10], "--logging_steps", "4"])
+        train_user_lm(config)
+        curves[bf16] = [json.loads(line) for line in (tmp_path / bf16 / "loss_curve.jsonl").read_text().splitlines()]
+    assert [sorted(row) for row in curves["true"]] == [sorted(row) for row in curves["false"]]
+    first, last = curves["false"][0]["loss"], curves["false"][-2]["loss"]
+    assert last < first - 0.5  # the losses compared are those of a model that learns
+    for bf16_row, float32_row in zip(curves["true"], curves["false"], strict=True):
+        key = "loss" if "loss" in float32_row else "eval_loss"
+        assert bf16_row[key] == pytest.approx(float32_row[key], rel=0.01)

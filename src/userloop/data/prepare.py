@@ -52,6 +52,7 @@ from userloop.data.sources import (
 )
 from userloop.data.users import SPLIT_NAMES, USER_IDENTITIES, assign_splits, parse_ratios, user_key
 from userloop.errors import UserError
+from userloop.files import write_atomic
 from userloop.trainconfig import option
 
 DROP_REASONS = (
@@ -82,7 +83,8 @@ class PrepareConfig:
     user_identity: str = option("user+agent", "how conversations are grouped into users: 'user+agent' (WildChat: hashed_ip plus user-agent) or 'user'")
     splits: str = option("90/5/5", "train/validation/test shares of users, stratified by country")
     seed: int = option(0, "seed of the user split")
-    format: str | None = option(None, f"force the input format ({', '.join(FORMATS)}); detected per file by default")
+    format: str | None = option(None, "force the input format (wildchat, openai, sharegpt, oasst, prompts); detected per "
+                                     "file by default")
     strict: bool = option(False, "stop at the first bad line instead of reporting it")
     workers: int = option(0, "processes that parse JSON-lines input (0: one per core for inputs over 32 MiB, else 1)")
 
@@ -156,7 +158,7 @@ def prepare(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["seconds"] = round(time.perf_counter() - started, 3)
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return PrepareResult(out, report)
 
 

@@ -8,7 +8,6 @@ Parquet and datasets are never loaded whole (a ``.json`` array file is, as the f
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -19,6 +18,7 @@ from typing import Any
 import orjson
 
 from userloop.errors import UserError, missing_dependency
+from userloop.files import open_user_file
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 SUPPORTED_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".json.gz", ".parquet")
@@ -79,10 +79,6 @@ class ParseFailure:
 BLANK = object()  # an empty line: not a record, counted apart from bad lines
 
 
-def _open(path: str):
-    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
-
-
 def parse_line(raw: bytes) -> Any:
     """One JSON line: the record, :data:`BLANK`, or a :class:`ParseFailure` with the reason."""
     try:
@@ -106,7 +102,7 @@ def raw_line_chunks(path: str, size: int) -> Iterator[list[tuple[int, bytes | Pa
     elsewhere; a file that cannot be read to its end gets a final :class:`ParseFailure`."""
     chunk: list[tuple[int, bytes | ParseFailure]] = []
     number = 0
-    with _open(path) as f:
+    with open_user_file(path, "input file") as f:
         try:
             for number, raw in enumerate(f, 1):
                 chunk.append((number, _without_byte_order_mark(raw) if number == 1 else raw))
@@ -123,7 +119,7 @@ def byte_ranges(path: str, size: int) -> Iterator[tuple[int, int]]:
     """Split an uncompressed file into ranges of about ``size`` bytes that end at line ends,
     so that each range can be read and parsed by another process."""
     total = os.path.getsize(path)
-    with open(path, "rb") as f:
+    with open_user_file(path, "input file") as f:
         start = 0
         while start < total:
             f.seek(min(start + size, total))
@@ -161,7 +157,7 @@ def _json_error_reason(raw: bytes, err: Exception) -> str:
 
 def _json_array(path: str) -> Iterator[tuple[int, Any]]:
     try:
-        with _open(path) as f:
+        with open_user_file(path, "input file") as f:
             raw = f.read()
     except (OSError, EOFError) as err:  # a truncated or corrupt .json.gz
         yield 1, ParseFailure(f"unreadable file: {err} (the whole .json file)")

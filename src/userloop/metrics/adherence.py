@@ -34,6 +34,7 @@ from pathlib import Path
 import orjson
 
 from userloop.errors import UserError
+from userloop.files import read_user_lines
 from userloop.metrics.simulator import content_words
 from userloop.userlm.intents import INTENT_PREFIX
 
@@ -58,22 +59,15 @@ class OpenProbe:
 
 # --------------------------------------------------------------------------- reading probes
 def _jsonl(path: str | Path, what: str) -> list[tuple[int, dict]]:
-    try:
-        lines = Path(path).read_bytes().splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{what} file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{what} file is a folder: {path}") from None
     rows = []
-    for number, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as err:
-                raise UserError(f"{what} file {path}, line {number}: not valid JSON ({err})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{what} file {path}, line {number}: expected a JSON object")
-            rows.append((number, row))
+    for number, line in read_user_lines(path, f"{what} file"):
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            raise UserError(f"{what} file {path}, line {number}: not valid JSON ({err})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{what} file {path}, line {number}: expected a JSON object")
+        rows.append((number, row))
     if not rows:
         raise UserError(f"{what} file {path} holds no probe")
     return rows

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from userloop.errors import UserError, missing_dependency
+from userloop.files import write_atomic
 
 HUMAN = "Human"
 # metric -> (column label, better: "higher" or "lower", table)
@@ -328,9 +329,8 @@ def markdown_table(metrics: Mapping[str, Mapping[str, float | None]], table: str
 
 
 def write_report(metrics: Mapping[str, Mapping[str, float | None]], details: Mapping[str, Any], out: Path) -> None:
-    """metrics.json, details.json, table.md and charts/<metric>.png in ``out``."""
+    """details.json, table.md, charts/<metric>.png and, last (it marks the report complete), metrics.json in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
     (out / "details.json").write_bytes(orjson.dumps(details, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     setup = details["setup"]
     text = ["# eval-sim", "",
@@ -348,6 +348,7 @@ def write_report(metrics: Mapping[str, Mapping[str, float | None]], details: Map
             markdown_table(metrics, "fidelity", reference=False), ""]
     (out / "table.md").write_text("\n".join(text))
     write_charts(metrics, out / "charts")
+    write_atomic(out / "metrics.json", orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
 
 
 def write_charts(metrics: Mapping[str, Mapping[str, float | None]], folder: Path) -> list[Path]:

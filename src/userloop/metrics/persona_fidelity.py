@@ -60,6 +60,7 @@ import orjson
 
 from userloop.conversation import Conversation, Message
 from userloop.errors import UserError
+from userloop.files import write_atomic
 from userloop.rlhi.personas import FIELD_VALUES, PREFERENCE_FIELDS
 from userloop.rlhi.taxonomy import RELATIONS
 from userloop.rlhi.user_rewards import persona_records
@@ -327,14 +328,15 @@ def held_out_scenarios(conversations: Sequence[Conversation], personas: dict[str
 
 
 def write_scenarios(scenarios: Sequence, path: Path, with_persona: bool) -> Path:
-    """The scenarios as a JSONL file; without ``with_persona`` the persona is left out of ``metadata``."""
-    with open(path, "wb") as f:
-        for scenario in scenarios:
-            row = scenario.to_dict()
-            if not with_persona:
-                row["metadata"] = {k: v for k, v in row["metadata"].items() if k != "persona"}
-            f.write(orjson.dumps(row) + b"\n")
-    return path
+    """The scenarios as a JSONL file (written atomically: a run resumed from it checks its content);
+    without ``with_persona`` the persona is left out of ``metadata``."""
+    rows = []
+    for scenario in scenarios:
+        row = scenario.to_dict()
+        if not with_persona:
+            row["metadata"] = {k: v for k, v in row["metadata"].items() if k != "persona"}
+        rows.append(orjson.dumps(row) + b"\n")
+    return write_atomic(path, b"".join(rows))
 
 
 def evaluate_persona_sim(config: PersonaSimConfig, out: str | Path, progress=None,
@@ -403,8 +405,8 @@ def evaluate_persona_sim(config: PersonaSimConfig, out: str | Path, progress=Non
                     **{name: _serialise({"all": behaviour_statistics(items)})["all"] for name, items in simulated.items()}},
         "fields": field_report(real, simulated, personas, config.min_group, true_personas),
     }
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    (out / "report.md").write_text(report_markdown(report))
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.md", report_markdown(report))
     return report
 
 

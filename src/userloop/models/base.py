@@ -20,8 +20,38 @@ from userloop.errors import UserError
 ChatMessages = list[dict[str, str]]
 
 
+# How long a request to a model server may take and how often a failed one is retried, unless set otherwise
+# (see :func:`userloop.models.registry.request_limits`).
+REQUEST_TIMEOUT_S = 120.0
+REQUEST_RETRIES = 4
+
+
 class ModelError(UserError):
-    """A model or server failed in a way the user has to act on (unreachable after retries, rejected request)."""
+    """A model or server failed in a way the user has to act on (unreachable after retries, rejected request,
+    a reply that is not what the API promises): ``ModelError(model, server, problem)``, shown as one line
+    ``MODEL at SERVER: PROBLEM`` (``MODEL: PROBLEM`` without a server)."""
+
+    def __init__(self, model: str, server: str | None, problem: str) -> None:
+        super().__init__(model, server, problem)
+        self.model, self.server, self.problem = model, server, problem
+
+    def __str__(self) -> str:
+        where = f"{self.model} at {self.server}" if self.server else self.model
+        return f"{where}: {self.problem}"
+
+
+def checked_timeout(value, name: str = "timeout") -> float:
+    """``value`` as seconds per request (a finite number > 0); anything else raises :class:`UserError` naming ``name``."""
+    if not _is_number(value) or value <= 0:
+        raise UserError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def checked_retries(value, name: str = "max_retries") -> int:
+    """``value`` as a retry count (an integer >= 0); anything else raises :class:`UserError` naming ``name``."""
+    if not _is_int(value) or value < 0:
+        raise UserError(f"{name} must be an integer >= 0, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -105,13 +135,24 @@ class Capabilities:
     logit_bias: bool = False
 
 
+# A user-simulator server's wire format (docs/integrations.md): the finish reason of a turn in which the
+# simulated user ended the conversation, the extension field of its replies and model list, and the kind
+# that field names in the model list.
+END_CONVERSATION_REASON = "end_conversation"
+SIMULATOR_FIELD = "userloop"
+SIMULATOR_KIND = "user_simulator"
+
+
 @dataclass(frozen=True)
 class Choice:
-    """One sample: its text, why it ended (``"stop"`` or ``"length"``) and how many tokens it took."""
+    """One sample: its text, why it ended (``"stop"`` or ``"length"``; from a user-simulator server,
+    ``"end_conversation"`` when the simulated user ended) and how many tokens it took. ``events`` are a
+    user-simulator server's guardrail events for the turn (docs/integrations.md); none from a language model."""
 
     text: str
     finish_reason: str
     completion_tokens: int
+    events: tuple[Mapping[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +218,12 @@ class ChatModel(ABC):
 
     async def aclose(self) -> None:
         """Release connections and background tasks bound to the running event loop."""
+
+    async def simulator_settings(self) -> Mapping | None:
+        """When this model is a user simulator behind a server (``userloop serve --simulator``), its settings
+        (guardrails, sampling); ``None`` for a language model. A :class:`~userloop.userlm.simulator.UserSimulator`
+        takes such a model's answers as finished user turns instead of applying its own guardrails again."""
+        return None
 
     async def __aenter__(self) -> Self:
         return self

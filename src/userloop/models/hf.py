@@ -2,15 +2,20 @@
 
 Concurrent callers are coalesced: every conversation becomes a request in one queue, and a single
 worker task takes up to ``max_batch_size`` rows (conversations x samples), starting once no request
-arrived for ``batch_wait_ms`` (or ``max_batch_wait_ms`` after the first one), and runs left-padded,
-KV-cached ``model.generate`` calls for each group of requests with the same parameters (seeds aside)
+arrived for ``batch_wait_ms`` (or ``max_batch_wait_ms`` after the first one), and runs one left-padded,
+KV-cached ``model.generate`` call for each group of requests with the same parameters (seeds aside)
 in the device's generation thread (one per device, shared by all models). So 64 conversations waiting
 at once become one 64-wide batch; requests that arrive while a batch generates wait for the next.
-Within a group, prompts are sorted by length and cut into batches where the padding would cost more
-than another run of decoding steps, judged from timings of this model's earlier calls (this matters
-on CPUs, hardly on GPUs). A request for ``n`` samples prefills its prompt once and repeats the KV cache
-for its ``n`` rows (on a CPU the prefill of long prompts is most of a call's time). One instance serves
-one running event loop at a time.
+A group's prompts are prefilled first (all but their last token): sorted by the tokens each must
+compute and cut into forward passes where the padding would cost more than another pass, judged from
+timings of this model's earlier calls (this matters on CPUs, hardly on GPUs); the rows' states are then
+laid side by side for the decoding steps. A request for ``n`` samples prefills its prompt once and
+repeats the KV cache for its ``n`` rows. Prefix reuse: each prefilled prompt's states are kept in a
+:class:`~userloop.models.prefix_cache.PrefixCache` (``prefix_cache_mb``, least recently used dropped
+first), and a prompt that starts with the same tokens as a kept one (a guardrail resample round, a
+conversation's next turn) computes only the tokens after their common prefix. The worker makes
+each batch's prompts (chat template, tokenizer: time in proportion to their length) in a thread, so a
+long prompt never holds up the event loop. One instance serves one running event loop at a time.
 
 The prompt is the checkpoint's own chat template with ``add_generation_prompt=True``, whatever role
 its generation prompt opens (a user LM's template opens a user turn). Generation stops on the
@@ -64,6 +69,7 @@ from userloop.models.base import (
     GenerationParams,
     cut_at_stop,
 )
+from userloop.models.prefix_cache import LayerStates, PrefixCache, right_aligned
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _SENTINEL = "Userloopsentinel"
@@ -71,10 +77,11 @@ _SENTINEL = "Userloopsentinel"
 
 @dataclass(eq=False)
 class _Request:
-    prompt_ids: list[int]
+    messages: ChatMessages
     params: GenerationParams
     future: asyncio.Future
     submitted: float = field(default_factory=time.perf_counter)
+    prompt_ids: list[int] = field(default_factory=list)  # made by the worker (:meth:`HFChatModel._with_prompts`)
 
 
 class HFChatModel(ChatModel):
@@ -83,9 +90,13 @@ class HFChatModel(ChatModel):
     supports = Capabilities(banned_tokens=True, banned_first_tokens=True, logit_bias=True)
 
     def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", max_batch_size: int = 64,
-                 batch_wait_ms: float = 5.0, max_batch_wait_ms: float = 100.0, trust_remote_code: bool = False) -> None:
+                 batch_wait_ms: float = 5.0, max_batch_wait_ms: float = 100.0, prefix_cache_mb: float = 1024.0,
+                 trust_remote_code: bool = False) -> None:
         if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size < 1:
             raise UserError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
+        if isinstance(prefix_cache_mb, bool) or not isinstance(prefix_cache_mb, (int, float)) \
+                or not 0 <= prefix_cache_mb < float("inf"):
+            raise UserError(f"prefix_cache_mb must be a number of megabytes >= 0 (0: off), got {prefix_cache_mb!r}")
         for name, value in (("batch_wait_ms", batch_wait_ms), ("max_batch_wait_ms", max_batch_wait_ms)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 10_000:
                 raise UserError(f"{name} must be a number of milliseconds in [0, 10000], got {value!r}")
@@ -103,6 +114,8 @@ class HFChatModel(ChatModel):
         self.vocab_size: int = text_config.vocab_size
         self.batch_size_counts: Counter[int] = Counter()  # rows per model.generate call -> how many calls
         self._costs = _GenerationCosts()
+        self._plain_cache = _keeps_every_token(self.model.config)
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb and self._plain_cache else None
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self._token_index: dict[str, list[int]] | None = None
         self._ban_cache: dict[tuple[tuple[str, ...], bool], list[tuple[int, ...]]] = {}
@@ -120,8 +133,7 @@ class HFChatModel(ChatModel):
                 raise UserError(f"logit_bias token id {token} is outside the vocabulary of {self.name} "
                                 f"({self.vocab_size} tokens)")
         loop = asyncio.get_running_loop()
-        requests = [_Request(self.prompt_ids(messages, params.max_new_tokens), params, loop.create_future())
-                    for messages in conversations]
+        requests = [_Request(messages, params, loop.create_future()) for messages in conversations]
         self._ensure_worker(loop)
         self._pending.extend(requests)
         self._pending_rows += len(requests) * params.n
@@ -191,11 +203,10 @@ class HFChatModel(ChatModel):
                 except TimeoutError:
                     break
             groups: dict[GenerationParams, list[_Request]] = {}
-            for request in self._take_batch():
+            for request in await self._with_prompts(self._take_batch()):
                 groups.setdefault(replace(request.params, seed=None), []).append(request)
             for params, requests in groups.items():
-                for chunk in self._costs.split(requests, params):
-                    await self._run_group(chunk, params)
+                await self._run_group(requests, params)
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -210,6 +221,30 @@ class HFChatModel(ChatModel):
                 batch.append(request)
                 rows += n
         return batch
+
+    async def _with_prompts(self, requests: list[_Request]) -> list[_Request]:
+        """The ``requests`` still awaited, with their prompt ids made in a thread; one whose prompt is refused
+        (by the chat template, or over the context) gets that error instead."""
+        prompts = await asyncio.to_thread(self._prompts, requests)
+        ready = []
+        for request, prompt in zip(requests, prompts):
+            if request.future.done():
+                continue  # its caller stopped waiting
+            if isinstance(prompt, Exception):
+                request.future.set_exception(prompt)
+            else:
+                request.prompt_ids = prompt
+                ready.append(request)
+        return ready
+
+    def _prompts(self, requests: list[_Request]) -> list[list[int] | Exception]:
+        prompts: list[list[int] | Exception] = []
+        for request in requests:
+            try:
+                prompts.append(self.prompt_ids(request.messages, request.params.max_new_tokens))
+            except Exception as err:  # noqa: BLE001 - handed to the waiting caller, who re-raises it
+                prompts.append(err)
+        return prompts
 
     async def _run_group(self, requests: list[_Request], params: GenerationParams) -> None:
         try:
@@ -233,7 +268,7 @@ class HFChatModel(ChatModel):
     def _generate_rows(self, requests: list[_Request], params: GenerationParams) -> list[list[Choice]]:
         """One left-padded ``model.generate`` for requests that share ``params``; choices per request.
 
-        Each request is ``n`` rows. With ``n > 1`` its prompt is prefilled once (all but its last token)
+        Each request is ``n`` rows: its prompt is prefilled once (all but its last token, see :meth:`_prefill`)
         and the KV cache repeated for the ``n`` rows, which then decode from that shared prefix."""
         width = max(len(request.prompt_ids) for request in requests)
         input_ids = torch.full((len(requests), width), self._pad_id, dtype=torch.long)
@@ -245,29 +280,74 @@ class HFChatModel(ChatModel):
         clock = _StepClock()
         with torch.inference_mode():
             processors = [*self._logits_processors(requests, params, width), clock]
-            started = time.perf_counter()
-            cache = self._shared_prefill(input_ids, attention_mask, params.n) if params.n > 1 and width > 1 else None
+            cache = self._prefill([request.prompt_ids[:-1] for request in requests], params.n) if width > 1 else None
             output = self.model.generate(
                 input_ids=input_ids.repeat_interleave(params.n, dim=0),
                 attention_mask=attention_mask.repeat_interleave(params.n, dim=0), past_key_values=cache,
                 generation_config=self._generation_config(params), logits_processor=processors,
                 tokenizer=self.tokenizer,
             )
-            self._costs.record(len(requests) * params.n, input_ids.numel(), clock, started, time.perf_counter())
+            self._costs.record_decoding(len(requests) * params.n, clock, time.perf_counter())
         self.batch_size_counts[len(requests) * params.n] += 1
         rows = output[:, width:].tolist()
         return [[self._choice(rows[i * params.n + j], params.stop) for j in range(params.n)]
                 for i in range(len(requests))]
 
-    def _shared_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int):
-        """The KV cache of every prompt but its last token, computed once and repeated ``n`` times per row;
-        ``generate`` then feeds only the last token (positions count from each row's first real token)."""
-        cache = transformers.DynamicCache(config=self.model.config)
-        mask = attention_mask[:, :-1]
-        self.model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+    def _prefill(self, targets: list[list[int]], n: int):
+        """The KV cache of the ``targets`` (each prompt but its last token) left-padded to the longest, each
+        row repeated ``n`` times; ``generate`` then feeds only the last tokens (positions count from each
+        row's first real token).
+
+        A row's longest prefix found in the prefix cache (when on) is not computed again; the rest is computed
+        in forward passes over rows of similar length still to compute (:meth:`_GenerationCosts.prefill_chunks`),
+        whose states are then laid side by side, and stored in the prefix cache. A model whose cache is not
+        one key and value per token and layer (:func:`_keeps_every_token`) computes every row in one pass."""
+        found = [self.prefix_cache.lookup(t) if self.prefix_cache is not None else (0, None) for t in targets]
+        if self._plain_cache:
+            todo = [i for i, target in enumerate(targets) if found[i][0] < len(target)]
+            chunks = self._costs.prefill_chunks(todo, [len(targets[i]) - found[i][0] for i in todo])
+        else:
+            chunks = [list(range(len(targets)))]
+        states = {i: found[i][1] for i in range(len(targets))}
+        for chunk in chunks:
+            started = time.perf_counter()
+            cache, computed = self._prefill_chunk([targets[i] for i in chunk], [found[i] for i in chunk])
+            self._costs.record_prefill(computed, time.perf_counter() - started)
+            width = max(len(targets[i]) for i in chunk)
+            for row, i in enumerate(chunk if self._plain_cache else ()):
+                start = width - len(targets[i])
+                states[i] = [(layer.keys[row, :, start:], layer.values[row, :, start:]) for layer in cache.layers]
+                if self.prefix_cache is not None:
+                    self.prefix_cache.store(targets[i], [(k.clone(), v.clone()) for k, v in states[i]])
+            if len(chunk) == len(targets):  # every row in one pass (in order): its cache is the batch's
+                cache.batch_repeat_interleave(n)
+                return cache
+        cache = transformers.DynamicCache(config=self.model.config, ddp_cache_data=right_aligned(
+            [states[i] for i in range(len(targets))], [len(t) for t in targets], max(len(t) for t in targets)))
         cache.batch_repeat_interleave(n)
         return cache
+
+    def _prefill_chunk(self, targets: list[list[int]], found: list[tuple[int, LayerStates | None]]):
+        """One forward pass over ``targets`` left-padded to the longest, computing only the columns that some
+        row does not have in ``found`` (cached length and states per row); its DynamicCache and how many
+        (padded) token positions it computed."""
+        rows, width = len(targets), max(len(target) for target in targets)
+        new = max(len(target) - length for target, (length, _) in zip(targets, found))
+        past = width - new
+        input_ids = torch.full((rows, new), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((rows, width), dtype=torch.long)
+        for row, target in enumerate(targets):
+            attention_mask[row, width - len(target):] = 1
+            if target:
+                tail = target[max(len(target) - new, 0):]
+                input_ids[row, new - len(tail):] = torch.tensor(tail)
+        cached_lengths = [max(len(target) - new, 0) for target in targets]
+        cached = right_aligned([states for _, states in found], cached_lengths, past) if past else None
+        cache = transformers.DynamicCache(config=self.model.config, ddp_cache_data=cached)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+        self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                   position_ids=positions.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return cache, rows * new
 
     def _generation_config(self, params: GenerationParams):
         config = copy.deepcopy(self.model.generation_config)
@@ -366,14 +446,14 @@ class HFChatModel(ChatModel):
 
 
 class _GenerationCosts:
-    """What padding and extra ``generate`` calls cost, learnt from this model's recent calls.
+    """What padding and extra forward passes cost, learnt from this model's recent calls.
 
-    A batch is one rectangle of left-padded prompts. On a CPU, prompts of very different lengths waste
-    much of the prefill on padding; on a GPU padding is nearly free, while each extra ``generate`` call
-    costs a run of decoding steps. :meth:`split` weighs the two: ``token_seconds`` is the prefill time
-    per padded prompt token (one row per request: its ``n`` samples share the prefill), ``step_overhead``
-    the part of a decoding step's time that does not grow with the number of rows (the intercept of a
-    line through recent (rows, seconds per step) pairs).
+    A batch's prompts are prefilled in forward passes, each over one rectangle of left-padded rows (the
+    tokens the prefix cache did not have). On a CPU, rows of very different lengths waste much of a pass on
+    padding; on a GPU padding is nearly free, while each extra pass costs about what a decoding step costs
+    whatever its rows. :meth:`prefill_chunks` weighs the two: ``token_seconds`` is the prefill time per
+    padded token, ``step_overhead`` the part of a decoding step's time that does not grow with the number
+    of rows (the intercept of a line through recent (rows, seconds per step) pairs).
     """
 
     def __init__(self) -> None:
@@ -381,39 +461,40 @@ class _GenerationCosts:
         self.step_overhead: float | None = None
         self._steps: deque[tuple[int, float]] = deque(maxlen=32)
 
-    def record(self, rows: int, padded_tokens: int, clock: _StepClock, started: float, finished: float) -> None:
-        if clock.first is None:
-            return
-        prefill = (clock.first - started) / padded_tokens
-        self.token_seconds = prefill if self.token_seconds is None else 0.7 * self.token_seconds + 0.3 * prefill
-        if clock.calls > 1:
-            self._steps.append((rows, (finished - clock.first) / (clock.calls - 1)))
-            rows_seen, seconds = zip(*self._steps)
-            cheapest = min(seconds)  # the overhead is at most a whole step of the cheapest call
-            if len(set(rows_seen)) > 1:
-                intercept = statistics.linear_regression(rows_seen, seconds).intercept
-                self.step_overhead = min(cheapest, max(intercept, cheapest / 4))  # a noisy fit never makes calls free
-            else:
-                self.step_overhead = cheapest / 2  # a guess until calls of different sizes give a line
+    def record_prefill(self, padded_tokens: int, seconds: float) -> None:
+        per_token = seconds / max(padded_tokens, 1)
+        self.token_seconds = per_token if self.token_seconds is None else 0.7 * self.token_seconds + 0.3 * per_token
 
-    def split(self, requests: list[_Request], params: GenerationParams) -> list[list[_Request]]:
-        """Requests sorted by prompt length, cut into the batches with the least estimated time."""
-        ordered = sorted(requests, key=lambda r: len(r.prompt_ids))
-        if self.token_seconds is None or self.step_overhead is None or len(ordered) < 2:
-            return [ordered]
-        extra_call = self.step_overhead * params.max_new_tokens  # an upper bound: rows may stop early
-        best, cut = [0.0], [0]  # best[j]: least time for the first j requests; their last batch starts at cut[j]
+    def record_decoding(self, rows: int, clock: _StepClock, finished: float) -> None:
+        if clock.calls < 2:
+            return
+        self._steps.append((rows, (finished - clock.first) / (clock.calls - 1)))
+        rows_seen, seconds = zip(*self._steps)
+        cheapest = min(seconds)  # the overhead is at most a whole step of the cheapest call
+        if len(set(rows_seen)) > 1:
+            intercept = statistics.linear_regression(rows_seen, seconds).intercept
+            self.step_overhead = min(cheapest, max(intercept, cheapest / 4))  # a noisy fit never makes passes free
+        else:
+            self.step_overhead = cheapest / 2  # a guess until calls of different sizes give a line
+
+    def prefill_chunks(self, rows: list[int], lengths: list[int]) -> list[list[int]]:
+        """``rows`` (with ``lengths``: tokens each must compute) cut, shortest first, into the forward passes
+        with the least estimated time; each pass's rows in ascending order."""
+        ordered = [row for _, row in sorted(zip(lengths, rows))]
+        if len(ordered) < 2 or self.token_seconds is None or self.step_overhead is None:
+            return [sorted(ordered)] if ordered else []
+        widths = sorted(lengths)
+        best, cut = [0.0], [0]  # best[j]: least time for the first j rows; their last pass starts at cut[j]
         for j in range(1, len(ordered) + 1):
-            width = len(ordered[j - 1].prompt_ids)
-            cost, start = min((best[i] + self.token_seconds * (j - i) * width + extra_call, i)
+            cost, start = min((best[i] + self.token_seconds * (j - i) * widths[j - 1] + self.step_overhead, i)
                               for i in range(j))
             best.append(cost)
             cut.append(start)
-        batches, end = [], len(ordered)
+        chunks, end = [], len(ordered)
         while end > 0:
-            batches.append(ordered[cut[end]:end])
+            chunks.append(sorted(ordered[cut[end]:end]))
             end = cut[end]
-        return batches[::-1]
+        return chunks[::-1]
 
 
 class _StepClock:
@@ -511,6 +592,14 @@ def _row_seed(seed: int | None, sample: int) -> int:
     if seed is None:
         return random.getrandbits(63)
     return (seed + sample * 0x9E3779B97F4A7C15) % 2**63
+
+
+def _keeps_every_token(config) -> bool:
+    """Whether every layer of a model's DynamicCache keeps one key and value per token (no sliding window,
+    no shared or linear-attention layers): only then can a row's states be cut out, reused and laid beside
+    other rows'."""
+    layers = transformers.DynamicCache(config=config).layers
+    return all(type(layer) is transformers.cache_utils.DynamicLayer for layer in layers)
 
 
 def _device(device: str) -> str:

@@ -14,7 +14,18 @@ answers, timeouts and connection errors are retried up to ``max_retries`` times 
 backoff and full jitter (``backoff_base * 2**attempt`` seconds, capped at ``backoff_max``), or after
 the server's ``Retry-After`` (seconds or an HTTP date; also ``retry-after-ms``) when it sends one,
 capped the same way. The last failure raises :class:`~userloop.models.ModelError` naming the server,
-the error and the number of attempts. Other 4xx answers are not retried.
+the error and the number of attempts. Other 4xx answers are not retried. ``timeout`` and
+``max_retries`` default to :func:`~userloop.models.registry.request_limits` (``$USERLOOP_TIMEOUT``,
+``$USERLOOP_RETRIES``), else 120 s and 4.
+
+Every successful (2xx) answer is checked by :func:`parse_reply`, the one place that reads a reply
+body: anything but a chat completion with ``n`` choices that each carry text (a body that is not
+JSON, a JSON array, an ``{"error": ...}`` object, a choice without ``message``, ``"content": null``)
+raises ``ModelError(model, server, what is wrong)`` at once, without retrying.
+
+A ``userloop serve --simulator`` server is recognised by its ``/v1/models`` entry
+(:meth:`OpenAIChatModel.simulator_settings`, asked once); its replies' guardrail events become
+:attr:`Choice.events <userloop.models.Choice>` and its ``"end_conversation"`` finish reason is kept.
 """
 
 from __future__ import annotations
@@ -28,10 +39,12 @@ except ImportError:
 
 import asyncio
 import email.utils
+import json
 import os
 import random
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -42,8 +55,14 @@ from userloop.models.base import (
     ChatModel,
     Choice,
     Completion,
+    REQUEST_RETRIES,
+    REQUEST_TIMEOUT_S,
+    SIMULATOR_FIELD,
+    SIMULATOR_KIND,
     GenerationParams,
     ModelError,
+    checked_retries,
+    checked_timeout,
     cut_at_stop,
 )
 
@@ -64,13 +83,13 @@ class OpenAIChatModel(ChatModel):
     """Chat completions from OpenAI-compatible servers, with retries, timeouts and replicas."""
 
     def __init__(self, target: str, *, api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 64,
-                 timeout: float = 120.0, max_retries: int = 4, backoff_base: float = 0.5, backoff_max: float = 30.0,
-                 server_bans: bool = False, extra_body: dict | None = None) -> None:
+                 timeout: float = REQUEST_TIMEOUT_S, max_retries: int = REQUEST_RETRIES, backoff_base: float = 0.5,
+                 backoff_max: float = 30.0, server_bans: bool = False, extra_body: dict | None = None) -> None:
         self.model_id, base_urls = parse_target(target)
-        for name, value, low in (("max_concurrency", max_concurrency, 1), ("max_retries", max_retries, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name, value in (("timeout", timeout), ("backoff_base", backoff_base), ("backoff_max", backoff_max)):
+        if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1:
+            raise UserError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+        timeout, max_retries = checked_timeout(timeout), checked_retries(max_retries)
+        for name, value in (("backoff_base", backoff_base), ("backoff_max", backoff_max)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise UserError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if extra_body is not None and not isinstance(extra_body, dict):
@@ -89,6 +108,8 @@ class OpenAIChatModel(ChatModel):
         self._replicas = [_Replica(url) for url in base_urls]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._asking_settings: asyncio.Lock | None = None
+        self._settings: tuple[Mapping | None] | None = None  # (simulator settings,) once a server answered
 
     async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams) -> list[Completion]:
         self._bind_to_running_loop()
@@ -115,17 +136,18 @@ class OpenAIChatModel(ChatModel):
             replica = self._pick_replica(avoid=previous)
             replica.in_flight += 1
             try:
-                async with self._slots:
-                    response = await replica.client.chat.completions.create(**request)
-                return self._completion(response, params, started)
+                async with self._slots, asyncio.timeout(self.timeout):  # the whole answer, however it trickles in
+                    response = await replica.client.chat.completions.with_raw_response.create(**request)
             except openai.APIStatusError as err:
                 if err.status_code not in RETRIED_STATUSES and err.status_code < 500:
-                    raise ModelError(self._rejection(replica, err)) from None
+                    raise self._error(replica, self._rejection(err)) from None
                 failure, wait = f"HTTP {err.status_code}", retry_after_seconds(err.response.headers)
-            except openai.APITimeoutError:
+            except (openai.APITimeoutError, TimeoutError):
                 failure, wait = f"no answer within {self.timeout:g}s", None
             except openai.APIConnectionError as err:
                 failure, wait = f"connection failed ({_cause(err)})", None
+            else:
+                return self._completion(replica, response.content, params, started)
             finally:
                 replica.in_flight -= 1
             if attempt > self.max_retries:
@@ -133,7 +155,7 @@ class OpenAIChatModel(ChatModel):
             previous = replica
             backoff = random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
             await asyncio.sleep(min(wait, self.backoff_max) if wait is not None else backoff)
-        raise ModelError(f"{self.model_id} at {replica.base_url}: {failure} after {attempt} attempts")
+        raise self._error(replica, f"{failure} after {attempt} attempt{'s' if attempt > 1 else ''}")
 
     def _request(self, messages: ChatMessages, params: GenerationParams) -> dict:
         request: dict = {"model": self.model_id, "messages": messages, "max_tokens": params.max_new_tokens}
@@ -155,28 +177,34 @@ class OpenAIChatModel(ChatModel):
             request["extra_body"] = extra
         return request
 
-    def _completion(self, response, params: GenerationParams, started: float) -> Completion:
-        choices = sorted(response.choices or (), key=lambda c: c.index)
-        if len(choices) != params.n:
-            raise ModelError(f"{self.model_id}: the server returned {len(choices)} choices for n={params.n}")
+    def _completion(self, replica: _Replica, body: bytes, params: GenerationParams, started: float) -> Completion:
+        try:
+            reply = parse_reply(body, params.n)
+        except InvalidReply as err:
+            raise self._error(replica, str(err)) from None
         texts, reasons = [], []
-        for choice in choices:
-            text, stopped = cut_at_stop(choice.message.content or "", params.stop)
+        for text, reason in zip(reply.texts, reply.finish_reasons):
+            text, stopped = cut_at_stop(text, params.stop)
             texts.append(text)
-            reasons.append("stop" if stopped else (choice.finish_reason or "stop"))
-        usage = response.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        completion_tokens = usage.completion_tokens if usage else 0
-        counts = _split(completion_tokens, [len(t) for t in texts])
-        return Completion(choices=[Choice(t, r, c) for t, r, c in zip(texts, reasons, counts)],
-                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            reasons.append("stop" if stopped else reason)
+        counts = _split(reply.completion_tokens, [len(t) for t in texts])
+        choices = [Choice(text, reason, count, reply.events if i == 0 else ())
+                   for i, (text, reason, count) in enumerate(zip(texts, reasons, counts))]
+        return Completion(choices=choices,
+                          prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                           seconds=time.perf_counter() - started, model=self.name)
 
-    def _rejection(self, replica: _Replica, err: openai.APIStatusError) -> str:
+    def _rejection(self, err: openai.APIStatusError) -> str:
         body = err.body if isinstance(err.body, dict) else {}
         detail = " ".join(str(body.get("message") or err.message).split())[:300]
         hint = f" (the key is read from ${self.api_key_env})" if err.status_code in (401, 403) else ""
-        return f"{self.model_id} at {replica.base_url} answered HTTP {err.status_code}: {detail}{hint}"
+        return f"answered HTTP {err.status_code}: {detail}{hint}"
+
+    def _error(self, replica: _Replica, problem: str) -> ModelError:
+        """The :class:`ModelError` for ``problem`` at ``replica`` (the API key, should a server echo it, masked)."""
+        if self._api_key:
+            problem = problem.replace(self._api_key, "***")
+        return ModelError(self.model_id, replica.base_url, problem)
 
     # ------------------------------------------------------------------ replicas and event loops
     def _bind_to_running_loop(self) -> None:
@@ -185,14 +213,124 @@ class OpenAIChatModel(ChatModel):
         if self._loop is loop:
             return
         self._loop, self._slots = loop, asyncio.Semaphore(self.max_concurrency)
+        self._asking_settings = asyncio.Lock()
         for replica in self._replicas:
             replica.client = openai.AsyncOpenAI(api_key=self._api_key or PLACEHOLDER_KEY, base_url=replica.base_url,
                                                 timeout=self.timeout, max_retries=0)
+
+    async def simulator_settings(self) -> Mapping | None:
+        """The settings a ``userloop serve --simulator`` server lists for this model in ``/v1/models`` (asked
+        once); None for any other server. An unreachable server is asked again next time (the generation
+        call reports the failure)."""
+        self._bind_to_running_loop()
+        async with self._asking_settings:
+            if self._settings is None:
+                replica = self._replicas[0]
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        response = await replica.client.models.with_raw_response.list()
+                except openai.APIStatusError:  # no model list here: not a simulator
+                    self._settings = (None,)
+                except (openai.APIConnectionError, openai.APITimeoutError, TimeoutError):
+                    return None
+                else:
+                    self._settings = (listed_simulator(response.content, self.model_id),)
+        return self._settings[0]
 
     def _pick_replica(self, avoid: _Replica | None) -> _Replica:
         candidates = [r for r in self._replicas if r is not avoid] or self._replicas
         fewest = min(r.in_flight for r in candidates)
         return random.choice([r for r in candidates if r.in_flight == fewest])
+
+
+class InvalidReply(ValueError):
+    """A 2xx answer whose body is not the chat completion the API promises (the message says what is wrong)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A checked chat-completion body: each choice's text and finish reason in index order, and token counts."""
+
+    texts: list[str]
+    finish_reasons: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    events: tuple[Mapping[str, str], ...] = ()  # a user-simulator server's guardrail events (its 'userloop' field)
+
+
+def parse_reply(body: bytes, n: int) -> Reply:
+    """The chat completion with ``n`` choices in a 2xx answer's ``body``; anything else raises
+    :class:`InvalidReply` saying what is wrong. The only place the provider reads a reply."""
+    try:
+        data = json.loads(body)
+    except ValueError:  # also bytes that are not UTF-8
+        raise InvalidReply(f"the reply is not JSON: {_excerpt(body)}") from None
+    if not isinstance(data, dict):
+        raise InvalidReply(f"the reply is a JSON {type(data).__name__}, not a chat completion object: {_excerpt(body)}")
+    if data.get("error"):
+        error = data["error"]
+        message = " ".join(str(error.get("message") if isinstance(error, dict) else error).split())
+        raise InvalidReply(f"the server answered with an error instead of a completion: {message[:300]}")
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise InvalidReply(f"the reply has no 'choices' list: {_excerpt(body)}")
+    if len(choices) != n:
+        raise InvalidReply(f"the reply has {len(choices)} choices for n={n}")
+    by_index: dict[int, tuple[str, str]] = {}
+    for position, choice in enumerate(choices):
+        where = f"choice {position} of the reply"
+        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+            raise InvalidReply(f"{where} has no 'message' object: {_excerpt(json.dumps(choice))}")
+        content, reason = choice["message"].get("content"), choice.get("finish_reason") or "stop"
+        if not isinstance(content, str):
+            raise InvalidReply(f"{where} has no text: its content is {json.dumps(content)[:60]} "
+                               f"(finish_reason {json.dumps(choice.get('finish_reason'))[:40]})")
+        if not isinstance(reason, str):
+            raise InvalidReply(f"{where} has finish_reason {json.dumps(reason)[:40]}, not a string")
+        index = choice.get("index", position)
+        if isinstance(index, bool) or index not in range(n) or index in by_index:
+            raise InvalidReply(f"{where} has index {json.dumps(index)[:40]}: expected distinct indexes 0..{n - 1}")
+        by_index[index] = (content, reason)
+    usage = data.get("usage") or {}
+    tokens = [usage.get(name) or 0 for name in ("prompt_tokens", "completion_tokens")] if isinstance(usage, dict) else []
+    if len(tokens) != 2 or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens):
+        raise InvalidReply(f"the reply's usage is not token counts: {_excerpt(json.dumps(usage))}")
+    ordered = [by_index[index] for index in range(n)]
+    return Reply([text for text, _ in ordered], [reason for _, reason in ordered], *tokens,
+                 _simulator_events(data.get(SIMULATOR_FIELD)))
+
+
+def _simulator_events(extension) -> tuple[Mapping[str, str], ...]:
+    """The guardrail events in a user-simulator server's ``userloop`` reply field (none without the field)."""
+    if extension is None:
+        return ()
+    events = extension.get("events") if isinstance(extension, dict) else None
+    if not isinstance(events, list) or not all(
+            isinstance(event, dict) and all(isinstance(value, str) for value in event.values()) for event in events):
+        raise InvalidReply(f"the reply's {SIMULATOR_FIELD!r} field is not a user simulator's "
+                           f"{{'ended', 'events'}}: {_excerpt(json.dumps(extension))}")
+    return tuple(events)
+
+
+def listed_simulator(body: bytes, model_id: str) -> Mapping | None:
+    """The ``userloop`` settings of ``model_id`` in a ``/v1/models`` body when a user-simulator server lists
+    it (``"kind": "user_simulator"``); None for any other list, or a body that is not one."""
+    try:
+        entries = json.loads(body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    for entry in entries if isinstance(entries, list) else ():
+        settings = entry.get(SIMULATOR_FIELD) if isinstance(entry, dict) and entry.get("id") == model_id else None
+        if isinstance(settings, dict) and settings.get("kind") == SIMULATOR_KIND:
+            return settings
+    return None
+
+
+def _excerpt(body: bytes | str) -> str:
+    """The start of a body on one line, for an error message."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    return (text[:120] + "...") if len(text) > 120 else (text or "(empty body)")
 
 
 def parse_target(target: str) -> tuple[str, list[str]]:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from userloop.errors import UserError
-from userloop.models.base import ChatModel
+from userloop.models.base import ChatModel, checked_retries, checked_timeout
 
 PROVIDERS: dict[str, tuple[str, str, str]] = {
     # prefix: (module, class, what the target is)
@@ -22,6 +25,9 @@ PROVIDERS: dict[str, tuple[str, str, str]] = {
 }
 # Prefixes whose target is another spec: the inner model is loaded (with the options) and wrapped.
 WRAPPERS = frozenset({"prompted"})
+# The environment variables that set the request limits of models that call servers (see request_limits).
+TIMEOUT_ENV, RETRIES_ENV = "USERLOOP_TIMEOUT", "USERLOOP_RETRIES"
+_chosen_limits: dict | None = None  # set inside request_limits()
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -42,6 +48,7 @@ def load_model(spec: str, **options) -> ChatModel:
 
     ``options`` go to the provider (``device=``, ``max_batch_size=`` for ``hf``; ``api_key_env=``,
     ``timeout=`` for ``openai``; see docs/models.md); an option the provider does not take is an error.
+    Providers that take ``timeout`` / ``max_retries`` get :func:`current_request_limits` unless ``options`` set them.
     A wrapper (``prompted:INNER_SPEC``) loads its inner spec with the options and wraps that model.
     """
     prefix, target = parse_spec(spec)
@@ -53,7 +60,48 @@ def load_model(spec: str, **options) -> ChatModel:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise UserError(f"{prefix}: models take no option {unknown[0]!r} (options: {', '.join(accepted) or 'none'})")
-    return provider(target, **options)
+    limits = {name: value for name, value in current_request_limits().items() if name in accepted}
+    return provider(target, **{**limits, **options})
+
+
+@contextmanager
+def request_limits(timeout: float | None = None, max_retries: int | None = None) -> Iterator[None]:
+    """Within the block, :func:`load_model` gives models that call a server (those taking ``timeout`` and
+    ``max_retries``: ``openai:``) this timeout in seconds per request and this retry count, unless the call
+    sets them. ``None`` keeps ``$USERLOOP_TIMEOUT`` / ``$USERLOOP_RETRIES`` or, without them, the provider's
+    defaults. The CLI's ``--timeout`` / ``--retries`` work through this; a bad value raises :class:`UserError`."""
+    global _chosen_limits
+    chosen = current_request_limits()
+    if timeout is not None:
+        chosen["timeout"] = checked_timeout(timeout)
+    if max_retries is not None:
+        chosen["max_retries"] = checked_retries(max_retries)
+    previous, _chosen_limits = _chosen_limits, chosen
+    try:
+        yield
+    finally:
+        _chosen_limits = previous
+
+
+def current_request_limits() -> dict:
+    """``timeout`` / ``max_retries`` that :func:`load_model` gives server models now (only those set):
+    from :func:`request_limits`, else from the environment (a malformed variable raises :class:`UserError`)."""
+    if _chosen_limits is not None:
+        return dict(_chosen_limits)
+    limits = {}
+    if os.environ.get(TIMEOUT_ENV, "").strip():
+        limits["timeout"] = checked_timeout(_parsed(os.environ[TIMEOUT_ENV], float), TIMEOUT_ENV)
+    if os.environ.get(RETRIES_ENV, "").strip():
+        limits["max_retries"] = checked_retries(_parsed(os.environ[RETRIES_ENV], int), RETRIES_ENV)
+    return limits
+
+
+def _parsed(text: str, kind: type):
+    """``text`` as a ``kind``, or the text itself when it is not one (the check then names it)."""
+    try:
+        return kind(text.strip())
+    except ValueError:
+        return text
 
 
 def _inner_spec(prefix: str, target: str) -> str:

@@ -14,7 +14,8 @@ import re
 import time
 from pathlib import Path
 
-from userloop.errors import UserError, read_json_file
+from userloop.errors import UserError
+from userloop.files import read_user_json
 from userloop.models.base import ChatMessages, ChatModel, Choice, Completion, GenerationParams, cut_at_stop
 
 DEFAULT_KEY = "*"
@@ -56,7 +57,7 @@ class ScriptedChatModel(ChatModel):
 
 
 def _read_script(path: Path) -> tuple[list[str] | None, dict[str, str] | None]:
-    data = read_json_file(path, "scripted model file")
+    data = read_user_json(path, "scripted model file")
     if isinstance(data, list):
         if not data or not all(isinstance(reply, str) for reply in data):
             raise UserError(f"scripted model file {path}: a list must hold at least one reply, all strings")

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 
 from userloop import __version__
-from userloop.errors import UserError, read_json_file
+from userloop.errors import UserError
+from userloop.files import check_output_file, read_user_json, read_user_lines, write_atomic
 from userloop.report import svg
 
 # Stage of the manifest that writes each path key (the others share their key's name).
@@ -50,16 +51,18 @@ MAX_TURN_BINS = 15
 
 
 def build_report(demo_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report of demo folder ``demo_dir`` to ``out`` (default ``DIR/report/index.html``); returns its path."""
+    """Write the report of demo folder ``demo_dir`` to ``out`` (default ``DIR/report/index.html``, its folder
+    created; a given ``out`` is a file in an existing folder, or an existing folder); returns its path."""
     from userloop.demo import read_manifest
 
+    if out is not None and Path(out).is_dir():
+        out = Path(out) / "index.html"
+    elif out is not None:
+        check_output_file(out, "index.html")
     manifest = read_manifest(demo_dir)
     out = Path(out) if out is not None else manifest["dir"] / "report" / "index.html"
-    if out.is_dir():
-        out = out / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(manifest), encoding="utf-8")
-    return out
+    return write_atomic(out, render(manifest))
 
 
 def render(manifest: dict[str, Any]) -> str:
@@ -82,21 +85,17 @@ def render(manifest: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- reading
 def read_json(path: Path) -> Any:
     """A JSON file a stage wrote; missing or invalid is a :class:`UserError` naming it."""
-    return read_json_file(path, "file")
+    return read_user_json(path, "file")
 
 
 def read_loss_curve(path: Path) -> list[dict]:
     """The rows of a ``loss_curve.jsonl`` (``train user-lm`` / ``train assistant``): step, and loss or eval_loss."""
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
     rows = []
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+    for number, line in read_user_lines(path, "file"):
         try:
-            row = orjson.loads(line) if line.strip() else None
+            rows.append(orjson.loads(line))
         except orjson.JSONDecodeError:
             raise UserError(f"{path}:{number} is not valid JSON") from None
-        if row is not None:
-            rows.append(row)
     return rows
 
 

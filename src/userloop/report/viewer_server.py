@@ -14,6 +14,8 @@ Endpoints (GET, JSON): ``/api/overview`` (totals, sources, what could not be rea
 the facet counts), ``/api/conversations/KEY`` (one conversation with its inline events) and
 ``/api/conversations/KEY/side-by-side`` (real and simulated conversations with its intent). ``/`` is
 the page (``viewer.html``: no external resource; every text is set as text, never parsed as HTML).
+Requests whose ``Host`` is not this server's (DNS rebinding) or that come from another site's page
+(``Origin``) are refused first (:class:`~userloop.local_http.ClientCheck`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from userloop.errors import UserError
+from userloop.local_http import ClientCheck
 from userloop.report.viewer_index import FACETS, Filters, ViewerIndex, load_index
 
 HOST = "127.0.0.1"
@@ -136,10 +139,16 @@ def route(app: ViewerApp, target: str) -> Response:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    app: ViewerApp  # set on the subclass made by make_server
+    app: ViewerApp  # set on the subclass made by make_server, with clients
+    clients: ClientCheck
 
     def do_GET(self) -> None:
-        response = route(self.app, self.path)
+        refusal = self.clients.refusal(self.headers.get("Host"), self.headers.get("Origin"),
+                                       self.connection.getsockname()[0])
+        if refusal is None:
+            response = route(self.app, self.path)
+        else:
+            response = _json({"error": refusal.message}, HTTPStatus(refusal.status))
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -158,11 +167,12 @@ def check_port(port: int) -> None:
         raise UserError(f"--port must be in 0..65535, got {port}")
 
 
-def make_server(index: ViewerIndex, port: int = 0) -> ThreadingHTTPServer:
-    """A server for ``index`` on 127.0.0.1:``port`` (0: any free port; see ``server.server_port``).
-    A port out of range or already in use is a :class:`UserError`."""
+def make_server(index: ViewerIndex, port: int = 0, clients: ClientCheck | None = None) -> ThreadingHTTPServer:
+    """A server for ``index`` on 127.0.0.1:``port`` (0: any free port; see ``server.server_port``);
+    ``clients`` adds ``Host`` names it answers besides the loopback ones. A port out of range or already
+    in use is a :class:`UserError`."""
     check_port(port)
-    handler = type("ViewerHandler", (_Handler,), {"app": ViewerApp(index)})
+    handler = type("ViewerHandler", (_Handler,), {"app": ViewerApp(index), "clients": clients or ClientCheck()})
     try:
         server = ThreadingHTTPServer((HOST, port), handler)
     except OSError as err:
@@ -174,12 +184,14 @@ def make_server(index: ViewerIndex, port: int = 0) -> ThreadingHTTPServer:
 
 def view(paths: Iterable[str | Path], port: int = 8765, open_browser: bool = True,
          on_ready: Callable[[str, ViewerIndex], None] | None = None,
-         on_progress: Callable[[int], None] | None = None) -> None:
+         on_progress: Callable[[int], None] | None = None, allowed_hosts: Iterable[str] = ()) -> None:
     """Index ``paths`` and serve the viewer until Ctrl-C (``KeyboardInterrupt`` propagates after the server
-    closes). ``on_ready(url, index)`` is called once it listens; ``open_browser`` opens the URL."""
+    closes). ``on_ready(url, index)`` is called once it listens; ``open_browser`` opens the URL;
+    ``allowed_hosts`` are ``Host`` names answered besides the loopback ones."""
     check_port(port)  # before the paths are read, which may take a while
+    clients = ClientCheck(allowed_hosts)
     index = load_index(paths, on_progress)
-    server = make_server(index, port)
+    server = make_server(index, port, clients)
     url = f"http://{HOST}:{server.server_port}/"
     try:
         if on_ready is not None:

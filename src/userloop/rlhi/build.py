@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from userloop.errors import UserError
+from userloop.files import check_output_file, read_user_json, write_atomic
 from userloop.rlhi.followups import FollowUp, Labels, extract_followups, followup_record
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
 
@@ -61,7 +62,7 @@ def truth_folder(data: Path) -> Path | None:
         return data
     report = data / "report.json"
     if report.is_file():
-        for source in orjson.loads(report.read_bytes()).get("inputs", []):
+        for source in read_user_json(report, "prepared data report").get("inputs", []):
             folder = Path(source) if Path(source).is_dir() else Path(source).parent
             if (folder / "truth.jsonl").is_file():
                 return folder
@@ -76,13 +77,6 @@ def output_folder(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create the folder {path}: {err.strerror}") from None
-
-
-def output_file(path: Path) -> None:
-    """Make sure the output file ``path`` can be written: not a folder, its folder created."""
-    if path.is_dir():
-        raise UserError(f"--out {path} is a folder; give a file name (e.g. {path / 'personas.jsonl'})")
-    output_folder(path.parent)
 
 
 def _model(spec: str):
@@ -157,7 +151,7 @@ def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_pr
     report["pairs"] = len(records)
     report["pairs_with_persona"] = sum(r["persona"] is not None for r in records)
     report["seconds"] = round(time.perf_counter() - started, 2)
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return report
 
 
@@ -221,7 +215,7 @@ def _personas(conversations, labelled, offline, config: BuildConfig, progress: P
 def derive_personas(data: Path, out_file: Path, config: BuildConfig, progress: Progress = no_progress) -> dict[str, Any]:
     """``userloop personas``: classify follow-ups, derive personas, write ``out_file`` (JSONL); returns counts."""
     config.validate()
-    output_file(out_file)
+    check_output_file(out_file, "personas.jsonl")
     offline, conversations, labelled, _ = _classified(data, config, progress)
     return _personas(conversations, labelled, offline, config, progress, out_file)[1]
 

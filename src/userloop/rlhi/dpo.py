@@ -39,8 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from userloop.errors import UserError, missing_dependency
+from userloop.files import write_atomic
 from userloop.rlhi.conditioning import with_persona
-from userloop.trainconfig import TrainResult, option, require_at_least_one, step_progress, use_bf16, validate_bf16
+from userloop.trainconfig import (
+    TrainResult,
+    option,
+    require_at_least_one,
+    score_labelled_positions,
+    step_progress,
+    use_bf16,
+    validate_bf16,
+)
 from userloop.trainconfig import parse_config as parse_trainer_config
 
 METHODS = ("dpo", "sft")
@@ -227,8 +236,8 @@ def train_dpo(config: DPOTrainConfig, on_progress: Callable[[int, int], None] | 
     if _is_main_process():
         import yaml
 
-        (out / "dpo_report.json").write_text(json.dumps(report, indent=2))
         (out / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        write_atomic(out / "dpo_report.json", json.dumps(report, indent=2))
     return TrainResult(out, report)
 
 
@@ -236,13 +245,30 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
                  on_progress: Callable[[int, int], None] | None) -> dict:
     """One DPO (or SFT) run on ``pairs`` from ``policy`` (reference ``ref``); saves the model to ``out``
     and returns the training numbers (loss, reward accuracy and margins from TRL's logs)."""
+    from userloop.userlm.template import save_tokenizer
+    from userloop.userlm.train import curve_rows
+
+    trainer = build_trainer(config, pairs, policy, ref, out, on_progress)
+    with warnings.catch_warnings():  # TRL's own use of deprecated transformers names
+        warnings.simplefilter("ignore", FutureWarning)
+        output = trainer.train()
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        save_tokenizer(trainer.processing_class, out)
+        with open(out / "loss_curve.jsonl", "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in curve_rows(trainer.state.log_history))
+    return _training_numbers(output.training_loss, trainer.state)
+
+
+def build_trainer(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref: str, out: Path,
+                  on_progress: Callable[[int, int], None] | None = None):
+    """TRL's ``DPOTrainer`` (``SFTTrainer`` for method sft) for ``pairs``, from ``policy`` against the frozen ``ref``."""
     try:
         import datasets
         from transformers import PrinterCallback
     except ImportError as err:
         raise missing_dependency(err.name or "transformers", "train") from None
-    from userloop.userlm.template import save_tokenizer
-    from userloop.userlm.train import curve_rows, load_pretrained
+    from userloop.userlm.train import load_pretrained
 
     progress = step_progress(on_progress)
     tokenizer, model = load_pretrained(policy, dtype="float32")
@@ -264,14 +290,9 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
             trainer = SFTTrainer(model=model, args=_trainer_args(config, out, "sft"),
                                  train_dataset=datasets.Dataset.from_list(sft_rows(pairs, config.persona)),
                                  processing_class=tokenizer, callbacks=[progress])
-        trainer.remove_callback(PrinterCallback)
-        output = trainer.train()
-    trainer.save_model(str(out))
-    if trainer.is_world_process_zero():
-        save_tokenizer(tokenizer, out)
-        with open(out / "loss_curve.jsonl", "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in curve_rows(trainer.state.log_history))
-    return _training_numbers(output.training_loss, trainer.state)
+    trainer.remove_callback(PrinterCallback)
+    score_labelled_positions(trainer)
+    return trainer
 
 
 def _trainer_args(config: DPOTrainConfig, out: Path, method: str):
@@ -284,7 +305,7 @@ def _trainer_args(config: DPOTrainConfig, out: Path, method: str):
         "num_train_epochs": config.epochs, "max_steps": config.max_steps, "warmup_steps": config.warmup,
         "lr_scheduler_type": "cosine", "logging_steps": config.logging_steps, "save_strategy": "no", "report_to": "none",
         "disable_tqdm": True, "bf16": use_bf16(config.bf16), "use_cpu": not torch.cuda.is_available(), "max_length": config.max_length,
-        "dataloader_num_workers": 0, "gradient_checkpointing": False,
+        "dataloader_num_workers": 0, "gradient_checkpointing": False, "ddp_find_unused_parameters": False,
     }
     if method == "dpo":
         from trl import DPOConfig

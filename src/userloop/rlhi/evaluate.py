@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from userloop.errors import UserError
+from userloop.files import read_user_lines
 from userloop.rlhi.followups import FollowUp, FollowUpClassifier, Labels, extract_followups
 from userloop.rlhi.taxonomy import FEEDBACK_TYPES, RELATIONS, TESTBED_FEEDBACK_TYPE, TESTBED_RELATION, validate_labels
 
@@ -106,21 +107,20 @@ def read_oasst_labels(labels_path: Path, oasst_dir: Path) -> tuple[list[FollowUp
     """The hand-labelled follow-ups with their text from the shared trees; the span comes from its offsets."""
     by_id = _by_message_id(oasst_dir)
     followups, labels = [], []
-    with open(labels_path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            try:
-                row = orjson.loads(line)
-                followup = by_id.get(row["message_id"])
-                error = validate_labels(row["relation"], row["feedback_type"])
-                start, end = row["feedback_span_start"], row["feedback_span_end"]
-            except (orjson.JSONDecodeError, KeyError, TypeError) as err:
-                raise UserError(f"{labels_path}:{number}: not a label row (message_id, relation, feedback_type, "
-                                f"feedback_span_start, feedback_span_end): {err}") from None
-            if followup is None or error:
-                raise UserError(f"{labels_path}:{number}: " + (error or f"message {row['message_id']} is not a follow-up in {oasst_dir}"))
-            span = followup.text[start:end] if start is not None else None
-            followups.append(followup)
-            labels.append(Labels(row["relation"], row["feedback_type"], span))
+    for number, line in read_user_lines(labels_path, "--real-labels file"):
+        try:
+            row = orjson.loads(line)
+            followup = by_id.get(row["message_id"])
+            error = validate_labels(row["relation"], row["feedback_type"])
+            start, end = row["feedback_span_start"], row["feedback_span_end"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+            raise UserError(f"{labels_path}:{number}: not a label row (message_id, relation, feedback_type, "
+                            f"feedback_span_start, feedback_span_end): {err}") from None
+        if followup is None or error:
+            raise UserError(f"{labels_path}:{number}: " + (error or f"message {row['message_id']} is not a follow-up in {oasst_dir}"))
+        span = followup.text[start:end] if start is not None else None
+        followups.append(followup)
+        labels.append(Labels(row["relation"], row["feedback_type"], span))
     return followups, labels
 
 
@@ -209,8 +209,8 @@ def evaluate(data: Path, real_labels: Path | None = None, oasst_dir: Path | None
 
     if real_labels is not None and oasst_dir is None:
         raise UserError("--real-labels needs --oasst (the folder of the OASST trees)")
-    if real_labels is not None and not real_labels.is_file():
-        raise UserError(f"--real-labels {real_labels}: no such file")
+    if real_labels is not None:
+        read_user_lines(real_labels, "--real-labels file")  # an unreadable file fails before the slow part
     classifier = load_offline()
     report: dict[str, Any] = {"classifier_trained_on": classifier.trained_on, "data": str(data),
                               "testbed": evaluate_followups_testbed(classifier, data),

@@ -53,6 +53,7 @@ import orjson
 
 from userloop.conversation import Conversation, Message
 from userloop.errors import UserError
+from userloop.files import read_user_json, write_atomic
 from userloop.rlhi.build import Progress, candidate_key, no_progress, output_folder, truth_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
@@ -458,8 +459,8 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
     train, test = read_split_conversations(data, "train"), read_split_conversations(data, "test")
     personas = _personas(config, train, test)
     population = split_users(train, test, personas, config.eval_users, config.seed)
-    (out / "users.json").write_text(json.dumps({"train_pool": sorted(population.train),
-                                                "held_out": [asdict(e) for e in population.held_out]}, indent=1))
+    write_atomic(out / "users.json", json.dumps({"train_pool": sorted(population.train),
+                                                 "held_out": [asdict(e) for e in population.held_out]}, indent=1))
 
     user_model = load_model(config.user)
     guardrails = GuardrailConfig(avoid_termination_turns=1)   # the opening may not end; any follow-up may
@@ -533,8 +534,8 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
         rounds.append(record)
         _append_round(out, record)
     report = _report(config, data, population, rounds, scorer.name, time.perf_counter() - started)
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    (out / "report.md").write_text(report_markdown(report))
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.md", report_markdown(report))
     return report
 
 
@@ -581,13 +582,15 @@ def _check_resume(out: Path, config: LoopConfig) -> None:
     path = out / "config.json"
     current = asdict(config)
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = read_user_json(path, "loop config file")
+        if not isinstance(saved, dict):
+            raise UserError(f"{path} is not a loop config (a JSON object); give a new --out")
         changed = sorted(k for k in current if saved.get(k) != current[k])
         if changed:
             raise UserError(f"{out} holds a loop run with a different config ({', '.join(changed)}); give a new --out "
                             "or the same settings to resume")
     else:
-        path.write_text(json.dumps(current, indent=2))
+        write_atomic(path, json.dumps(current, indent=2))
 
 
 def _read_rounds(out: Path) -> list[dict]:
@@ -601,7 +604,7 @@ def _read_rounds(out: Path) -> list[dict]:
             rounds.append(orjson.loads(line))
         except orjson.JSONDecodeError:
             break
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rounds))
+    write_atomic(path, b"".join(orjson.dumps(r) + b"\n" for r in rounds))
     return rounds
 
 

@@ -20,6 +20,7 @@ import orjson
 
 from userloop.conversation import Message, read_parquet, write_parquet
 from userloop.errors import UserError
+from userloop.files import read_user_json, write_atomic
 from userloop.rlhi.conditioning import with_persona
 
 
@@ -58,11 +59,11 @@ def write_policy_data(data: Path, personas: Path, out: Path) -> dict:
         counts[split] = {"conversations": len(conversations), "with_persona": conditioned,
                          "without_persona": len(conversations) - conditioned}
     source_report = Path(data) / "report.json"
-    report = {**orjson.loads(source_report.read_bytes()), "policy_data": {
+    report = {**read_user_json(source_report, "prepared data report"), "policy_data": {
         "source": str(data), "personas": str(personas), "splits": counts,
         "users_with_persona": len(matched), "users_without_persona": len(users - matched),
         "personas_without_conversations": len(persona_text.keys() - users)}}
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     bad_lines = Path(data) / "bad_lines.jsonl"
     if bad_lines.is_file():
         shutil.copy2(bad_lines, out / "bad_lines.jsonl")

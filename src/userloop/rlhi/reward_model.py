@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from userloop.errors import UserError, missing_dependency
+from userloop.files import write_atomic
 from userloop.rlhi.conditioning import with_persona
 from userloop.trainconfig import TrainResult, option, require_at_least_one, step_progress, use_bf16, validate_bf16
 from userloop.trainconfig import parse_config as parse_trainer_config
@@ -366,5 +367,5 @@ def train_reward_model(config: RewardTrainConfig, on_progress: Callable[[int, in
     trainer.save_model(str(out))
     tokenizer.save_pretrained(out)
     (out / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    (out / "reward_report.json").write_text(json.dumps(report, indent=2))
+    write_atomic(out / "reward_report.json", json.dumps(report, indent=2))
     return TrainResult(out, report)

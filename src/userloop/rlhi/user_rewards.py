@@ -31,6 +31,7 @@ import orjson
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
+from userloop.files import read_user_lines, write_atomic
 from userloop.rlhi.build import Progress, no_progress, output_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import FollowUp, Labels, extract_followups
@@ -68,16 +69,13 @@ def read_split_conversations(data: Path, split: str) -> list[Conversation]:
 
 def read_labels(path: Path) -> dict[tuple[str, int], Labels]:
     """``followups.jsonl`` (``rlhi build``) as labels by (conversation id, turn index)."""
-    if not path.is_file():
-        raise UserError(f"follow-ups file not found: {path}")
     out = {}
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            try:
-                row = orjson.loads(line)
-                out[(row["conversation_id"], row["index"])] = Labels(row["relation"], row["feedback_type"], row["feedback_text"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{path}:{number}: not a follow-up record of 'rlhi build'") from None
+    for number, line in read_user_lines(path, "follow-ups file"):
+        try:
+            row = orjson.loads(line)
+            out[(row["conversation_id"], row["index"])] = Labels(row["relation"], row["feedback_type"], row["feedback_text"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{path}:{number}: not a follow-up record of 'rlhi build'") from None
     return out
 
 
@@ -103,20 +101,15 @@ def persona_records(path: Path) -> Iterator[dict[str, Any]]:
     """The records of ``personas.jsonl`` (``rlhi build`` / ``userloop personas``), each checked: ``user_id``
     text or a number, ``persona`` text or null. Blank lines are passed over; a line that is no persona
     record is a one-line :class:`UserError` naming ``file:line``."""
-    if not path.is_file():
-        raise UserError(f"personas file not found: {path}")
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-                user_id, persona = row["user_id"], row["persona"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{path}:{number}: not a persona record (user_id, persona)") from None
-            if not isinstance(user_id, str | int) or not isinstance(persona, str | None):
-                raise UserError(f"{path}:{number}: user_id must be text and persona text or null")
-            yield row
+    for number, line in read_user_lines(path, "personas file"):
+        try:
+            row = orjson.loads(line)
+            user_id, persona = row["user_id"], row["persona"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{path}:{number}: not a persona record (user_id, persona)") from None
+        if not isinstance(user_id, str | int) or not isinstance(persona, str | None):
+            raise UserError(f"{path}:{number}: user_id must be text and persona text or null")
+        yield row
 
 
 def read_personas(path: Path) -> dict[str, str]:
@@ -317,5 +310,5 @@ def user_based_rewards(data: Path, out: Path, config: RewardsConfig, progress: P
               "mean_score": mean(flat), "mean_best": mean([max(g) for g in scores]), "mean_worst": mean([min(g) for g in scores]),
               "mean_margin": mean([r["chosen_score"] - r["rejected_score"] for r in records]),
               "scorer_counts": dict(scorer.counts), "seconds": round(time.perf_counter() - started, 2)}
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return report

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from userloop.errors import UserError
+from userloop.files import write_atomic
 from userloop.rlhi.build import Progress, no_progress, output_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import clip
@@ -328,5 +329,5 @@ def eval_personal(data: Path, out: Path, config: UserEvalConfig, progress: Progr
     with open(out / "comparisons.jsonl", "wb") as f:
         f.writelines(orjson.dumps(comparison_record(i, request, policy[i], baseline[i], personal, overall)) + b"\n"
                      for i, request in enumerate(requests))
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return report

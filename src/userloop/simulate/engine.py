@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from userloop.models.base import ChatMessages, ChatModel, Completion, GenerationParams
+from userloop.models.metered import MeteredModel
 from userloop.simulate.scenarios import Scenario
 from userloop.userlm.flip import user_system_message
 from userloop.userlm.simulator import UserSimulator, UserTurn
@@ -80,20 +81,6 @@ class EngineTimings:
             "conversations_per_s": round(self.conversations / self.wall_s, 3) if self.wall_s else 0.0,
             "turns_per_s": round(self.turns / self.wall_s, 3) if self.wall_s else 0.0,
         }
-
-
-class _Metered(ChatModel):
-    """A model that counts the tokens of the calls made through it (one per conversation and turn)."""
-
-    def __init__(self, model: ChatModel) -> None:
-        self.model, self.name, self.supports = model, model.name, model.supports
-        self.prompt_tokens = self.completion_tokens = 0
-
-    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams) -> list[Completion]:
-        completions = await self.model.agenerate(conversations, params)
-        self.prompt_tokens += sum(c.prompt_tokens for c in completions)
-        self.completion_tokens += sum(c.completion_tokens for c in completions)
-        return completions
 
 
 @dataclass
@@ -213,7 +200,7 @@ class SimulationEngine:
 
     async def _user_turn(self, conversation: _Conversation) -> tuple[UserTurn, float, dict[str, int]]:
         turn_number = conversation.user_turns + 1
-        meter = _Metered(self.user.model)
+        meter = MeteredModel(self.user.model)  # one per conversation and turn
         params = replace(self.user.params, seed=derive_seed(conversation.seed, turn_number, "user"))
         simulator = UserSimulator(meter, self.user.guardrails, params)
         started = time.perf_counter()

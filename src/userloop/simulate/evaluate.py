@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from userloop.files import write_atomic
 from userloop.simulate.runs import Progress, SimulationConfig, flatten, format_value, simulate
 
 SETTINGS = ("single_turn", "multi_turn")
@@ -45,8 +46,8 @@ def evaluate_assistant(assistant: str, user: str, scenarios: str | Path, out: st
         with (progress_for(setting) if progress_for else nullcontext()) as progress:
             summaries[setting] = simulate(config, out / setting, force=force, progress=progress).summary
     report = build_report(summaries["single_turn"], summaries["multi_turn"])
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.md", report_markdown(report))
     return report
 
 

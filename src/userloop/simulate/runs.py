@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from userloop.errors import UserError
+from userloop.files import read_user_bytes, read_user_json, write_atomic
 from userloop.trainconfig import option
 
 RECORDS = "conversations.jsonl"
@@ -50,6 +51,8 @@ class SimulationConfig:
     user_top_p: float = option(0.8, "user nucleus sampling (UserLM-8b model card: 0.8)")
     concurrency: int = option(256, "most conversations live at once")
     max_batch_size: int | None = option(None, "rows per batch for hf: models (None: the provider's default, 64)")
+    shard: str | None = option(None, "I/N: simulate only shard I of N (1 <= I <= N): every N-th (scenario, sample) "
+                                     "conversation, one run folder per shard; 'userloop runs merge' joins them")
 
     def validate(self) -> None:
         for name in ("assistant", "scenarios"):
@@ -70,6 +73,8 @@ class SimulationConfig:
                 parse_spec(spec)
         GenerationParams(temperature=self.assistant_temperature, seed=self.seed)
         GenerationParams(temperature=self.user_temperature, top_p=self.user_top_p)
+        if self.shard is not None:
+            parse_shard(self.shard)
 
     @property
     def setting(self) -> str:
@@ -77,7 +82,8 @@ class SimulationConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what the run produces (what a resume must match)."""
-        return {k: v for k, v in asdict(self).items() if k not in NOT_IDENTITY}
+        return {k: v for k, v in asdict(self).items()
+                if k not in NOT_IDENTITY and not (k == "shard" and v is None)}  # run.json files from before shards
 
 
 @dataclass
@@ -121,16 +127,14 @@ def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, 
     out.mkdir(parents=True, exist_ok=True)
     run_file = _checked_run_file(out, config, force)
     records, torn = read_records(out / RECORDS, repair=True)
-    from userloop.simulate.engine import pending_jobs
-
-    jobs = pending_jobs(scenarios, config.n, {(r["scenario_id"], r["sample"]) for r in records})
+    jobs = _pending(scenarios, config, records)
     resumed = len(records)
     if max_conversations is not None:
         jobs = jobs[:max_conversations]
     progress.on_total(resumed + len(jobs), resumed)
     engine = _engine(config) if jobs else None
     if run_file is not None:  # only once the models loaded: a typo in a spec leaves no run behind
-        (out / RUN_FILE).write_bytes(run_file)
+        write_atomic(out / RUN_FILE, run_file)
     finished_now = 0
     try:
         if engine is not None:
@@ -148,11 +152,30 @@ def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, 
         timings = engine.timings.to_dict() if engine is not None else _previous_timings(out)
         summary = summarize(records, scenarios, config, timings=timings,
                             resume={"records_before": resumed, "finished_now": finished_now, "torn_lines_repaired": torn,
-                                    "pending": len(pending_jobs(scenarios, config.n, {(r["scenario_id"], r["sample"])
-                                                                                      for r in records}))},
+                                    "pending": len(_pending(scenarios, config, records))},
                             classifier=engine.classifier if engine is not None else None)
         write_summary(out, summary)
     return SimulationResult(out, summary, finished_now, resumed, torn)
+
+
+def _pending(scenarios, config: SimulationConfig, records: Sequence[dict]) -> list:
+    """The jobs of the run (of its shard, with ``config.shard``) that have no record yet, scenario-major."""
+    from userloop.simulate.engine import pending_jobs
+
+    done = {(r["scenario_id"], r["sample"]) for r in records}
+    jobs = pending_jobs(scenarios, config.n, set())
+    if config.shard is not None:
+        index, count = parse_shard(config.shard)
+        jobs = jobs[index - 1::count]
+    return [job for job in jobs if (job.scenario.id, job.sample) not in done]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``(I, N)`` of a shard written ``I/N`` with 1 <= I <= N; anything else is a :class:`UserError`."""
+    index, slash, count = str(text).partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit() and 1 <= int(index) <= int(count)):
+        raise UserError(f"shard must be I/N with 1 <= I <= N (e.g. 2/8 for the second of eight), got {text!r}")
+    return int(index), int(count)
 
 
 def _previous_timings(out: Path) -> dict | None:
@@ -199,43 +222,57 @@ def _engine(config: SimulationConfig):
 
 
 # ---------------------------------------------------------------------- run folder
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _checked_run_file(out: Path, config: SimulationConfig, force: bool) -> bytes | None:
     """``run.json`` to write (None when the existing one matches); a different configuration in the
-    existing one is a :class:`UserError` unless ``force`` (then the old one is kept under ``previous``)."""
+    existing one is a :class:`UserError` unless ``force`` (then the old one is kept under ``previous``),
+    and so is a damaged ``run.json`` (``force`` replaces it). The scenario file is the same when its
+    content is (its SHA-256), whatever path names it; ``run.json`` records its resolved path."""
     import orjson
 
     from userloop import __version__
 
-    current = {"config": config.identity(), "scenarios_sha256": file_sha256(config.scenarios)}
+    scenarios = Path(config.scenarios)
+    current = {"config": {**config.identity(), "scenarios": str(scenarios.resolve())},
+               "scenarios_sha256": hashlib.sha256(read_user_bytes(scenarios, "scenario file")).hexdigest()}
     path = out / RUN_FILE
     previous: list = []
     if path.exists():
-        from userloop.errors import read_json_file
-
-        existing = read_json_file(path, "run file")
-        if not isinstance(existing, dict):
-            raise UserError(f"{path} is not a run file (a JSON object with the run's config); move it away or choose a new --out")
-        recorded = {"config": existing.get("config"), "scenarios_sha256": existing.get("scenarios_sha256")}
-        if recorded == current:
-            return None
-        if not force:
-            raise UserError(f"{out} holds a run with a different configuration ({_first_difference(recorded, current)}): "
-                            "rerun with the same options, choose a new --out, or pass --force to continue it anyway")
-        previous = [*existing.get("previous", []), recorded]
+        try:
+            existing = read_user_json(path, "run file")
+            if not isinstance(existing, dict):
+                raise UserError(f"{path} is not a run file (a JSON object with the run's config)")
+        except UserError as err:
+            if not force:
+                raise UserError(f"{err}; pass --force to replace it with this configuration (finished conversations "
+                                "are kept), or choose a new --out") from None
+            existing = {}
+        else:
+            recorded = {"config": existing.get("config"), "scenarios_sha256": existing.get("scenarios_sha256")}
+            if _run_identity(recorded) == _run_identity(current):
+                return None
+            if not force:
+                raise UserError(f"{out} holds a run with a different configuration "
+                                f"({_first_difference(recorded, current)}): rerun with the same options, choose a new "
+                                "--out, or pass --force to continue it anyway")
+            previous = [*existing.get("previous", []), recorded]
     run = {**current, "setting": config.setting, "userloop_version": __version__, "previous": previous}
     return orjson.dumps(run, option=orjson.OPT_INDENT_2)
 
 
+def _run_identity(run: dict) -> tuple:
+    """What a resume must match: the configuration but the scenario file's path, and that file's content."""
+    config = run["config"] if isinstance(run["config"], dict) else {}
+    return {k: v for k, v in config.items() if k != "scenarios"}, run["scenarios_sha256"]
+
+
 def _first_difference(recorded: dict, current: dict) -> str:
-    if recorded["scenarios_sha256"] != current["scenarios_sha256"]:
-        return "the scenario file changed"
     old = recorded["config"] if isinstance(recorded["config"], dict) else {}
     new = current["config"]
-    changed = [name for name in new if old.get(name, _MISSING) != new[name]]
+    if recorded["scenarios_sha256"] != current["scenarios_sha256"]:
+        if Path(str(old.get("scenarios"))).resolve() == Path(new["scenarios"]):
+            return "the scenario file changed"
+        return f"another scenario file: {old.get('scenarios')} in run.json, {new['scenarios']} now"
+    changed = [name for name in new if name != "scenarios" and old.get(name, _MISSING) != new[name]]
     if changed:
         name = changed[0]
         return f"{name}: {repr(old[name]) if name in old else 'absent'} in run.json, {new[name]!r} now"
@@ -256,7 +293,7 @@ def read_records(path: str | Path, repair: bool = False) -> tuple[list[dict], in
     path = Path(path)
     if not path.exists():
         return [], 0
-    data = path.read_bytes()
+    data = read_user_bytes(path, "run records file")
     torn = 0
     if data and not data.endswith(b"\n"):
         torn, data = 1, data[:data.rfind(b"\n") + 1]
@@ -342,14 +379,15 @@ def group_summary(records: Sequence[dict]) -> dict[str, Any]:
         "guardrail_events": {"resample": events["resample"], "fallback": events["fallback"]},
         "tokens": tokens,
         "errors": dict(errors.most_common(5)),
+        "first_error": next((r["error"] for r in records if r.get("error")), None),
     }
 
 
 def write_summary(out: Path, summary: dict) -> None:
     import orjson
 
-    (out / SUMMARY_JSON).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-    (out / SUMMARY_MD).write_text(summary_markdown(summary), encoding="utf-8")
+    write_atomic(out / SUMMARY_JSON, orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    write_atomic(out / SUMMARY_MD, summary_markdown(summary))
 
 
 def summary_rows(group: dict) -> list[tuple[str, str]]:
@@ -415,10 +453,8 @@ def format_value(value) -> str:
 
 def load_summary(run: str | Path) -> dict:
     """A run folder's summary.json (a missing one is a :class:`UserError`)."""
-    from userloop.errors import read_json_file
-
     path = Path(run) / SUMMARY_JSON if Path(run).is_dir() else Path(run)
-    return read_json_file(path, "run summary")
+    return read_user_json(path, "run summary")
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
@@ -460,3 +496,112 @@ def _leading_number(text: str) -> float | None:
         return float(head)
     except ValueError:
         return None
+
+
+# ---------------------------------------------------------------------- shards
+def merge_runs(shards: Sequence[str | Path], out: str | Path, scenarios: str | Path | None = None) -> dict[str, Any]:
+    """Join the run folders of the shards 1/N .. N/N of one simulation (``simulate --shard I/N``) into ``out``.
+
+    The shards must share one configuration and scenario file (its SHA-256), each index must appear once, and
+    every (scenario, sample) of the scenario file must be recorded once, by the shard it belongs to; otherwise
+    nothing is written and a :class:`UserError` names what is missing or foreign (a shard that did not finish:
+    rerun its command, it resumes). ``scenarios``: the scenario file, when the path in the shards' run.json is
+    not on this machine (same content). ``out`` (new or empty) gets conversations.jsonl in scenario-major order,
+    the summary, and a run.json that ``simulate`` with the same options and no ``--shard`` resumes as complete.
+    Returns the summary."""
+    import orjson
+
+    from userloop.simulate.engine import pending_jobs
+    from userloop.simulate.scenarios import load_scenarios
+
+    runs = [(Path(shard), _shard_run(Path(shard))) for shard in shards]
+    if not runs:
+        raise UserError("give the run folders of the shards to merge")
+    (first, run), *others = runs
+    shared, sha256 = _shared_identity(run)
+    for folder, other in others:
+        other_config, other_sha256 = _shared_identity(other)
+        if (other_config, other_sha256) != (shared, sha256):
+            differing = sorted(k for k in {*shared, *other_config} if shared.get(k) != other_config.get(k))
+            what = f"different {', '.join(differing)}" if differing else "another scenario file"
+            raise UserError(f"{folder} was simulated with another configuration than {first} ({what}): only shards "
+                            "of one run merge")
+    count = parse_shard(run["config"]["shard"])[1]
+    by_index: dict[int, Path] = {}
+    for folder, other in runs:
+        index, other_count = parse_shard(other["config"]["shard"])
+        if other_count != count:
+            raise UserError(f"{folder} is shard {index}/{other_count}, {first} is of {count} shards: only shards of one run merge")
+        if index in by_index:
+            raise UserError(f"shard {index}/{count} given twice: {by_index[index]} and {folder}")
+        by_index[index] = folder
+    missing_shards = [f"{index}/{count}" for index in range(1, count + 1) if index not in by_index]
+    if missing_shards:
+        raise UserError(f"shard {', '.join(missing_shards)} missing: a merge needs all {count} shards")
+
+    scenario_file = Path(scenarios or run["config"]["scenarios"])
+    if hashlib.sha256(read_user_bytes(scenario_file, "scenario file")).hexdigest() != sha256:
+        raise UserError(f"{scenario_file} is not the scenario file the shards simulated (another SHA-256): "
+                        "pass that file with --scenarios")
+    config = _merged_config(run["config"], scenario_file)
+    scenario_list = load_scenarios(scenario_file)
+    position = {(job.scenario.id, job.sample): k for k, job in enumerate(pending_jobs(scenario_list, config.n, set()))}
+    records: dict[tuple[str, int], dict] = {}
+    for index, folder in sorted(by_index.items()):
+        for record in read_records(folder / RECORDS)[0]:
+            key = (record["scenario_id"], record["sample"])
+            if key not in position:
+                raise UserError(f"{folder}: conversation {key[0]!r} sample {key[1]} is not in {scenario_file}")
+            owner = position[key] % count + 1
+            if owner != index:
+                raise UserError(f"{folder}: conversation {key[0]!r} sample {key[1]} belongs to shard {owner}/{count}, "
+                                f"not {index}/{count}")
+            records[key] = record
+    missing = [key for key in position if key not in records]
+    if missing:
+        short = Counter(f"{position[key] % count + 1}/{count}" for key in missing)
+        raise UserError(f"{len(missing):,} of {len(position):,} conversations are not recorded (shards "
+                        f"{', '.join(f'{shard}: {n:,}' for shard, n in sorted(short.items()))}): rerun those shards' "
+                        "commands (they resume), then merge again")
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not empty: merge into a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(records.values(), key=lambda r: position[(r["scenario_id"], r["sample"])])
+    merged_from = [{"shard": f"{index}/{count}", "run": str(folder),
+                    "conversations": sum(1 for key in records if position[key] % count + 1 == index)}
+                   for index, folder in sorted(by_index.items())]
+    write_atomic(out / RECORDS, b"".join(orjson.dumps(record) + b"\n" for record in ordered))
+    run_file = orjson.loads(_checked_run_file(out, config, force=False))
+    write_atomic(out / RUN_FILE, orjson.dumps({**run_file, "merged_from": merged_from}, option=orjson.OPT_INDENT_2))
+    summary = {**summarize(ordered, scenario_list, config), "merged_from": merged_from}
+    write_summary(out, summary)
+    return summary
+
+
+def _shard_run(folder: Path) -> dict:
+    """The run.json of a shard's run folder (a folder that is not one is a :class:`UserError`)."""
+    run = read_user_json(folder / RUN_FILE, "run file") if folder.is_dir() else None
+    if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
+        raise UserError(f"{folder} is not a run folder (no run.json with the run's configuration)")
+    if run["config"].get("shard") is None:
+        raise UserError(f"{folder} is not a shard: its run was simulated without --shard I/N")
+    return run
+
+
+def _shared_identity(run: dict) -> tuple[dict, str]:
+    """What the shards of one run share: the configuration but the shard and the scenario file's path, and that
+    file's SHA-256."""
+    return {k: v for k, v in run["config"].items() if k not in ("shard", "scenarios")}, run.get("scenarios_sha256")
+
+
+def _merged_config(recorded: dict, scenario_file: Path) -> SimulationConfig:
+    """The configuration of the whole run, from a shard's recorded one."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(SimulationConfig)}
+    unknown = sorted(set(recorded) - known)
+    if unknown:
+        raise UserError(f"the shards' run.json has options this version does not know: {', '.join(unknown)}")
+    return SimulationConfig(**{**recorded, "shard": None, "scenarios": str(scenario_file)})

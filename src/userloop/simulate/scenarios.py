@@ -15,9 +15,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from userloop.errors import UserError
+from userloop.files import open_user_file, read_user_lines, read_user_text
 from userloop.userlm.intents import INTENT_PREFIX
 
 KINDS = ("open", "math", "code")
+# Fields of the task files that scenarios are built from (none is a scenario field).
+TASK_FILE_FIELDS = {"task_id", "question", "prompt", "test"}
 
 
 @dataclass
@@ -92,25 +95,25 @@ def _validate(scenario: Scenario) -> None:
 
 def load_scenarios(path: str | Path) -> list[Scenario]:
     """The scenarios in a JSONL file; a bad line is one :class:`UserError` naming ``file:line``,
-    and so is an id used twice. Blank lines are allowed."""
+    and so is an id used twice. Blank lines are allowed. A task file that is not a scenario file yet
+    (Lost-in-Conversation, GSM8K, HumanEval) is an error that says how to build one from it."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"scenario file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"scenario file is a folder: {path}") from None
+    lines = read_user_lines(path, "scenario file")
+    if lines and lines[0][1].lstrip().startswith("["):
+        raise UserError(f"{path} is a JSON array, not a scenario file (JSONL, one scenario per line)"
+                        + _build_hint(path))
     scenarios: list[Scenario] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in lines:
         try:
-            scenario = Scenario.from_dict(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}:{number}: not valid JSON: {err.msg}") from None
+        try:
+            scenario = Scenario.from_dict(record)
         except (UserError, TypeError) as err:
-            raise UserError(f"{path}:{number}: {err}") from None
+            hint = _build_hint(path) if isinstance(record, dict) and TASK_FILE_FIELDS & set(record) else ""
+            raise UserError(f"{path}:{number}: {err}{hint}") from None
         if scenario.id in seen:
             raise UserError(f"{path}:{number}: scenario id {scenario.id!r} already used on line {seen[scenario.id]}")
         seen[scenario.id] = number
@@ -118,6 +121,11 @@ def load_scenarios(path: str | Path) -> list[Scenario]:
     if not scenarios:
         raise UserError(f"scenario file {path} holds no scenarios")
     return scenarios
+
+
+def _build_hint(path: Path) -> str:
+    return (f"; a Lost-in-Conversation, GSM8K or HumanEval task file becomes a scenario file with: "
+            f"userloop scenarios build --source {path} --out scenarios.jsonl")
 
 
 def write_scenarios(scenarios: list[Scenario], path: str | Path) -> Path:
@@ -236,14 +244,7 @@ def _task_file(path: Path) -> BuildResult:
 
 def _read_records(path: Path) -> list:
     """The records of a JSON array file or of a JSONL(.gz) file (an invalid line becomes ``_INVALID``)."""
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
+    text = read_user_text(path, "scenario source")
     if text.lstrip().startswith("["):
         try:
             return json.loads(text)
@@ -405,7 +406,7 @@ def _testbed_math(folder: Path, split: str | None) -> BuildResult:
     keep = _split_ids(folder, split)
     outside = f"not in the {split or 'test'} split"
     scenarios, skipped, read = [], {}, 0
-    with (truth / "truth.jsonl").open("rb") as lines:
+    with open_user_file(truth / "truth.jsonl", "testbed truth file") as lines:
         for line in lines:
             record = json.loads(line)
             if record.get("type") != "conversation":

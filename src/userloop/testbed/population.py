@@ -26,6 +26,7 @@ import orjson
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
+from userloop.files import open_user_file, write_atomic
 from userloop.testbed.dialogue import Dialogue, choose_task, converse
 from userloop.testbed.persona import Persona, pick_weighted, sample_persona
 
@@ -85,7 +86,7 @@ class Population:
         out.mkdir(parents=True, exist_ok=True)
         _write_jsonl(out / "conversations.jsonl", self.records)
         _write_jsonl(out / "truth.jsonl", self.truth)
-        (out / "summary.json").write_bytes(orjson.dumps(summarise(self), option=orjson.OPT_INDENT_2))
+        write_atomic(out / "summary.json", orjson.dumps(summarise(self), option=orjson.OPT_INDENT_2))
         return out
 
 
@@ -182,7 +183,7 @@ def read_truth(path: str | Path) -> tuple[dict[str, dict], dict[str, dict]]:
     if not path.is_file():
         raise UserError(f"no testbed truth at {path}")
     users, conversations = {}, {}
-    with open(path, "rb") as f:
+    with open_user_file(path, "testbed truth file") as f:
         for line in f:
             row = orjson.loads(line)
             (users if row["type"] == "user" else conversations)[row["user_id"] if row["type"] == "user" else row["id"]] = row
@@ -249,8 +250,8 @@ def cache_dir() -> Path:
 
 
 def cached_pickle(path: Path, build):
-    """The object pickled at ``path``, or ``build()``'s result, pickled there first (written to a temporary
-    file and renamed, so an interrupted write never leaves a truncated cache)."""
+    """The object pickled at ``path``, or ``build()``'s result, pickled there first (written atomically,
+    so an interrupted write never leaves a truncated cache)."""
     import pickle
 
     if path.is_file():
@@ -258,10 +259,7 @@ def cached_pickle(path: Path, build):
             return pickle.load(f)
     value = build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    with open(partial, "wb") as f:
-        pickle.dump(value, f)
-    partial.replace(path)
+    write_atomic(path, pickle.dumps(value))
     return value
 
 

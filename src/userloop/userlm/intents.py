@@ -25,6 +25,7 @@ import orjson
 
 from userloop.conversation import Conversation, read_parquet, write_parquet
 from userloop.errors import UserError
+from userloop.files import read_user_json, write_atomic
 
 INTENT_PREFIX = "You are a user chatting with an assistant language model to"
 MAX_INTENT_WORDS = 60
@@ -274,7 +275,7 @@ def write_intents(data: str | Path, out: str | Path, model=None, overwrite: bool
         finally:
             if model is not None:
                 runner.run(model.aclose())
-    report = orjson.loads((data / "report.json").read_bytes())
+    report = read_user_json(data / "report.json", "prepared data report")
     report["intents"] = {
         "model": model.name if model is not None else None, "overwrite": overwrite,
         "conversations": sum(per_split.values()), "per_split": per_split,
@@ -283,7 +284,7 @@ def write_intents(data: str | Path, out: str | Path, model=None, overwrite: bool
         "invalid_then_offline_fallback": counts.invalid_then_offline,
         "invalid_answers_by_reason": dict(counts.problems.most_common()),
     }
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     if (data / "bad_lines.jsonl").is_file():
         shutil.copyfile(data / "bad_lines.jsonl", out / "bad_lines.jsonl")
     return IntentsResult(out, report)

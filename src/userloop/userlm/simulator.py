@@ -26,6 +26,11 @@ Post-processing: surrounding whitespace (the leading newline after the user head
 a sample containing ``<|endconversation|>`` ends the conversation, keeps the text before it as the
 user's last message (often empty) and discards everything after it. Length thresholds do not apply
 to an ending turn.
+
+A model that is a user simulator itself (``model.simulator_settings()``: a ``userloop serve
+--simulator`` server reached with ``openai:``) has applied the guardrails already: its answer is the
+turn, and its events are the server's (docs/integrations.md); a server started for another kind of
+harness (:func:`check_served_harness`) is refused.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from userloop.conversation import Message
-from userloop.errors import UserError, read_json_file
-from userloop.models.base import ChatModel, GenerationParams
+from userloop.errors import UserError
+from userloop.files import read_user_json
+from userloop.models.base import END_CONVERSATION_REASON, ChatModel, GenerationParams
 from userloop.trainconfig import option
 from userloop.userlm.template import END_CONVERSATION
 
@@ -49,6 +55,9 @@ DEFAULT_PARAMS = GenerationParams(max_new_tokens=96, temperature=1.0, top_p=0.8)
 FIRST_WORDS = ("I", "You", "Here")
 # Fallback order: a sample violating only lighter guardrails is preferred (sum of weights, then order).
 SEVERITY = {"avoid_termination": 8, "filter_repetition": 4, "filter_first_tokens": 2, "length_thresholds": 1}
+# The harness options a `userloop serve --simulator` server lists when its requests are read as this simulator sends
+# them (userloop.models.serve.simulator_protocol.HarnessOptions' defaults).
+PROTOCOL_HARNESS = {"perspective": "assistant", "end_text": None, "intent_tag": None}
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,10 @@ class UserSimulator:
         return list(await asyncio.gather(*(self._turn(index, prompt) for index, prompt in enumerate(prompts))))
 
     async def _turn(self, index: int, prompt: list[dict[str, str]]) -> UserTurn:
+        settings = await self.model.simulator_settings()
+        if settings is not None:
+            check_served_harness(settings, self.model.name)
+            return await self._served_turn(index, prompt)
         intent = prompt[0]["content"]
         earlier = [m["content"] for m in prompt[1:] if m["role"] == "user"]
         turn = len(earlier) + 1
@@ -230,6 +243,17 @@ class UserSimulator:
         sample, violations = rejected[kept]
         events.append(_event(violations, "fallback", f"no sample of {len(rejected)} passed; kept sample {kept + 1}"))
         return UserTurn(sample.text, sample.ended, events)
+
+    async def _served_turn(self, index: int, prompt: list[dict[str, str]]) -> UserTurn:
+        """The turn of a model that is a user simulator itself (a ``userloop serve --simulator`` server): one
+        request without bans, its answer taken as the turn with the server's guardrail events. Conversation
+        ``index`` gets seed ``seed + index * 10007``, so the server derives the seeds of its samples as this
+        simulator would (the same seed and model give the same turn here and there)."""
+        seed = None if self.params.seed is None else (self.params.seed + index * 10_007) % 2**31
+        params = replace(self.params, n=1, seed=seed, banned_tokens=(), banned_first_tokens=(), logit_bias=())
+        [choice] = (await self.model.agenerate([prompt], params))[0].choices
+        return UserTurn(choice.text, choice.finish_reason == END_CONVERSATION_REASON,
+                        [dict(event) for event in choice.events])
 
     def _generation(self, turn: int) -> tuple[GenerationParams, list[dict[str, str]]]:
         """The parameters for user turn ``turn``, with the bans the model can enforce, and their events."""
@@ -281,6 +305,17 @@ class UserSimulator:
         return found
 
 
+def check_served_harness(settings: Mapping[str, Any], server: str) -> None:
+    """A :class:`UserError` unless a simulator server's listed ``harness`` options are the protocol's own
+    (:data:`PROTOCOL_HARNESS`), which this simulator's requests assume: a server for harnesses that swap
+    roles, read an end text or an intent tag would misread them."""
+    harness = settings.get("harness") or {}
+    other = [f"{name} {value!r}" for name, value in harness.items() if value != PROTOCOL_HARNESS.get(name)]
+    if other:
+        raise UserError(f"{server} serves harnesses of another kind ({', '.join(other)}): userloop's own requests "
+                        "need a simulator server started without --perspective, --end-text and --intent-tag")
+
+
 def _event(violations: list[tuple[str, str]], action: str, prefix: str = "") -> dict[str, str]:
     detail = "; ".join(why for _, why in violations)
     return {"guardrail": "+".join(name for name, _ in violations), "action": action,
@@ -289,7 +324,7 @@ def _event(violations: list[tuple[str, str]], action: str, prefix: str = "") -> 
 
 def read_history(path: str | Path) -> list[dict[str, Any]]:
     """A conversation history from a JSON file: a list of messages, or an object with ``messages``."""
-    data = read_json_file(path, "history file")
+    data = read_user_json(path, "history file")
     messages = data.get("messages") if isinstance(data, dict) else data
     if not isinstance(messages, list):
         raise UserError(f"history file {path} must hold a JSON list of messages or an object with 'messages'")

@@ -34,7 +34,16 @@ from pathlib import Path
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
-from userloop.trainconfig import TrainResult, option, require_at_least_one, step_progress, use_bf16, validate_bf16
+from userloop.files import write_atomic
+from userloop.trainconfig import (
+    TrainResult,
+    option,
+    require_at_least_one,
+    score_labelled_positions,
+    step_progress,
+    use_bf16,
+    validate_bf16,
+)
 from userloop.trainconfig import parse_config as parse_trainer_config
 from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split, user_system_message
 from userloop.userlm.template import (
@@ -89,6 +98,8 @@ class UserLMTrainConfig:
     save_steps: int = option(200, "write a checkpoint-N/ folder every N updates (0: only at the end)")
     logging_steps: int = option(10, "record the training loss every N updates")
     resume: bool = option(False, "continue from the last checkpoint-N/ folder in out")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, about a "
+                                                 "third more compute per update (for large models, e.g. 8B)")
 
     def validate(self) -> None:
         """Raise :class:`UserError` for a value that cannot work."""
@@ -190,7 +201,7 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     }
     if trainer.is_world_process_zero():  # under accelerate launch, one process writes the reports
         write_loss_curve(curve, out, unigram, title="user LM training" if config.role == "user" else "assistant training")
-        (out / "train_report.json").write_text(json.dumps(report, indent=2))
+        write_atomic(out / "train_report.json", json.dumps(report, indent=2))
     return TrainResult(out, report)
 
 
@@ -319,7 +330,6 @@ def _dataset(samples: list[Sample]):
 def _trainer(config, model, tokenizer, train: list[Sample], validation: list[Sample], added_tokens: list[str],
              on_progress):
     from transformers import PrinterCallback
-    from trl import SFTTrainer
 
     progress = step_progress(on_progress)
     peft_config = None
@@ -332,14 +342,36 @@ def _trainer(config, model, tokenizer, train: list[Sample], validation: list[Sam
     with warnings.catch_warnings():  # TRL's own use of deprecated transformers names, not ours to fix
         warnings.simplefilter("ignore", FutureWarning)
         args = _sft_config(config)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=_dataset(train), eval_dataset=_dataset(validation),
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[progress])
+    trainer = _length_grouped_sft_trainer()(model=model, args=args, train_dataset=_dataset(train),
+                                            eval_dataset=_dataset(validation), processing_class=tokenizer,
+                                            peft_config=peft_config, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)
+    score_labelled_positions(trainer)
     return trainer
 
 
+def _length_grouped_sft_trainer():
+    """TRL's ``SFTTrainer`` whose batches group samples of similar length (little padding), grouped over the
+    global batch of an update (every process's rows), so that N processes (``accelerate launch``) train on the
+    same updates, in the same order for a seed, as one process with an N times larger batch."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    from trl import SFTTrainer
+
+    class LengthGroupedSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            import pyarrow.compute as pc
+
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            lengths = pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
+            args = self.args
+            return LengthGroupedSampler(args.train_batch_size * args.gradient_accumulation_steps * args.world_size,
+                                        lengths=lengths)
+
+    return LengthGroupedSFTTrainer
+
+
 def _sft_config(config: UserLMTrainConfig):
-    """TRL's training arguments for ``config``: completion-only loss on pre-tokenised rows, length-grouped batches."""
+    """TRL's training arguments for ``config``: completion-only loss on pre-tokenised rows."""
     import torch
     from trl import SFTConfig
 
@@ -352,7 +384,8 @@ def _sft_config(config: UserLMTrainConfig):
         eval_steps=config.eval_steps or None, save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or 500, bf16=use_bf16(config.bf16), use_cpu=not torch.cuda.is_available(),
         report_to="none", disable_tqdm=True, max_length=config.max_length, completion_only_loss=True,
-        packing=False, dataloader_num_workers=0, train_sampling_strategy="group_by_length",
+        packing=False, dataloader_num_workers=0,
+        gradient_checkpointing=config.gradient_checkpointing, ddp_find_unused_parameters=False,  # every weight is used
     )
 
 

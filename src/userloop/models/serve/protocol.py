@@ -3,7 +3,9 @@
 Requests are validated strictly: an unknown field is an error (400), never silently ignored, except
 the few that clients send with their no-op defaults (``user``, ``frequency_penalty``/``presence_penalty``
 of 0, ``logprobs`` false). Two extension fields, ``banned_tokens`` and ``banned_first_tokens``, carry
-:class:`~userloop.models.GenerationParams`' bans.
+:class:`~userloop.models.GenerationParams`' bans. Roles are OpenAI's (``system``, ``developer``, ``user``,
+``assistant``, ``tool``); lists are bounded (:data:`MAX_MESSAGES` messages, as OpenAI's API, and
+:data:`MAX_LIST_ITEMS` stop strings, bans or biased tokens), so what the event loop does per request stays small.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from userloop.models.base import Completion
 
 MAX_SAMPLES = 128
+MAX_MESSAGES = 2048
+MAX_LIST_ITEMS = 256
+ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 class ServingError(Exception):
@@ -46,9 +51,16 @@ class TextPart(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: str = Field(min_length=1)
+    role: str
     content: str | list[TextPart]
     name: str | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _openai_role(cls, value: str) -> str:
+        if value not in ROLES:
+            raise ValueError(f"unknown role {value[:40]!r} (roles: {', '.join(ROLES)})")
+        return value
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
@@ -63,7 +75,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -81,6 +93,13 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     logprobs: bool | None = None
+
+    @field_validator("stop", "logit_bias", "banned_tokens", "banned_first_tokens")
+    @classmethod
+    def _bounded(cls, value: str | list | dict | None) -> str | list | dict | None:
+        if value is not None and not isinstance(value, str) and len(value) > MAX_LIST_ITEMS:
+            raise ValueError(f"at most {MAX_LIST_ITEMS} items, got {len(value):,}")
+        return value
 
     @field_validator("frequency_penalty", "presence_penalty")
     @classmethod

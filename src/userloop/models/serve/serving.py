@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from userloop.errors import UserError
 from userloop.models.base import ChatModel, GenerationParams, ModelError
@@ -28,6 +28,8 @@ logger = logging.getLogger("userloop.serve")
 
 class ChatServing:
     """Chat completions, model list and authorisation for one served model."""
+
+    request_type: type[BaseModel] = ChatCompletionRequest  # what :meth:`parse` validates a body as
 
     def __init__(self, model: ChatModel, model_name: str, api_key: str | None = None,
                  default_max_tokens: int = 256) -> None:
@@ -47,9 +49,10 @@ class ChatServing:
     def models(self) -> dict:
         return model_list(self.model_name)
 
-    def parse(self, body: bytes) -> ChatCompletionRequest:
+    def parse(self, body: bytes):
+        """The body as a :attr:`request_type` naming the served model, or a :class:`ServingError`."""
         try:
-            request = ChatCompletionRequest.model_validate_json(body)
+            request = self.request_type.model_validate_json(body)
         except ValidationError as err:
             raise ServingError(400, validation_message(err)) from None
         if request.model != self.model_name:

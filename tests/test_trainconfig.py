@@ -1,0 +1,65 @@
+"""What the trainers share: the bf16 rule and the LM head that scores labelled positions only (on a CPU)."""
+
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+import pytest
+
+from userloop.trainconfig import cpu_has_native_bf16, score_labelled_positions, use_bf16
+
+
+@pytest.mark.parametrize(("flags", "native"), [("fpu avx2 avx512f avx512bw", False), ("fpu avx2 avx512f avx512_bf16", True),
+                                               ("fpu avx2 amx_bf16 amx_tile", True), ("fpu sse2 avx2", False)])
+def test_bf16_is_native_only_with_avx512_bf16_or_amx(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16(str(cpuinfo)) is native
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is False
+
+
+def test_explicit_bf16_settings_win():
+    assert use_bf16("true") is True and use_bf16("false") is False
+
+
+def _tiny_llama(seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                        tie_word_embeddings=True))
+
+
+@pytest.mark.parametrize("num_items_in_batch", [None, 7])
+def test_labelled_positions_head_matches_trls_fused_head(num_items_in_batch):
+    """Same per-token log-probabilities, entropy, mean logit, top-1 flags, loss and gradients as TRL's head."""
+    import torch
+    from trl.trainer.utils import add_fused_lm_head
+
+    outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
+    trl_model, ours = _tiny_llama(), _tiny_llama()
+    add_fused_lm_head(trl_model, outputs=outputs)
+    add_fused_lm_head(ours, outputs=outputs)
+    score_labelled_positions(SimpleNamespace(args=SimpleNamespace(device=torch.device("cpu")), model=ours,
+                                             accelerator=SimpleNamespace(autocast=nullcontext)))
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(0, 300, (3, 16), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 11:] = 0  # padding at the end of a row
+    labels = input_ids.masked_fill(torch.rand(input_ids.shape, generator=generator) < 0.5, -100)
+    labels[1, 11:] = -100
+    results = []
+    for model in (trl_model, ours):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
+                    num_items_in_batch=num_items_in_batch)
+        out.loss.backward()
+        results.append((out, {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (theirs, their_grads), (mine, my_grads) = results
+    for field in ("loss", "log_probs", "entropy", "mean_logits"):
+        torch.testing.assert_close(getattr(mine, field), getattr(theirs, field), rtol=1e-5, atol=1e-5)
+    assert torch.equal(mine.is_top1, theirs.is_top1) and torch.equal(mine.label_mask, theirs.label_mask)
+    for name, grad in their_grads.items():
+        torch.testing.assert_close(my_grads[name], grad, rtol=1e-4, atol=1e-6)
+    plain = trl_model(input_ids=input_ids, attention_mask=attention_mask)  # without fused_lm_head: the model's own forward
+    assert plain.logits.shape == ours(input_ids=input_ids).logits.shape == (3, 16, 300)
