@@ -51,8 +51,9 @@ def locked_extras() -> list[str]:
 
 
 def lock_text(freeze: str, extras: list[str]) -> str:
-    """constraints.txt from `pip freeze --exclude-editable` output: one `name==version` a line, sorted, local
-    version labels dropped (`2.13.0+cpu` -> `2.13.0`, which pip matches against the local CPU build)."""
+    """constraints.txt from `pip freeze --all --exclude-editable --exclude pip` output: one `name==version` a
+    line, sorted, local version labels dropped (`2.13.0+cpu` -> `2.13.0`, which pip matches against the local
+    CPU build)."""
     pins = {}
     for line in freeze.splitlines():
         match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s+;]+)(\+\S+)?", line.strip())
@@ -81,8 +82,8 @@ def lock() -> None:
         print(f"lock: resolving userloop[{','.join(extras)}] with {torch_pin} in {env}", flush=True)
         subprocess.run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", str(base),
                         "-e", f"{ROOT}[{','.join(extras)}]"], check=True)
-        freeze = subprocess.run([python, "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
-                                check=True, capture_output=True, text=True).stdout
+        freeze = subprocess.run([python, "-m", "pip", "freeze", "--all", "--exclude-editable", "--exclude", "pip",
+                                 "--disable-pip-version-check"], check=True, capture_output=True, text=True).stdout
     LOCK.write_text(lock_text(freeze, extras))
     print(f"lock: wrote {LOCK} ({len(LOCK.read_text().splitlines()) - 2} packages)", flush=True)
 

@@ -16,10 +16,13 @@ in the same dtype (fp32, or bf16 autocast):
 DPO uses a policy of the demo's assistant size (untrained weights: speed does not depend on them) and pairs
 made from testbed conversations (the first user turn with a persona line as the prompt, its assistant reply as
 chosen, another conversation's as rejected). Tokens are the non-padding tokens of the batches (chosen and
-rejected both count for DPO). The matmul peak is the best of square ``torch.mm`` products (512-2,048) in each
-dtype, measured in the same run; model FLOP/s count 6 x tokens x matmul parameters (the LM head included) plus
-the attention products on the padded batch (the reference model's forward too, for DPO). The losses of the
-first logged updates are printed for both sides: equal losses show the two loops train the same thing.
+rejected both count for DPO), per wall-clock second and per CPU second of the process. The matmul peak is the
+best square ``torch.mm`` product (1,024 and 2,048) in the run's dtype, measured just before and just after each
+trainer/bare pair (the better of the two: other work on the machine changes what the cores give); model FLOP/s
+count 6 x padded tokens x matmul parameters (the LM head included) plus the attention products (the reference
+model's forward too, for DPO). The losses of the first logged updates are printed for both sides: equal
+losses show that the two loops train the same thing. Repeats alternate fp32 and bf16; the summary gives
+medians of the per-run ratios.
 """
 
 from __future__ import annotations
@@ -43,9 +46,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def matmul_peak(dtype: torch.dtype, seconds: float = 0.5) -> float:
-    """GFLOP/s of the best square matrix product (512, 1,024 and 2,048) in ``dtype``."""
+    """GFLOP/s of the best square matrix product (1,024 and 2,048) in ``dtype``."""
     best = 0.0
-    for size in (512, 1024, 2048):
+    for size in (1024, 2048):
         a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
         torch.mm(a, b)
         for _ in range(2):
@@ -76,23 +79,31 @@ def step_flops(model, batch, with_reference: bool) -> float:
     return flops * (4 / 3 if with_reference else 1)
 
 
+def now() -> tuple[float, float]:
+    """Wall-clock and CPU time of this process (all its threads)."""
+    return time.perf_counter(), time.process_time()
+
+
 class StepClock:
-    """``on_progress`` for the trainers: the time at the end of every update."""
+    """``on_progress`` for the trainers: the times at the end of every update."""
 
     def __init__(self):
-        self.times: list[float] = []
+        self.times: list[tuple[float, float]] = []
 
     def __call__(self, step: int, total: int) -> None:
-        self.times.append(time.perf_counter())
+        self.times.append(now())
 
 
-def timed_span(times: list[float], tokens: list[int], flops: list[float], skip: int) -> dict:
-    """Tokens/s and model GFLOP/s from the end of update ``skip`` to the end of the last one."""
-    seconds = times[-1] - times[skip - 1]
-    return {"seconds": seconds, "tokens_per_s": sum(tokens[skip:]) / seconds, "gflops": sum(flops[skip:]) / seconds / 1e9}
+def timed_span(times: list[tuple[float, float]], tokens: list[int], flops: list[float], skip: int) -> dict:
+    """Tokens/s and model GFLOP/s from the end of update ``skip`` to the end of the last one, per wall-clock
+    second and per CPU second of the process (the CPU figure moves less when other work shares the cores)."""
+    seconds = times[-1][0] - times[skip - 1][0]
+    cpu_seconds = times[-1][1] - times[skip - 1][1]
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "tokens_per_s": sum(tokens[skip:]) / seconds,
+            "tokens_per_cpu_s": sum(tokens[skip:]) / cpu_seconds, "gflops": sum(flops[skip:]) / seconds / 1e9}
 
 
-def bare_loop(model, batches, loss_fn, trainer, dtype: torch.dtype, skip: int) -> tuple[list[float], list[float]]:
+def bare_loop(model, batches, loss_fn, trainer, dtype: torch.dtype) -> tuple[list[tuple[float, float]], list[float]]:
     """The plain loop: returns the end time of every update and every update's loss."""
     from transformers import get_cosine_schedule_with_warmup
 
@@ -111,7 +122,7 @@ def bare_loop(model, batches, loss_fn, trainer, dtype: torch.dtype, skip: int) -
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        times.append(time.perf_counter())
+        times.append(now())
     return times, losses
 
 
@@ -120,7 +131,7 @@ def first_logged_losses(trainer, count: int = 2) -> list[float]:
 
 
 def window_means(losses: list[float], window: int, count: int = 2) -> list[float]:
-    return [round(statistics.fmean(losses[i * window:(i + 1) * window]), 4) for i in range(count)]
+    return [round(statistics.fmean(losses[i * window:(i + 1) * window]), 4) for i in range(min(count, len(losses) // window))]
 
 
 # ------------------------------------------------------------------------------------------ user LM
@@ -230,7 +241,7 @@ def measure(workload, dtype_name: str, skip: int) -> dict:
     trainer.train()
     result = {"trainer": timed_span(clock.times, tokens, flops, skip), "trainer_losses": first_logged_losses(trainer)}
     model = workload.bare_model()
-    times, losses = bare_loop(model, batches, workload.loss, trainer, DTYPES[dtype_name], skip)
+    times, losses = bare_loop(model, batches, workload.loss, trainer, DTYPES[dtype_name])
     result["bare"] = timed_span(times, tokens, flops, skip)
     result["bare_losses"] = window_means(losses, workload.logging_steps)
     result["batch"] = {"rows": statistics.fmean(b["input_ids"].shape[0] for b in batches),
@@ -248,6 +259,30 @@ def machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
+def summary_rows(rows: list[dict]) -> list[dict]:
+    """Per workload and dtype, medians over the repeats of figures taken within one run: trainer / bare, per
+    wall-clock and per CPU second, each side's share of the matmul peak, and (bf16 rows) the trainer's speed
+    relative to the fp32 run of the same repeat."""
+    by_key = {(row["workload"], row["dtype"], row["repeat"]): row for row in rows}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["workload"], row["dtype"]), []).append(row)
+    summary = []
+    for (workload, dtype), runs in groups.items():
+        ratios = [r["trainer"]["tokens_per_s"] / r["bare"]["tokens_per_s"] for r in runs]
+        fp32 = [by_key.get((workload, "fp32", r["repeat"])) for r in runs]
+        summary.append({
+            "workload": workload, "dtype": dtype, "runs": len(runs), "batch": runs[0]["batch"],
+            "ratio": statistics.median(ratios), "ratios": [round(r, 2) for r in ratios],
+            "cpu_ratio": statistics.median(r["trainer"]["tokens_per_cpu_s"] / r["bare"]["tokens_per_cpu_s"] for r in runs),
+            "trainer_peak_share": statistics.median(r["trainer"]["gflops"] / r["peak_gflops"] for r in runs),
+            "bare_peak_share": statistics.median(r["bare"]["gflops"] / r["peak_gflops"] for r in runs),
+            "vs_fp32": statistics.median(r["trainer"]["tokens_per_s"] / f["trainer"]["tokens_per_s"]
+                                         for r, f in zip(runs, fp32, strict=True)) if all(fp32) else None,
+        })
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=14, help="updates per run")
@@ -260,44 +295,60 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from userloop.trainconfig import quiet_libraries
+    from userloop.trainconfig import quiet_libraries, use_bf16
 
     quiet_libraries()
     started = datetime.now()
-    print(f"{started:%Y-%m-%d %H:%M}, {machine()}, load average {os.getloadavg()[0]:.2f}", flush=True)
-    peaks = {name: matmul_peak(dtype) for name, dtype in DTYPES.items() if name in args.dtypes}
-    print("matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()), flush=True)
+    print(f"{started:%Y-%m-%d %H:%M}, {machine()}, load average {os.getloadavg()[0]:.2f}; "
+          f"bf16 auto here: {'on' if use_bf16('auto') else 'off'}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.workloads:
             workload = (UserLMWorkload if name == "user-lm" else DPOWorkload)(args.steps, Path(tmp))
-            for dtype_name in args.dtypes:
-                for repeat in range(args.repeats):
-                    load_before = os.getloadavg()[0]
+            for repeat in range(args.repeats):
+                for dtype_name in args.dtypes:
+                    load_before, peak_before = os.getloadavg()[0], matmul_peak(DTYPES[dtype_name])
                     result = measure(workload, dtype_name, args.skip)
+                    peak = max(peak_before, matmul_peak(DTYPES[dtype_name]))  # what the cores gave around this run
                     row = {"workload": workload.name, "dtype": dtype_name, "repeat": repeat, **result,
-                           "peak_gflops": peaks[dtype_name], "load": [load_before, os.getloadavg()[0]]}
+                           "peak_gflops": peak, "load": [load_before, os.getloadavg()[0]]}
                     rows.append(row)
                     trainer, bare = row["trainer"], row["bare"]
                     print(f"{workload.name} {dtype_name}: trainer {trainer['tokens_per_s']:,.0f} tokens/s "
-                          f"({trainer['gflops']:.1f} GFLOP/s), bare {bare['tokens_per_s']:,.0f} tokens/s "
-                          f"({bare['gflops']:.1f} GFLOP/s), trainer/bare {trainer['tokens_per_s'] / bare['tokens_per_s']:.2f}x; "
-                          f"losses trainer {row['trainer_losses']} bare {row['bare_losses']}; "
+                          f"({trainer['tokens_per_cpu_s']:,.0f} per CPU-s), bare {bare['tokens_per_s']:,.0f} "
+                          f"({bare['tokens_per_cpu_s']:,.0f} per CPU-s): trainer/bare "
+                          f"{trainer['tokens_per_s'] / bare['tokens_per_s']:.2f}x "
+                          f"({trainer['tokens_per_cpu_s'] / bare['tokens_per_cpu_s']:.2f}x per CPU-s); losses "
+                          f"trainer {row['trainer_losses']} bare {row['bare_losses']}; matmul peak {peak:.1f} GFLOP/s; "
                           f"load {row['load'][0]:.1f}-{row['load'][1]:.1f}", flush=True)
+    summary = summary_rows(rows)
     print(f"\nfinished {datetime.now():%H:%M}, load average {os.getloadavg()[0]:.2f}\n")
-    print("| workload | dtype | batch (rows x padded length, tokens) | trainer tokens/s | bare tokens/s | trainer / bare "
-          "| trainer GFLOP/s (% of matmul peak) | bare GFLOP/s (% of peak) | first logged losses, trainer / bare | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | workload | dtype | trainer tokens/s | bare tokens/s | trainer / bare | trainer / bare per CPU-s "
+          "| matmul peak GFLOP/s | trainer GFLOP/s (% of peak) | bare GFLOP/s (% of peak) | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        trainer, bare, batch, peak = row["trainer"], row["bare"], row["batch"], row["peak_gflops"]
+        trainer, bare, peak = row["trainer"], row["bare"], row["peak_gflops"]
+        print(f"| {row['repeat'] + 1} | {row['workload']} | {row['dtype']} | {trainer['tokens_per_s']:,.0f} | "
+              f"{bare['tokens_per_s']:,.0f} | {trainer['tokens_per_s'] / bare['tokens_per_s']:.2f}x | "
+              f"{trainer['tokens_per_cpu_s'] / bare['tokens_per_cpu_s']:.2f}x | {peak:.1f} | "
+              f"{trainer['gflops']:.1f} ({trainer['gflops'] / peak:.0%}) | {bare['gflops']:.1f} ({bare['gflops'] / peak:.0%}) "
+              f"| {row['load'][0]:.1f}-{row['load'][1]:.1f} |")
+    print(f"\nMedians over {args.repeats} run(s):\n")
+    print("| workload | dtype | batch: rows x padded length, tokens | trainer / bare (each run) | per CPU-s "
+          "| trainer, bare: % of matmul peak | trainer speed vs fp32 | logged losses, trainer / bare |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in summary:
+        batch = row["batch"]
+        losses = next((r["trainer_losses"], r["bare_losses"]) for r in rows
+                      if (r["workload"], r["dtype"]) == (row["workload"], row["dtype"]))
         print(f"| {row['workload']} | {row['dtype']} | {batch['rows']:.0f} x {batch['padded_length']:.0f}, "
-              f"{batch['tokens']:,.0f} | {trainer['tokens_per_s']:,.0f} | {bare['tokens_per_s']:,.0f} | "
-              f"{trainer['tokens_per_s'] / bare['tokens_per_s']:.2f}x | {trainer['gflops']:.1f} "
-              f"({trainer['gflops'] / peak:.0%}) | {bare['gflops']:.1f} ({bare['gflops'] / peak:.0%}) | "
-              f"{row['trainer_losses']} / {row['bare_losses']} | {row['load'][0]:.1f}-{row['load'][1]:.1f} |")
+              f"{batch['tokens']:,.0f} | {row['ratio']:.2f}x ({', '.join(f'{r:.2f}' for r in row['ratios'])}) | "
+              f"{row['cpu_ratio']:.2f}x | {row['trainer_peak_share']:.0%}, {row['bare_peak_share']:.0%} | "
+              f"{'' if row['vs_fp32'] is None else format(row['vs_fp32'], '.2f') + 'x'} | {losses[0]} / {losses[1]} |")
     if args.json:
-        args.json.write_text(json.dumps({"started": started.isoformat(), "machine": machine(), "peaks": peaks,
-                                         "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"started": started.isoformat(), "machine": machine(),
+                                         "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+                                         "summary": summary}, indent=2))
 
 
 if __name__ == "__main__":

@@ -253,13 +253,42 @@ def test_help_lists_commands(wide_cli):
 
 
 # --------------------------------------------------------------------------- process level
-HEAVY = ("torch", "transformers", "trl", "datasets", "pyarrow")
+HEAVY = ("torch", "transformers", "trl", "datasets", "pyarrow", "pandas")
 
 
 def test_import_cli_stays_light():
     code = f"import sys, userloop.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_help_imports_none_of_the_modules_behind_the_commands():
+    """typer builds every command's options for --help; their help texts come from the config classes'
+    source, not from importing the modules (which bring numpy, asyncio, the testbed...)."""
+    behind = (*HEAVY, "numpy", "userloop.data.prepare", "userloop.simulate.runs", "userloop.rlhi.loop",
+              "userloop.metrics.persona_fidelity", "userloop.testbed")
+    code = ("import io, sys, contextlib\nfrom userloop.cli import app\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    app(['--help'])\n"
+            f"print(','.join(m for m in {behind!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_option_help_read_from_the_source_is_the_config_fields_help():
+    import importlib
+    import re
+    from dataclasses import fields
+
+    import userloop.cli
+
+    configs = re.findall(r'_config_help\("([\w.]+:\w+)"\)', Path(userloop.cli.__file__).read_text())
+    assert len(configs) >= 9, configs
+    for config in configs:
+        module, _, name = config.partition(":")
+        field_help = userloop.cli._config_help(config)
+        for field in fields(getattr(importlib.import_module(module), name)):
+            assert field_help(field.name) == field.metadata["help"], (config, field.name)
 
 
 def test_help_as_module():

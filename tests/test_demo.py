@@ -6,6 +6,7 @@ import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -93,6 +94,19 @@ def test_every_stage_runs_and_the_manifest_points_at_its_outputs(demo):
     if REPORT_MODULE:
         assert report == out / "report" / "index.html" and report.is_file()
         assert manifest["report"] == report.resolve()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="per-stage peak RSS is read from Linux /proc")
+def test_each_stage_records_its_peak_memory(demo):
+    import resource
+
+    out, _, _, _ = demo
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    peaks = [s["peak_rss_mb"] for s in stages]
+    assert all(isinstance(peak, float) and 10 < peak < 100_000 for peak in peaks), peaks
+    assert peaks[0] < max(peaks)  # each stage's own peak: the testbed's does not include the trainings after it
+    # the kernel's high-water mark is not reset: the process's peak (what /usr/bin/time reports) covers them all
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 >= max(peaks) - 0.1  # peaks are rounded
 
 
 def test_a_rerun_redoes_nothing(demo):

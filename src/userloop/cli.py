@@ -22,7 +22,6 @@ from userloop.errors import UserError
 from userloop.files import check_output_file
 from userloop.models.base import REQUEST_RETRIES, REQUEST_TIMEOUT_S
 
-
 _sigterm_received = False  # set by _on_sigterm: the KeyboardInterrupt that follows came from SIGTERM
 
 
@@ -570,12 +569,14 @@ def rlhi_build_command(
     batch_size: Annotated[int, typer.Option(help=_rlhi_help("batch_size"))] = 256,
 ) -> None:
     """Classify follow-ups, derive personas, rewrite answers the users complained about, write preference pairs."""
+    from userloop.logs import library_log
     from userloop.rlhi.build import BuildConfig, build
 
     config = BuildConfig(classifier=classifier, persona_model=persona_model, rewriter=rewriter, judge=judge,
                          min_conversations=min_conversations, batch_size=batch_size)
     config.validate()
-    report = build(data or _default_data(prepared=True), out, config, progress=_steps)
+    with library_log(out):
+        report = build(data or _default_data(prepared=True), out, config, progress=_steps)
     f, p, r = report["followups"], report["personas"], report["rewrites"]
     typer.echo(f"{report['conversations']:,} conversations: {f['followups']:,} follow-ups, {f['with_negative_feedback']:,} with "
                f"negative feedback ({f['share_of_conversations_with_negative_feedback']:.1%} of conversations)")
@@ -657,8 +658,11 @@ def train_assistant_command(ctx: typer.Context) -> None:
 
 
 def _train_with_progress(train, config):
-    """Run a trainer (``train(config, on_progress=, on_message=)``) under a progress bar of its updates."""
-    with _bar("training", total=None) as (progress, task):
+    """Run a trainer (``train(config, on_progress=, on_message=)``) under a progress bar of its updates, the
+    libraries' warnings and logs into ``config.out``/log.txt."""
+    from userloop.logs import library_log
+
+    with library_log(config.out), _bar("training", total=None) as (progress, task):
         return train(config, on_progress=lambda step, total: progress.update(task, completed=step, total=total),
                      on_message=lambda message: progress.console.print(message, soft_wrap=True, markup=False))
 
@@ -755,13 +759,15 @@ def rlhi_rewards_command(
     seed: Annotated[int, typer.Option(help=_rewards_help("seed"))] = 0,
 ) -> None:
     """User-based rewards: sample N answers for requests without feedback, score them for the user, pair best with worst."""
+    from userloop.logs import library_log
     from userloop.rlhi.user_rewards import RewardsConfig, user_based_rewards
 
     config = RewardsConfig(policy=policy, scorer=scorer, split=split, followups=followups, personas=personas, n=n,
                            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, max_requests=max_requests,
                            min_conversations=min_conversations, persona=persona, batch_size=batch_size, seed=seed)
     config.validate()
-    report = user_based_rewards(data or _default_data(prepared=True), out, config, progress=_steps)
+    with library_log(out):
+        report = user_based_rewards(data or _default_data(prepared=True), out, config, progress=_steps)
     typer.echo(f"{report['requests_used']:,} requests without feedback ({report['requests']['requests_without_feedback']:,} found), "
                f"{report['candidates']:,} candidates scored by {report['scorer']}: mean {report['mean_score']}, "
                f"best {report['mean_best']}, worst {report['mean_worst']}")
@@ -800,6 +806,7 @@ def rlhi_loop_command(
     seed: Annotated[int, typer.Option("--seed", help=_loop_help("seed"))] = 0,
 ) -> None:
     """Close the loop: simulated users talk to the policy, their follow-ups become RLHI pairs, DPO, repeat; evaluated on held-out users."""
+    from userloop.logs import library_log
     from userloop.rlhi.loop import LoopConfig, run_loop
 
     config = LoopConfig(policy=policy, user=user, rounds=rounds, data=str(data) if data else None,
@@ -811,7 +818,8 @@ def rlhi_loop_command(
     config.validate()
     if data is None:
         config.data = str(_default_data(prepared=True))
-    report = run_loop(config, out, progress=_steps)
+    with library_log(out):
+        report = run_loop(config, out, progress=_steps)
     for r in report["rounds"]:
         e = r["eval"]
         pairs = f"{r['pairs']['total']:,} pairs, " if "pairs" in r else ""
@@ -839,13 +847,15 @@ def eval_personal_command(
     seed: Annotated[int, typer.Option(help=_usereval_help("seed"))] = 0,
 ) -> None:
     """UserEval: personalised and overall win rates of a policy against a baseline on held-out users (both orders, ties half)."""
+    from userloop.logs import library_log
     from userloop.rlhi.usereval import UserEvalConfig, eval_personal
 
     config = UserEvalConfig(policy=policy, baseline=baseline, judge=judge, split=split, personas=personas,
                             max_requests=max_requests, min_conversations=min_conversations, temperature=temperature,
                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     config.validate()
-    report = eval_personal(data or _default_data(prepared=True), out, config, progress=_steps)
+    with library_log(out):
+        report = eval_personal(data or _default_data(prepared=True), out, config, progress=_steps)
     typer.echo(f"{report['requests_used']:,} requests of held-out users, judge {report['judge']}:")
     for name in ("personalisation", "overall"):
         s = report[name]
@@ -965,6 +975,7 @@ def simulate_command(
     shard: Annotated[str | None, typer.Option(help=_simulation_help("shard"))] = None,
     max_conversations: Annotated[int | None, typer.Option(help="stop after this many new conversations (resume later)")] = None,
     force: Annotated[bool, typer.Option("--force", help="continue a run folder made with a different configuration")] = False,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="run again the conversations of this run folder that ended in error")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print summary.json instead of the summary lines")] = False,
 ) -> None:
     """Simulate N conversations per scenario between a user LM and an assistant (resumable run folder).
@@ -972,6 +983,7 @@ def simulate_command(
     Exits 1 when every conversation in the run ended in error (the first error is printed), else 0."""
     import orjson
 
+    from userloop.logs import library_log
     from userloop.simulate.runs import SimulationConfig, simulate
 
     config = SimulationConfig(
@@ -982,8 +994,9 @@ def simulate_command(
         shard=shard,
     )
     try:
-        with _simulation_bar("simulating") as progress:
-            result = simulate(config, out, force=force, max_conversations=max_conversations, progress=progress)
+        with library_log(out), _simulation_bar("simulating") as progress:
+            result = simulate(config, out, force=force, max_conversations=max_conversations, retry_errors=retry_errors,
+                              progress=progress)
     except KeyboardInterrupt:
         raise _interrupted(out) from None
     s, resume = result.summary, result.summary["resume"]
@@ -1023,14 +1036,16 @@ def evaluate_assistant_command(
     force: Annotated[bool, typer.Option("--force", help="continue run folders made with a different configuration")] = False,
 ) -> None:
     """Score an assistant on the same problems fully specified in one turn vs revealed by a simulated user."""
+    from userloop.logs import library_log
     from userloop.simulate.evaluate import evaluate_assistant, report_markdown
 
     try:
-        report = evaluate_assistant(assistant, user, scenarios, out, n=n, force=force,
-                                    progress_for=lambda setting: _simulation_bar(setting.replace("_", "-")),
-                                    max_user_turns=max_turns, seed=seed, system_prompt=system_prompt,
-                                    classifier=classifier, assistant_max_new_tokens=assistant_max_new_tokens,
-                                    concurrency=concurrency, max_batch_size=max_batch_size)
+        with library_log(out):
+            report = evaluate_assistant(assistant, user, scenarios, out, n=n, force=force,
+                                        progress_for=lambda setting: _simulation_bar(setting.replace("_", "-")),
+                                        max_user_turns=max_turns, seed=seed, system_prompt=system_prompt,
+                                        classifier=classifier, assistant_max_new_tokens=assistant_max_new_tokens,
+                                        concurrency=concurrency, max_batch_size=max_batch_size)
     except KeyboardInterrupt:
         raise _interrupted(out) from None
     typer.echo(report_markdown(report), nl=False)
@@ -1096,6 +1111,7 @@ def eval_sim_command(
     max_new_tokens: Annotated[int, typer.Option(help="most tokens per simulated turn (sampling: temperature 1.0, top-p 0.8, as the model card)")] = 96,
 ) -> None:
     """Score user simulators with the metrics of "Flipping the Dialogue" (Table 2), perplexity and behavioural fidelity."""
+    from userloop.logs import library_log
     from userloop.metrics.evalsim import eval_sim, parse_sims
 
     sims = parse_sims(sim or [])
@@ -1106,10 +1122,11 @@ def eval_sim_command(
         with _bar(description, total or None) as (bar, task):
             yield lambda n: bar.advance(task, n)
 
-    eval_sim(sims, data, out, split=split, n_first_turns=n_first_turns, max_conversations=max_conversations,
-             n_probes=n_probes, seed=seed, guardrails=guardrails, judge=judge, role_probes=role_probes,
-             intent_probes=intent_probes, assistant=assistant, detector=detector, max_new_tokens=max_new_tokens,
-             progress=progress)
+    with library_log(out):
+        eval_sim(sims, data, out, split=split, n_first_turns=n_first_turns, max_conversations=max_conversations,
+                 n_probes=n_probes, seed=seed, guardrails=guardrails, judge=judge, role_probes=role_probes,
+                 intent_probes=intent_probes, assistant=assistant, detector=detector, max_new_tokens=max_new_tokens,
+                 progress=progress)
     typer.echo((out / "table.md").read_text())
     typer.echo(f"wrote {out}/ (metrics.json, details.json, table.md, charts/)")
 
@@ -1316,6 +1333,7 @@ def demo_command(
     """The main job end to end: testbed, tiny user LM and assistant, simulations, simulator metrics, RLHI, DPO,
     UserEval, and one HTML report (docs/demo.md)."""
     from userloop.demo import DemoConfig, read_manifest, run_demo
+    from userloop.logs import library_log
 
     config = DemoConfig(out=out, data=data, user_model=user_model, assistant=assistant, judge=judge, seed=seed,
                         users=users, user_lm_steps=user_lm_steps, assistant_steps=assistant_steps, hidden_size=hidden_size,
@@ -1323,10 +1341,12 @@ def demo_command(
                         max_new_tokens=max_new_tokens, eval_conversations=eval_conversations, dpo_steps=dpo_steps,
                         usereval_requests=usereval_requests, force=force)
     config.validate()
-    with _stage_bars() as progress:
+    with library_log(out), _stage_bars() as progress:
         report = run_demo(config, progress)
     for stage in read_manifest(out)["stages"]:
-        typer.echo(f"{stage['title']:<40} {stage['status']:<8} {stage['seconds']:>7.1f}s  {stage['detail']}")
+        peak = stage.get("peak_rss_mb")  # absent in manifests of earlier versions; None where not measured
+        memory = f"{peak:>6,.0f} MB" if peak is not None else " " * 9
+        typer.echo(f"{stage['title']:<40} {stage['status']:<8} {stage['seconds']:>7.1f}s {memory}  {stage['detail']}")
     typer.echo(f"report: {report} (open it in a browser; {Path(out) / 'manifest.json'} lists every output)")
     typer.echo(f"browse the conversations: userloop view {out}")
 

@@ -7,11 +7,16 @@ paper's Table 2 against the real users), ``rlhi build``, ``train dpo`` (persona-
 2.3), ``eval-personal`` (UserEval, RLHI section 3) and the report. Each writes into its own sub-folder of
 the demo folder, and ``manifest.json`` (layout: docs/demo.md) is rewritten after every stage. A stage whose
 outputs are complete is not redone when the demo runs again on the same folder (``force`` redoes all).
+What a finished stage freed is returned to the system before the next one starts, and each stage's peak
+resident memory is recorded in the manifest.
 """
 
 from __future__ import annotations
 
+import gc
 import shutil
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -149,7 +154,11 @@ def run_demo(config: DemoConfig, progress: Progress = no_progress) -> Path:
     error propagates."""
     config.validate()
     _quiet_libraries()
-    return _Demo(config, progress).run()
+    demo = _Demo(config, progress)
+    try:
+        return demo.run()
+    finally:
+        demo.memory.stop()
 
 
 def _quiet_libraries() -> None:
@@ -168,6 +177,7 @@ class _Demo:
 
     def __init__(self, config: DemoConfig, progress: Progress) -> None:
         self.config, self.progress = config, progress
+        self.memory = _StageMemory()
         self.dir = Path(config.out)
         self.previous = self._previous_manifest()
         self.testbed = config.data is None
@@ -256,6 +266,7 @@ class _Demo:
                 self._set_paths(name)
                 self._record(earlier)
                 continue
+            self.memory.start()
             started = time.perf_counter()
             with self.progress(title) as bar:
                 try:
@@ -270,17 +281,18 @@ class _Demo:
                     self._record(self._entry(name, title, started, "failed", _one_line(err)))
                     for later, later_title in STAGES[index + 1:]:
                         self._record({"name": later, "title": later_title, "seconds": 0.0, "status": "skipped",
-                                      "detail": f"not run: '{title}' failed"})
+                                      "detail": f"not run: '{title}' failed", "peak_rss_mb": None})
                     self._write_manifest(finished=True)
                     raise
             ran_now = ran_now or status == "done"
             self._record(self._entry(name, title, started, status, detail))
+            _release_memory()
         self._write_manifest(finished=True)
         return self.dir / REPORT
 
     def _entry(self, name: str, title: str, started: float, status: str, detail: str) -> dict[str, Any]:
         return {"name": name, "title": title, "seconds": round(time.perf_counter() - started, 1), "status": status,
-                "detail": detail}
+                "detail": detail, "peak_rss_mb": self.memory.peak_mb()}
 
     def _record(self, entry: dict[str, Any]) -> None:
         self.manifest["stages"].append(entry)
@@ -526,6 +538,70 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     manifest["report"] = None if manifest.get("report") is None else directory / manifest["report"]
     manifest["dir"] = directory
     return manifest
+
+
+class _StageMemory:
+    """The peak resident memory (RSS) of this process during one stage, in MiB (Linux; None elsewhere).
+
+    A thread reads the RSS every 20 ms; when the stage takes the process to a new high, the kernel's exact
+    high-water mark (``VmHWM``) is the stage's peak instead. The mark is never reset (``/proc/self/clear_refs``
+    could): ``getrusage`` and ``/usr/bin/time -v`` report it as the whole run's peak."""
+
+    INTERVAL_S = 0.02
+
+    def __init__(self) -> None:
+        self.peak_kib = self.high_water_at_start = 0
+        self.sampler: threading.Thread | None = None
+        self.stopped = threading.Event()
+
+    def start(self) -> None:
+        rss, high_water = _memory_kib("VmRSS"), _memory_kib("VmHWM")
+        if rss is None or high_water is None:
+            return
+        self.peak_kib, self.high_water_at_start = rss, high_water
+        if self.sampler is None:
+            self.sampler = threading.Thread(target=self._sample, name="demo-stage-memory", daemon=True)
+            self.sampler.start()
+
+    def _sample(self) -> None:
+        while not self.stopped.wait(self.INTERVAL_S):
+            self.peak_kib = max(self.peak_kib, _memory_kib("VmRSS") or 0)
+
+    def peak_mb(self) -> float | None:
+        high_water = _memory_kib("VmHWM")
+        if self.sampler is None or high_water is None:
+            return None
+        if high_water > self.high_water_at_start:  # a new high for the process: it happened in this stage
+            return round(high_water / 1024, 1)
+        return round(max(self.peak_kib, _memory_kib("VmRSS") or 0) / 1024, 1)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.sampler is not None:
+            self.sampler.join()
+
+
+def _memory_kib(field: str) -> int | None:
+    """``VmRSS`` (resident now) or ``VmHWM`` (the most so far) of this process in KiB; None off Linux."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith(f"{field}:")), None)
+
+
+def _release_memory() -> None:
+    """Give back what a finished stage freed: collect reference cycles (trainers, models and their datasets
+    hold each other in cycles, so they outlive the stage until a full collection) and, on glibc, return the
+    allocator's free pages to the system (``malloc_trim``) so that they do not add to the next stage's peak."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
 
 
 def _now() -> str:

@@ -40,7 +40,7 @@ def open_user_file(path: str | Path, what: str) -> IO[bytes]:
 
     Errors that come while reading the stream (a ``.gz`` cut short) are the caller's to report."""
     try:
-        return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
+        return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
     except OSError as err:
         raise _unreadable(path, what, err) from None
 

@@ -81,8 +81,8 @@ def use_bf16(setting: str) -> bool:
     bf16, and on a CPU whose instruction set has bf16 matrix products (:func:`cpu_has_native_bf16`).
 
     Without them bf16 autocast is slower than float32 on a CPU, not faster: oneDNN emulates it (AVX512
-    without AVX512-BF16: matmuls 5x slower, the demo's user LM 2-3x; AVX2 only: about 10x; see
-    benchmarks/README.md)."""
+    without AVX512-BF16: matrix products 4-5x slower, a training update of the demo's models about 2x; AVX2
+    only: about 10x; benchmarks/README.md)."""
     import torch
 
     if setting != "auto":
@@ -104,14 +104,14 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 def quiet_libraries() -> None:
-    """No progress bars or info logs from datasets and transformers (loading weights, mapping, saving): the
-    commands report their own progress."""
+    """No progress bars from datasets and transformers (loading weights, mapping, saving): the commands report
+    their own progress. Their warnings stay on: the commands send them to the run's log file
+    (:func:`userloop.logs.library_log`)."""
     import datasets
     import transformers
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
 
 
 def step_progress(on_progress: Callable[[int, int], None] | None):

@@ -18,8 +18,8 @@ BROKEN_REPLIES = {
     "html": ("text/html", b"<!DOCTYPE html>\n<html><body><h1>Welcome to nginx!</h1></body></html>"),
     "json-array": ("application/json", b'[{"index": 0, "message": {"role": "assistant", "content": "hi"}}]'),
     "no-message": ("application/json", b'{"id": "x", "choices": [{"index": 0, "finish_reason": "stop"}]}'),
-    "null-content": ("application/json", b'{"id": "x", "choices": [{"index": 0, "finish_reason": "length", '
-                                         b'"message": {"role": "assistant", "content": null}}]}'),
+    "null-content": ("application/json", (b'{"id": "x", "choices": [{"index": 0, "finish_reason": "length", '
+                                          b'"message": {"role": "assistant", "content": null}}]}')),
     "error-200": ("application/json", b'{"error": {"message": "upstream model overloaded", "type": "server_error"}}'),
 }
 

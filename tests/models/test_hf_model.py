@@ -13,7 +13,7 @@ from model_helpers import END_CONVERSATION
 
 from userloop.errors import UserError
 from userloop.models import GenerationParams, load_model
-from userloop.models.hf import _row_seed, _TokenBans
+from userloop.models.hf import NUCLEUS_CANDIDATES, _row_seed, _RowSampler, _TokenBans
 from userloop.models.tiny import build_tiny_chat_model
 
 GREEDY = GenerationParams(max_new_tokens=12, temperature=0)
@@ -340,6 +340,28 @@ def test_top_p_near_zero_is_greedy(tiny_model):
     [greedy] = tiny_model.generate([PROMPTS[1]], GREEDY)
     [nucleus] = tiny_model.generate([PROMPTS[1]], GenerationParams(max_new_tokens=12, temperature=1.0, top_p=1e-6, seed=3))
     assert nucleus.text == greedy.text
+
+
+def test_top_p_nucleus_is_that_of_ranking_the_whole_vocabulary():
+    """The sampler ranks a row's most probable tokens first, and the whole row only when its nucleus goes
+    further or equal probabilities straddle its edge: the nucleus is always that of ranking every token."""
+    torch.manual_seed(0)
+    peaked, flat = torch.randn(3, 3000) * 8, torch.randn(2, 3000) * 0.1
+    tied = torch.full((1, 3000), -30.0)
+    tied[0, [5, 17, 900]] = 0.0  # three equal tokens; top-p 0.5 keeps two of them
+    probs = torch.softmax(torch.cat([peaked, flat, tied]), dim=1)
+    for top_p in (0.5, 0.8, 0.95):
+        ranked, order = probs.sort(dim=1, descending=True)
+        expected = probs.scatter(1, order, ranked.masked_fill(ranked.cumsum(dim=1) - ranked > top_p, 0.0))
+        nucleus = _RowSampler(1.0, top_p, 0, [0] * len(probs), 1)._nucleus(probs)
+        assert torch.equal(nucleus, expected)
+    assert (nucleus[3:5] > 0).sum() > 2 * NUCLEUS_CANDIDATES  # the flat rows went past the candidates
+
+
+def test_row_draws_are_those_of_one_draw_per_step():
+    generator = torch.Generator().manual_seed(123)
+    assert _RowSampler(1.0, 1.0, 0, [123], 7).uniforms[0].tolist() == [
+        torch.rand((), generator=generator).item() for _ in range(7)]
 
 
 # --------------------------------------------------------------------------- a user LM look-alike

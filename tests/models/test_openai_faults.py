@@ -211,6 +211,19 @@ def test_simulate_exits_0_when_some_conversations_ended_in_error(simulate, fault
     assert f"errors: 1 of 2 conversations ended in error; the first: {overall['first_error']}\n" in rerun.stdout
 
 
+def test_simulate_retry_errors_runs_the_errored_conversations_again(simulate, fault_server):
+    fault_server.script = ["error-200", "ok"]
+    first, summary = simulate("run")
+    assert first.exit_code == 0 and summary["overall"]["end_reasons"]["error"] == 1
+    _, summary = simulate("run")  # an errored conversation is finished: a plain rerun repeats nothing
+    assert summary["resume"]["finished_now"] == 0 and summary["overall"]["end_reasons"]["error"] == 1
+    retried, summary = simulate("run", "--retry-errors")  # the server answers now
+    assert retried.exit_code == 0, retried.output
+    assert summary["resume"]["errors_removed"] == 1 and summary["resume"]["finished_now"] == 1
+    assert summary["conversations"] == 2 and summary["overall"]["end_reasons"]["error"] == 0
+    assert summary["overall"]["first_error"] is None
+
+
 def test_simulate_timeout_and_retries_reach_the_server_model(simulate, fault_server, monkeypatch):
     fault_server.script = ["hang", "hang"]
     result, summary = simulate("hang", "--timeout", "0.3", "--retries", "0")

@@ -313,8 +313,8 @@ def test_the_harness_options_are_listed_and_a_userloop_client_refuses_such_a_ser
 @pytest.mark.parametrize(("messages", "fields", "fragment"), [
     ([{"role": "system", "content": "Play a customer."}, {"role": "user", "content": GREETING}], {},
      "no <scenario>...</scenario> section"),
-    (tau2_request([("assistant", GREETING), ("user", "hello")]), {}, "ends with the simulated user's own turn "
-                                                                     "('assistant')"),
+    (tau2_request([("assistant", GREETING), ("user", "hello")]), {},
+     "ends with the simulated user's own turn ('assistant')"),
     (tau2_request([("assistant", GREETING), ("assistant", "Anyone there?")]), {}, "second 'user' turn in a row"),
     ([*tau2_request([("assistant", GREETING)]), {"role": "tool", "content": "{}"}], {}, "role 'tool'"),
     (tau2_request([("assistant", GREETING)]), {"perspective": "agent"}, "perspective"),
@@ -387,8 +387,8 @@ def test_simulate_with_a_remote_user_records_what_an_in_process_user_records(sim
                                      "*": "Happy to help"}))
     scenarios = tmp_path / "scenarios.jsonl"
     scenarios.write_text("".join(json.dumps({"id": f"o{i}", "kind": "open", "intent": intent}) + "\n" for i, intent in
-                                 enumerate([INTENT, "You are a user chatting with an assistant language model to "
-                                                    "find a recipe."])))
+                                 enumerate([INTENT, ("You are a user chatting with an assistant language model to "
+                                                     "find a recipe.")])))
     runs = {}
     for name, user in (("remote", f"openai:user-lm@{simulator_url}"), ("local", user_script)):
         simulate(SimulationConfig(assistant=f"scripted:{assistant}", user=user, scenarios=str(scenarios), n=2),
@@ -477,7 +477,7 @@ def test_serve_simulator_errors(user_script):
 
 
 def test_serve_simulator_passes_the_harness_options(user_script, monkeypatch):
-    import userloop.userlm.simulator_server as simulator_server
+    from userloop.userlm import simulator_server
 
     served = []
     monkeypatch.setattr(simulator_server, "serve_simulator",

@@ -153,7 +153,7 @@ def test_sigterm_writes_the_summary_ctrl_c_writes_and_exits_143(scripted, tmp_pa
             pytest.fail(f"the run ended before it could be stopped: {process.communicate()}")
         time.sleep(0.002)
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert "terminated: finished conversations are saved" in stderr and "run the same command again to resume" in stderr
     assert "Traceback" not in stderr

@@ -41,7 +41,6 @@ except ImportError as err:
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from userloop.errors import UserError
 from userloop.models.base import ChatModel
@@ -145,7 +144,7 @@ class _Sessions:
     async def __aenter__(self) -> None:
         self.active += 1
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.active -= 1
         if self.active == 0:
             await self.model.aclose()

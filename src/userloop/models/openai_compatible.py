@@ -50,15 +50,15 @@ from urllib.parse import urlsplit
 
 from userloop.errors import UserError
 from userloop.models.base import (
+    REQUEST_RETRIES,
+    REQUEST_TIMEOUT_S,
+    SIMULATOR_FIELD,
+    SIMULATOR_KIND,
     Capabilities,
     ChatMessages,
     ChatModel,
     Choice,
     Completion,
-    REQUEST_RETRIES,
-    REQUEST_TIMEOUT_S,
-    SIMULATOR_FIELD,
-    SIMULATOR_KIND,
     GenerationParams,
     ModelError,
     checked_retries,

@@ -29,7 +29,7 @@ LayerStates = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and val
 
 
 class _Entry:
-    __slots__ = ("tokens", "states", "nbytes", "hashes")
+    __slots__ = ("hashes", "nbytes", "states", "tokens")
 
     def __init__(self, tokens: tuple[int, ...], states: LayerStates, hashes: list[int]) -> None:
         self.tokens, self.states, self.hashes = tokens, states, hashes

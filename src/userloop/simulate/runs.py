@@ -105,10 +105,12 @@ class SimulationResult:
 
 
 def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, max_conversations: int | None = None,
-             progress: Progress | None = None) -> SimulationResult:
+             retry_errors: bool = False, progress: Progress | None = None) -> SimulationResult:
     """Simulate every (scenario, sample) of ``config`` not yet in ``out``; write records and the summary.
 
     ``max_conversations`` stops after that many new conversations (the rest stay for a resume).
+    ``retry_errors`` first removes the records of conversations that ended in error (a server that was
+    down), so they run again; without it they count as finished.
     Ctrl-C (``KeyboardInterrupt``) stops launching conversations; what finished is on disk, the
     summary is written and the interrupt propagates.
     """
@@ -127,6 +129,7 @@ def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, 
     out.mkdir(parents=True, exist_ok=True)
     run_file = _checked_run_file(out, config, force)
     records, torn = read_records(out / RECORDS, repair=True)
+    errors_removed = _without_errors(out / RECORDS, records) if retry_errors else 0
     jobs = _pending(scenarios, config, records)
     resumed = len(records)
     if max_conversations is not None:
@@ -152,6 +155,7 @@ def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, 
         timings = engine.timings.to_dict() if engine is not None else _previous_timings(out)
         summary = summarize(records, scenarios, config, timings=timings,
                             resume={"records_before": resumed, "finished_now": finished_now, "torn_lines_repaired": torn,
+                                    "errors_removed": errors_removed,
                                     "pending": len(_pending(scenarios, config, records))},
                             classifier=engine.classifier if engine is not None else None)
         write_summary(out, summary)
@@ -176,6 +180,19 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not (slash and index.strip().isdigit() and count.strip().isdigit() and 1 <= int(index) <= int(count)):
         raise UserError(f"shard must be I/N with 1 <= I <= N (e.g. 2/8 for the second of eight), got {text!r}")
     return int(index), int(count)
+
+
+def _without_errors(path: Path, records: list[dict]) -> int:
+    """Rewrite the records file (atomically) without the conversations that ended in error, and drop them from
+    ``records``; returns how many were removed."""
+    import orjson
+
+    kept = [record for record in records if not record.get("error")]
+    removed = len(records) - len(kept)
+    if removed:
+        write_atomic(path, b"".join(orjson.dumps(record) + b"\n" for record in kept))
+        records[:] = kept
+    return removed
 
 
 def _previous_timings(out: Path) -> dict | None:

@@ -181,6 +181,7 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
         on_message(f"resuming from {checkpoint}")
 
     trainer = _trainer(config, model, tokenizer, train_samples, validation_samples, added_tokens, on_progress)
+    del train_convs, validation_convs, train_samples, validation_samples, samples, convs  # the trainer has the rows
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     validation_loss = next((entry["eval_loss"] for entry in trainer.state.log_history  # evaluated at the last step?
                             if "eval_loss" in entry and entry["step"] == trainer.state.global_step), None)
