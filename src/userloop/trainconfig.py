@@ -1,4 +1,4 @@
-"""What the training commands share: config fields with help, one parser for YAML and flags, bf16.
+"""What the training commands share: config fields with help, one parser for YAML and flags, bf16, the CPU LM head.
 
 Every trainer (``train user-lm``/``assistant``, ``train reward``, ``train dpo``) is one dataclass whose
 fields carry ``metadata={"help": ...}`` (as TRL's configs do) and a ``validate()`` method; :func:`parse_config`

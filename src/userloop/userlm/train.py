@@ -372,7 +372,8 @@ def _length_grouped_sft_trainer():
 
 
 def _sft_config(config: UserLMTrainConfig):
-    """TRL's training arguments for ``config``: completion-only loss on pre-tokenised rows."""
+    """TRL's training arguments for ``config``: completion-only loss on pre-tokenised rows, length-grouped batches
+    (for evaluation transformers' own sampler; for training :func:`_length_grouped_sft_trainer`'s)."""
     import torch
     from trl import SFTConfig
 
@@ -385,7 +386,7 @@ def _sft_config(config: UserLMTrainConfig):
         eval_steps=config.eval_steps or None, save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or 500, bf16=use_bf16(config.bf16), use_cpu=not torch.cuda.is_available(),
         report_to="none", disable_tqdm=True, max_length=config.max_length, completion_only_loss=True,
-        packing=False, dataloader_num_workers=0,
+        packing=False, dataloader_num_workers=0, train_sampling_strategy="group_by_length",
         gradient_checkpointing=config.gradient_checkpointing, ddp_find_unused_parameters=False,  # every weight is used
     )
 
