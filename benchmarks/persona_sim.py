@@ -90,7 +90,7 @@ def population_spreads(personas: Path, max_turns: int) -> None:
         held_out_scenarios,
         read_persona_fields,
     )
-    from userloop.rlhi.classifier import load_offline
+    from userloop.rlhi.followup_classifier import load_offline
     from userloop.rlhi.personas import PREFERENCE_FIELDS
     from userloop.testbed.population import default_data
     from userloop.userlm.flip import read_split

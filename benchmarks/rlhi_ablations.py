@@ -154,7 +154,7 @@ def swapped_personas(requests: list, seed: int) -> list[str | None]:
 
 def axis_differences(judge, user_ids: list[str], right: list[str], swapped: list[str]) -> dict[str, float]:
     """Per preference axis, the mean fit (true persona) of the right-persona answer minus the swapped one's."""
-    from userloop.testbed.scorer import score_components
+    from userloop.testbed.persona_match import score_components
 
     diffs: dict[str, list[float]] = {}
     for user_id, a, b in zip(user_ids, right, swapped, strict=True):

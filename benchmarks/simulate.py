@@ -37,11 +37,11 @@ from pathlib import Path
 import userloop.models as models_module
 from userloop.models import GenerationParams, load_model
 from userloop.models.tiny import build_tiny_chat_model
-from userloop.simulate.classify import load_reply_classifier
+from userloop.simulate.answer_check import score_reply
 from userloop.simulate.engine import Job, SimulationEngine, pending_jobs
+from userloop.simulate.reply_kinds import load_reply_classifier
 from userloop.simulate.runs import RECORDS, SimulationConfig, read_records, simulate
 from userloop.simulate.scenarios import load_scenarios
-from userloop.simulate.scoring import score_reply
 from userloop.userlm.simulator import UserSimulator
 from userloop.userlm.template import build_userlm_lookalike
 

@@ -295,7 +295,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from userloop.trainconfig import quiet_libraries, use_bf16
+    from userloop.train.common import quiet_libraries, use_bf16
 
     quiet_libraries()
     started = datetime.now()

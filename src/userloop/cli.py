@@ -290,7 +290,7 @@ def stats_command(
     import orjson
 
     from userloop.data.sources import expand_inputs
-    from userloop.data.stats import stats
+    from userloop.data.summary import stats
 
     paths = paths or [str(_default_data(prepared=True))]
     expand_inputs(paths)
@@ -597,7 +597,7 @@ def rlhi_evaluate_command(
     """Precision / recall / F1 per class of the offline follow-up classifier, and persona accuracy."""
     import orjson
 
-    from userloop.rlhi.evaluate import evaluate
+    from userloop.rlhi.extraction_eval import evaluate
 
     report = evaluate(data or _default_data(prepared=True), real_labels, oasst)
     if as_json:
@@ -1037,7 +1037,7 @@ def evaluate_assistant_command(
 ) -> None:
     """Score an assistant on the same problems fully specified in one turn vs revealed by a simulated user."""
     from userloop.logs import library_log
-    from userloop.simulate.evaluate import evaluate_assistant, report_markdown
+    from userloop.simulate.assistant_eval import evaluate_assistant, report_markdown
 
     try:
         with library_log(out):

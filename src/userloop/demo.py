@@ -27,9 +27,9 @@ from typing import Any
 
 import orjson
 
+from userloop.config import option
 from userloop.errors import UserError
 from userloop.files import read_user_json, write_atomic
-from userloop.trainconfig import option
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -415,7 +415,7 @@ class _Demo:
         return f"{summary['conversations']:,} conversations ({ends})"
 
     def _stage_evaluate_assistant(self, bar: StageBar) -> str:
-        from userloop.simulate.evaluate import evaluate_assistant
+        from userloop.simulate.assistant_eval import evaluate_assistant
 
         if not self.has_truth:
             raise Skipped("the sharded math problems come from the testbed's truth, which --data has not")

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from userloop.metrics.simulator import (
+from userloop.metrics.simulator_metrics import (
     content_words,
     first_turn_diversity,
     intent_decomposition,

@@ -30,11 +30,11 @@ def _build(root: Path) -> None:
     from userloop.data.prepare import PrepareConfig, prepare
     from userloop.demo import OUTPUTS, STAGES
     from userloop.metrics.evalsim import eval_sim
-    from userloop.rlhi import classifier
+    from userloop.rlhi import followup_classifier
     from userloop.rlhi.build import BuildConfig, build
     from userloop.rlhi.dpo import DPOTrainConfig, train_dpo
     from userloop.rlhi.usereval import UserEvalConfig, eval_personal
-    from userloop.simulate.evaluate import evaluate_assistant
+    from userloop.simulate.assistant_eval import evaluate_assistant
     from userloop.simulate.runs import SimulationConfig, simulate
     from userloop.simulate.scenarios import build_scenario_file
     from userloop.testbed import generate
@@ -57,8 +57,8 @@ def _build(root: Path) -> None:
     eval_sim({"tiny user LM": user}, out["prepare"], out["metrics"], n_first_turns=8, max_conversations=4, n_probes=3,
              max_new_tokens=8, cache=root / "cache")
     with pytest.MonkeyPatch.context() as patch:  # a small follow-up classifier instead of the cached default one
-        small = classifier.train(generate(40, seed=11), classifier.read_handmade())
-        patch.setattr(classifier, "load_offline", lambda cache=None: small)
+        small = followup_classifier.train(generate(40, seed=11), followup_classifier.read_handmade())
+        patch.setattr(followup_classifier, "load_offline", lambda cache=None: small)
         build(out["prepare"], out["rlhi"], BuildConfig())
         train_dpo(DPOTrainConfig(policy=str(out["assistant"]), pairs=str(out["rlhi"] / "pairs.parquet"),
                                  out=str(out["dpo"]), max_steps=2, batch_size=4, warmup=0, logging_steps=1))

@@ -21,7 +21,7 @@ from userloop.data.prepare import PrepareConfig, prepare
 from userloop.errors import UserError
 from userloop.report.viewer_index import PAGE_SIZE, Filters, load_index
 from userloop.report.viewer_server import BadRequest, make_server, parse_list_request
-from userloop.simulate.evaluate import evaluate_assistant
+from userloop.simulate.assistant_eval import evaluate_assistant
 from userloop.simulate.runs import SimulationConfig, simulate
 from userloop.simulate.scenarios import build_scenario_file
 from userloop.testbed import generate, read_truth

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from userloop.rlhi import followup_classifier
 from userloop.testbed import generate
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -11,7 +12,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def trained_classifier():
     """The offline classifier trained as the default one, on a small population (seed 11, kept apart from
     the held-out ones) plus the hand-made development set."""
-    from userloop.rlhi.classifier import read_handmade, train
+    from userloop.rlhi.followup_classifier import read_handmade, train
 
     return train(generate(200, seed=11), read_handmade())
 
@@ -36,10 +37,9 @@ def prepared(tmp_path_factory):
 def small_classifier(monkeypatch, trained_classifier):
     """Make the pipeline use the small classifier instead of training (or reading) the cached default one,
     and a small training population where one is generated (the dev-set cross-validation of ``rlhi evaluate``)."""
-    from userloop.rlhi import classifier
 
-    monkeypatch.setattr(classifier, "load_offline", lambda cache=None: trained_classifier)
-    monkeypatch.setattr(classifier, "TRAIN_USERS", 40)
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained_classifier)
+    monkeypatch.setattr(followup_classifier, "TRAIN_USERS", 40)
     return trained_classifier
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from userloop.conversation import Conversation, Message
 from userloop.models import load_model
-from userloop.rlhi.classifier import feedback_span
-from userloop.rlhi.evaluate import classification_table
+from userloop.rlhi.extraction_eval import classification_table
+from userloop.rlhi.followup_classifier import feedback_span
 from userloop.rlhi.followups import FollowUp, JudgeClassifier, extract_followups, locate_span, parse_judgement
 from userloop.rlhi.taxonomy import FEEDBACK_TYPES, RELATIONS, TESTBED_FEEDBACK_TYPE, TESTBED_RELATION, feedback_reasons
 
@@ -124,7 +124,7 @@ def test_llm_judge_path_with_a_scripted_model(tmp_path, trained_classifier):
 
 
 def test_offline_classifier_beats_a_floor_on_a_held_out_population(trained_classifier, held_out):
-    from userloop.rlhi.classifier import testbed_examples
+    from userloop.rlhi.followup_classifier import testbed_examples
 
     followups, truth, _, _ = testbed_examples(held_out)
     predicted = trained_classifier.classify(followups)

@@ -10,9 +10,9 @@ import pytest
 
 from userloop.conversation import Conversation, Message
 from userloop.errors import UserError
-from userloop.rlhi.classifier import FEEDBACK_PRIOR, RELATION_PRIOR, read_handmade, training_weights
-from userloop.rlhi.evaluate import cross_validate_handmade
+from userloop.rlhi.extraction_eval import cross_validate_handmade
 from userloop.rlhi.features import assistant_asked, context_features
+from userloop.rlhi.followup_classifier import FEEDBACK_PRIOR, RELATION_PRIOR, read_handmade, training_weights
 from userloop.rlhi.followups import FollowUp, Labels, extract_followups
 from userloop.rlhi.personas import UserHistory, derive_offline
 from userloop.rlhi.taxonomy import FEEDBACK_TYPES, RELATIONS

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from userloop.cli import app
 from userloop.errors import UserError
+from userloop.rlhi import followup_classifier
 from userloop.rlhi.loop import LoopConfig, run_loop, split_users
 from userloop.rlhi.tasks import passes
 
@@ -37,11 +38,10 @@ def config(models, prepared, **changes) -> LoopConfig:
 @pytest.fixture(scope="module")
 def finished(models, prepared, tmp_path_factory, trained_classifier):
     """A 2-round loop, run once for the module, with the conftest's small offline classifier."""
-    from userloop.rlhi import classifier
 
     trained = trained_classifier
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(classifier, "load_offline", lambda cache=None: trained)
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
     out = tmp_path_factory.mktemp("loop") / "run"
     try:
         report = run_loop(config(models, prepared), out)
@@ -89,9 +89,8 @@ def test_rerun_resumes_without_redoing_rounds(finished, models, prepared):
     before = (out / "rounds.jsonl").read_bytes()
     stamp = (out / "round-1" / "model.safetensors").stat().st_mtime_ns
     monkeypatch = pytest.MonkeyPatch()
-    from userloop.rlhi import classifier
 
-    monkeypatch.setattr(classifier, "load_offline", lambda cache=None: trained)
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
     try:
         run_loop(config(models, prepared), out)
         assert (out / "rounds.jsonl").read_bytes() == before
@@ -150,10 +149,9 @@ def test_loop_needs_the_testbed_truth(models, tmp_path):
 def test_cli_rlhi_loop(finished, models, prepared):
     out, _, trained = finished
     policy, user = models
-    from userloop.rlhi import classifier
 
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(classifier, "load_offline", lambda cache=None: trained)
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
     try:   # the finished run, resumed through the command: nothing new to do, the summary printed
         result = CliRunner().invoke(app, ["rlhi", "loop", "--policy", str(policy), "--user", user, "--rounds", "2",
                                           "--data", str(prepared), "--out", str(out), "--users", "4", "--eval-users", "3",

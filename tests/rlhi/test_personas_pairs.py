@@ -88,16 +88,16 @@ def test_testbed_rewriter_follows_the_feedback_and_passes_the_scorer(small_class
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, trained_classifier):
     """``userloop rlhi build`` on a small testbed, end to end through the CLI."""
-    from userloop.rlhi import classifier
+    from userloop.rlhi import followup_classifier
 
     folder = tmp_path_factory.mktemp("rlhi")
     generate(50, seed=3).write(folder / "testbed")
-    original = classifier.load_offline
-    classifier.load_offline = lambda cache=None: trained_classifier
+    original = followup_classifier.load_offline
+    followup_classifier.load_offline = lambda cache=None: trained_classifier
     try:
         result = runner.invoke(app, ["rlhi", "build", "--data", str(folder / "testbed"), "--out", str(folder / "out")])
     finally:
-        classifier.load_offline = original
+        followup_classifier.load_offline = original
     assert result.exit_code == 0, (result.output, result.exception)
     return folder / "out", result
 
@@ -166,7 +166,7 @@ def test_personas_cli_and_scorer_judge_needs_truth(tmp_path, small_classifier):
 
 
 def test_real_fixture_labels_and_spans(oasst_dir):
-    from userloop.rlhi.evaluate import read_oasst_labels
+    from userloop.rlhi.extraction_eval import read_oasst_labels
 
     rows = [orjson.loads(line) for line in (FIXTURES / "oasst_followups.jsonl").read_bytes().splitlines()]
     assert len(rows) >= 150 and len({r["message_id"] for r in rows}) == len(rows)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from userloop.cli import app
 from userloop.conversation import Conversation, Message
 from userloop.errors import UserError
-from userloop.rlhi.evaluate import read_oasst_labels
+from userloop.rlhi.extraction_eval import read_oasst_labels
 from userloop.rlhi.followups import parse_judgement
 from userloop.rlhi.personas import UserHistory, parse_persona
 
@@ -41,20 +41,20 @@ def write_chat_log(path) -> None:
 @pytest.fixture(scope="module")
 def real_build(tmp_path_factory, trained_classifier):
     """``rlhi build`` on a chat log with scripted rewriter and judge (and the small classifier)."""
-    from userloop.rlhi import classifier
+    from userloop.rlhi import followup_classifier
 
     folder = tmp_path_factory.mktemp("real")
     write_chat_log(folder / "log.jsonl")
     (folder / "rewriter.json").write_bytes(orjson.dumps(["A shorter answer, as a table.", "", LONG]))
     (folder / "judge.json").write_bytes(orjson.dumps({"*": 'Sure!\n```json\n{"addresses_feedback": true}\n```'}))
-    original = classifier.load_offline
-    classifier.load_offline = lambda cache=None: trained_classifier
+    original = followup_classifier.load_offline
+    followup_classifier.load_offline = lambda cache=None: trained_classifier
     try:
         result = runner.invoke(app, ["rlhi", "build", "--data", str(folder / "log.jsonl"), "--out", str(folder / "out"),
                                      "--rewriter", f"scripted:{folder / 'rewriter.json'}",
                                      "--judge", f"scripted:{folder / 'judge.json'}"])
     finally:
-        classifier.load_offline = original
+        followup_classifier.load_offline = original
     assert result.exit_code == 0, (result.output, result.exception)
     return folder / "out"
 

@@ -19,7 +19,7 @@ from userloop.rlhi.reward_model import (
     train_reward_model,
     training_rows,
 )
-from userloop.rlhi.scorers import RewardModelScorer, load_scorer
+from userloop.rlhi.reward_scorers import RewardModelScorer, load_scorer
 from userloop.testbed import score
 
 TINY = {"hidden_size": 32, "layers": 2, "heads": 4, "vocab_size": 400, "max_steps": 3, "batch_size": 4, "bf16": "false"}
@@ -73,15 +73,15 @@ def test_held_out_users_are_a_stable_share():
 
 @pytest.fixture(scope="module")
 def trained(prepared, tmp_path_factory, trained_classifier):
-    from userloop.rlhi import classifier
+    from userloop.rlhi import followup_classifier
 
-    original = classifier.load_offline
-    classifier.load_offline = lambda cache=None: trained_classifier
+    original = followup_classifier.load_offline
+    followup_classifier.load_offline = lambda cache=None: trained_classifier
     try:
         out = tmp_path_factory.mktemp("rm") / "rm"
         result = train_reward_model(RewardTrainConfig(data=str(prepared), out=str(out), max_pairs=40, **TINY))
     finally:
-        classifier.load_offline = original
+        followup_classifier.load_offline = original
     return result
 
 

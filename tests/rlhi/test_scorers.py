@@ -5,7 +5,7 @@ import json
 import pytest
 
 from userloop.errors import UserError
-from userloop.rlhi.scorers import (
+from userloop.rlhi.reward_scorers import (
     FALLBACK_SCORE,
     JudgeScorer,
     RewardModelScorer,

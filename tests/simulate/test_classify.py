@@ -8,7 +8,7 @@ import json
 import pytest
 
 from userloop.errors import UserError
-from userloop.simulate.classify import (
+from userloop.simulate.reply_kinds import (
     REPLY_KINDS,
     ModelReplyClassifier,
     RuleReplyClassifier,

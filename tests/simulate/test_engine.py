@@ -103,10 +103,10 @@ def test_tiny_hf_models_are_reproducible(tiny_models, scripted):
     """Two local models through the engine: bans enforced at generation, tokens counted, same seed same texts.
     (One sample per guardrail check keeps the random models' resampling short.)"""
     from userloop.models import GenerationParams
-    from userloop.simulate.classify import RuleReplyClassifier
+    from userloop.simulate.answer_check import score_reply
     from userloop.simulate.engine import SimulationEngine, pending_jobs
+    from userloop.simulate.reply_kinds import RuleReplyClassifier
     from userloop.simulate.scenarios import load_scenarios
-    from userloop.simulate.scoring import score_reply
     from userloop.userlm.simulator import GuardrailConfig, UserSimulator
 
     user_model, assistant = tiny_models

@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from userloop.cli import app
-from userloop.simulate.evaluate import PAPER_REFERENCE, evaluate_assistant
+from userloop.simulate.assistant_eval import PAPER_REFERENCE, evaluate_assistant
 
 
 def test_scores_in_both_settings_and_the_drop(scripted, tmp_path):

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from userloop.simulate.answer_check import extract_code, extract_final_number, gold_number, score_reply
 from userloop.simulate.scenarios import Scenario
-from userloop.simulate.scoring import extract_code, extract_final_number, gold_number, score_reply
 
 
 def math(answer: str) -> Scenario:

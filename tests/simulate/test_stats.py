@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from userloop.simulate.scenarios import Scenario
-from userloop.simulate.stats import (
+from userloop.simulate.reveal_stats import (
     TurnFlags,
     content_words,
     covers,
@@ -18,6 +17,7 @@ from userloop.simulate.stats import (
     unigram_difference,
     unigram_jaccard_distance,
 )
+from userloop.simulate.scenarios import Scenario
 
 APPLES = Scenario(id="a", kind="math", intent="Tom has 3 apples and buys 4 more. How many apples does he have now?",
                   shards=["Tom has 3 apples.", "He buys 4 more apples.", "How many apples does Tom have now?"],
@@ -106,7 +106,7 @@ def test_a_pluggable_judge_and_no_usable_records():
 def test_model_turn_judge_through_a_scripted_model(tmp_path):
     import json
 
-    from userloop.simulate.stats import ModelTurnJudge
+    from userloop.simulate.reveal_stats import ModelTurnJudge
 
     script = tmp_path / "judge.json"
     answers = ['{"repeats": false, "new_demand": false}', 'Sure: {"repeats": true, "new_demand": false}', "dunno",

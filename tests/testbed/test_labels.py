@@ -2,7 +2,7 @@
 
 from userloop.testbed.dialogue import FIT_THRESHOLD
 from userloop.testbed.persona import Persona
-from userloop.testbed.scorer import score_components
+from userloop.testbed.persona_match import score_components
 
 STYLE_AXIS = {"too_long": "detail", "too_short": "detail", "wants_structure": "structure", "wants_prose": "structure",
               "too_casual": "tone", "too_formal": "tone", "too_technical": "expertise", "too_simple": "expertise"}

@@ -35,6 +35,7 @@ import numpy as np
 import orjson
 
 from userloop import __version__
+from userloop.config import option
 from userloop.conversation import Conversation, parquet_schema, to_arrow
 from userloop.data import dedupe
 from userloop.data.formats import FORMATS, detect, is_flat_oasst, language_name
@@ -53,7 +54,6 @@ from userloop.data.sources import (
 from userloop.data.users import SPLIT_NAMES, USER_IDENTITIES, assign_splits, parse_ratios, user_key
 from userloop.errors import UserError
 from userloop.files import write_atomic
-from userloop.trainconfig import option
 
 DROP_REASONS = (
     "language", "toxic", "redacted", "synthetic", "deleted",

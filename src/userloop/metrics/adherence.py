@@ -35,7 +35,7 @@ import orjson
 
 from userloop.errors import UserError
 from userloop.files import read_user_lines
-from userloop.metrics.simulator import content_words
+from userloop.metrics.simulator_metrics import content_words
 from userloop.userlm.intents import INTENT_PREFIX
 
 

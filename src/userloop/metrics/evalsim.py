@@ -181,7 +181,7 @@ def _first_user_turn(conversation) -> str | None:
 
 def _first_turn_metrics(turns: list[str], context: _Context) -> tuple[dict, dict]:
     from userloop.metrics.naturalness import naturalness
-    from userloop.metrics.simulator import first_turn_diversity, intent_decomposition, intent_overlap
+    from userloop.metrics.simulator_metrics import first_turn_diversity, intent_decomposition, intent_overlap
 
     intents = [c.intent for c in context.first]
     without_content = sum(intent_overlap(t, i) is None for t, i in zip(turns, intents))
@@ -252,7 +252,7 @@ async def _simulate(name: str, spec: str, context: _Context) -> tuple[dict, dict
         replay,
         simulated_behaviour,
     )
-    from userloop.metrics.simulator import termination_scores
+    from userloop.metrics.simulator_metrics import termination_scores
     from userloop.models import load_model
     from userloop.userlm.simulator import DEFAULT_PARAMS, UserSimulator
 

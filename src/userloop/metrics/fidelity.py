@@ -29,7 +29,7 @@ reached), and the conversation is left out of fidelity. Both are counted in the 
 two-sample Kolmogorov-Smirnov statistic between simulated and real distributions of user-turn
 length (words), number of user turns and end turn; the absolute difference (percentage points) of the
 share of follow-ups carrying feedback (RLHI's offline follow-up classifier,
-:mod:`userloop.rlhi.classifier`: a feedback type other than ``none``); and the vocabulary overlap,
+:mod:`userloop.rlhi.followup_classifier`: a feedback type other than ``none``); and the vocabulary overlap,
 the Jaccard similarity x100 of the two vocabularies (lower-cased ``\\w+`` words; higher is closer).
 The Human row compares a random half of the real conversations with the other half.
 """
@@ -184,7 +184,7 @@ def simulated_behaviour(item: Replay) -> Behaviour:
 def classify_feedback(behaviours: Sequence[Behaviour], classifier=None) -> None:
     """Label every follow-up as carrying feedback or not (RLHI's offline classifier unless one is given)."""
     if classifier is None:
-        from userloop.rlhi.classifier import load_offline
+        from userloop.rlhi.followup_classifier import load_offline
 
         classifier = load_offline()
     followups = [f for b in behaviours for f in b.followups]

@@ -14,7 +14,7 @@ assistant (``userloop simulate`` run folders, resumable), ``n`` conversations pe
 **Behaviour statistics** of a group of conversations (the same code for real and simulated ones):
 
 * ``feedback_rate``: share of follow-ups (user turns after an assistant turn) whose feedback type is
-  not ``none``, as RLHI's offline follow-up classifier (:mod:`userloop.rlhi.classifier`) labels them;
+  not ``none``, as RLHI's offline follow-up classifier (:mod:`userloop.rlhi.followup_classifier`) labels them;
 * ``followup_<relation>``: share of follow-ups with each relation (the follow-up type distribution);
 * ``user_turns``: user turns per conversation (capped at ``max_user_turns``);
 * ``ended_by_user``: share of conversations the user ended within the cap (simulated: wrote
@@ -58,13 +58,13 @@ from typing import Any
 
 import orjson
 
+from userloop.config import option, require_at_least_one
 from userloop.conversation import Conversation, Message
 from userloop.errors import UserError
 from userloop.files import write_atomic
 from userloop.rlhi.personas import FIELD_VALUES, PREFERENCE_FIELDS
 from userloop.rlhi.taxonomy import RELATIONS
 from userloop.rlhi.user_rewards import persona_records
-from userloop.trainconfig import option, require_at_least_one
 
 STATISTICS: tuple[str, ...] = ("feedback_rate", *(f"followup_{r}" for r in RELATIONS), "user_turns", "ended_by_user",
                                "turn_words")
@@ -344,7 +344,7 @@ def evaluate_persona_sim(config: PersonaSimConfig, out: str | Path, progress=Non
     """Simulate the held-out users with each simulator and compare them with the real ones per persona
     field (module docstring); writes ``report.json``, ``report.md``, the scenario files and one
     ``userloop simulate`` run folder per simulator (``sim-<name>/``, resumable) into ``out``."""
-    from userloop.rlhi.classifier import load_offline
+    from userloop.rlhi.followup_classifier import load_offline
     from userloop.simulate.runs import SimulationConfig, read_records, simulate
     from userloop.testbed.population import default_data, read_truth
     from userloop.userlm.flip import read_split

@@ -164,7 +164,7 @@ def candidate_key(candidate) -> tuple:
 def _classified(data: Path, config: BuildConfig, progress: Progress):
     """Read ``data`` and classify every follow-up: (offline classifier, conversations, labelled, report)."""
     from userloop.data.readers import ReadReport, read_conversations
-    from userloop.rlhi.classifier import load_offline
+    from userloop.rlhi.followup_classifier import load_offline
     from userloop.rlhi.followups import JudgeClassifier
 
     offline = load_offline()

@@ -38,19 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from userloop.config import option, require_at_least_one
+from userloop.config import parse_config as parse_trainer_config
 from userloop.errors import UserError, missing_dependency
 from userloop.files import write_atomic
 from userloop.rlhi.conditioning import with_persona
-from userloop.trainconfig import (
-    TrainResult,
-    option,
-    require_at_least_one,
-    score_labelled_positions,
-    step_progress,
-    use_bf16,
-    validate_bf16,
-)
-from userloop.trainconfig import parse_config as parse_trainer_config
+from userloop.train.common import TrainResult, score_labelled_positions, step_progress, use_bf16, validate_bf16
 
 METHODS = ("dpo", "sft")
 
@@ -131,7 +124,7 @@ class DPOTrainConfig:
 
 
 def parse_config(args: Sequence[str]) -> DPOTrainConfig:
-    """The config from command-line ``args`` (:func:`userloop.trainconfig.parse_config`: ``--config FILE.yaml``
+    """The config from command-line ``args`` (:func:`userloop.config.parse_config`: ``--config FILE.yaml``
     and flags); ``--help`` lists every field."""
     return parse_trainer_config(DPOTrainConfig, args, prog="userloop train dpo",
                                 description="Persona-conditioned DPO (offline or online iterative) or SFT on chosen "
@@ -338,7 +331,7 @@ def _is_main_process() -> bool:
 # ----------------------------------------------------------------------------- online iterative DPO
 def _train_online(config: DPOTrainConfig, out: Path, on_progress, on_message) -> dict:
     """RLHI's user-based rewards in a loop: sample -> score -> best vs worst pairs -> DPO, ``rounds`` times."""
-    from userloop.rlhi.scorers import load_scorer
+    from userloop.rlhi.reward_scorers import load_scorer
     from userloop.rlhi.user_rewards import requests_without_feedback
 
     data = Path(config.data) if config.data else _default_data()

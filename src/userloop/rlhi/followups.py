@@ -6,7 +6,7 @@ to an answer). Each gets a :class:`Labels`: its ``relation`` to the previous exc
 thanks (``taxonomy`` has the vocabularies). A span must occur verbatim in the turn
 (:func:`locate_span`).
 
-Backends: the offline classifier (``userloop.rlhi.classifier``, the default) and
+Backends: the offline classifier (``userloop.rlhi.followup_classifier``, the default) and
 :class:`JudgeClassifier`, any :class:`~userloop.models.ChatModel` prompted with our definitions; its
 JSON answers are validated, an invalid one is asked again once, and a second failure falls back to
 the offline classifier (all counted; ``userloop.rlhi.llm``).

@@ -51,13 +51,14 @@ from typing import Any
 
 import orjson
 
+from userloop.config import option, require_at_least_one
 from userloop.conversation import Conversation, Message
 from userloop.errors import UserError
 from userloop.files import read_user_json, write_atomic
 from userloop.rlhi.build import Progress, candidate_key, no_progress, output_folder, truth_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
-from userloop.trainconfig import option, quiet_libraries, require_at_least_one
+from userloop.train.common import quiet_libraries
 
 BASELINES = ("none", "logged")
 
@@ -271,7 +272,7 @@ async def _converse(policy, simulators, episodes, turns, params, persona, prefix
 # ----------------------------------------------------------------------------- pairs
 def classify(conversations: Sequence[Conversation]):
     """Every follow-up with its labels (the offline classifier)."""
-    from userloop.rlhi.classifier import load_offline
+    from userloop.rlhi.followup_classifier import load_offline
     from userloop.rlhi.followups import extract_followups
 
     followups = [f for c in conversations for f in extract_followups(c) if f.text.strip()]
@@ -438,8 +439,8 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
     from userloop.conversation import write_jsonl
     from userloop.models import GenerationParams, load_model
     from userloop.rlhi.dpo import DPOTrainConfig, run_training
+    from userloop.rlhi.reward_scorers import load_scorer
     from userloop.rlhi.rewrites import ModelJudge, ModelRewriter, ScorerJudge, TestbedRewriter
-    from userloop.rlhi.scorers import load_scorer
     from userloop.rlhi.user_rewards import read_split_conversations
     from userloop.testbed import read_truth
     from userloop.userlm.simulator import DEFAULT_PARAMS, GuardrailConfig, UserSimulator

@@ -28,7 +28,7 @@ from userloop.rlhi.followups import FollowUp, Labels, clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK, REASON_PREFERENCE, feedback_reasons, normalise_label
 from userloop.testbed.persona import DOMAINS, PERSONA_DISTRIBUTION
-from userloop.testbed.scorer import technicality, text_features
+from userloop.testbed.persona_match import technicality, text_features
 
 PREFERENCE_FIELDS: tuple[str, ...] = ("expertise", "detail", "tone", "structure")
 FIELD_VALUES: dict[str, tuple[str, ...]] = {name: tuple(PERSONA_DISTRIBUTION[name]) for name in PREFERENCE_FIELDS}

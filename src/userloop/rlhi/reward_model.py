@@ -23,7 +23,7 @@ quality). Training pairs come from the ``train`` split, held-out pairs from the 
 The model: a small ``LlamaForSequenceClassification`` built from scratch with a byte-level BPE
 tokenizer trained on the training rows' text, persona included, and a Llama-3-style chat template (``init: scratch``), or a
 pretrained folder / Hub id loaded with one output. ``out`` ends up a ``save_pretrained`` folder that
-``rm:OUT`` scores with (:class:`~userloop.rlhi.scorers.RewardModelScorer`), plus ``train_config.yaml``
+``rm:OUT`` scores with (:class:`~userloop.rlhi.reward_scorers.RewardModelScorer`), plus ``train_config.yaml``
 and ``reward_report.json`` (held-out pair accuracy; with the persona model, also the accuracy when the
 persona is removed from the input).
 """
@@ -42,11 +42,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from userloop.config import option, require_at_least_one
+from userloop.config import parse_config as parse_trainer_config
 from userloop.errors import UserError, missing_dependency
 from userloop.files import write_atomic
 from userloop.rlhi.conditioning import with_persona
-from userloop.trainconfig import TrainResult, option, require_at_least_one, step_progress, use_bf16, validate_bf16
-from userloop.trainconfig import parse_config as parse_trainer_config
+from userloop.train.common import TrainResult, step_progress, use_bf16, validate_bf16
 
 PAD_TOKEN = "<|end_of_text|>"
 
@@ -105,7 +106,7 @@ class RewardTrainConfig:
 
 
 def parse_config(args: Sequence[str]) -> RewardTrainConfig:
-    """The config from command-line ``args`` (:func:`userloop.trainconfig.parse_config`: ``--config FILE.yaml``
+    """The config from command-line ``args`` (:func:`userloop.config.parse_config`: ``--config FILE.yaml``
     and flags); ``--help`` lists every field."""
     return parse_trainer_config(RewardTrainConfig, args, prog="userloop train reward",
                                 description="Train a persona-conditioned reward model (see docs/rlhi.md).")
@@ -288,7 +289,7 @@ def _trainer(config: RewardTrainConfig, model, tokenizer, rows: list[dict], on_p
 
 def pair_accuracy(scorer, pairs: Sequence[dict]) -> float | None:
     """Share of ``pairs`` whose chosen answer the scorer rates above the rejected one (equal: half)."""
-    from userloop.rlhi.scorers import ScoreRequest
+    from userloop.rlhi.reward_scorers import ScoreRequest
 
     if not pairs:
         return None
@@ -308,7 +309,7 @@ def train_reward_model(config: RewardTrainConfig, on_progress: Callable[[int, in
         raise missing_dependency("trl", "train") from None
     import yaml
 
-    from userloop.rlhi.scorers import RewardModelScorer
+    from userloop.rlhi.reward_scorers import RewardModelScorer
 
     config.validate()
     started = time.time()

@@ -93,7 +93,7 @@ _CONTRACTED_WORD = re.compile(r"\b(?:" + "|".join(re.escape(s) for s in _EXPAND)
 def measured_style(text: str):
     """The testbed assistant's style axes read off any text (with the scorer's own measurements)."""
     from userloop.testbed.assistant import Style
-    from userloop.testbed.scorer import technicality, text_features
+    from userloop.testbed.persona_match import technicality, text_features
 
     f = text_features(text)
     formality = (f["formal_markers"] + 0.5) / (f["formal_markers"] + f["casual_markers"] + 1)

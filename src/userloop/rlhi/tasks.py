@@ -27,7 +27,7 @@ def passes(task: dict[str, Any], answer: str) -> bool:
     """Whether ``answer`` passes ``task``'s check (``task``: one entry of a truth record's ``tasks``)."""
     family, check = task["family"], task["check"]
     if family == "math":
-        from userloop.simulate.scoring import score_math
+        from userloop.simulate.answer_check import score_math
 
         return score_math(answer, f"#### {check['answer']}").passed
     if family == "code":
@@ -59,8 +59,8 @@ def _writing_passes(check: dict[str, Any], answer: str) -> bool:
 def _code_passes(check: dict[str, Any], answer: str) -> bool:
     """The testbed's asserts as a HumanEval ``check(candidate)`` (they call the function by name, in the
     namespace the sandbox shares with the solution)."""
+    from userloop.simulate.answer_check import score_code
     from userloop.simulate.scenarios import Scenario
-    from userloop.simulate.scoring import score_code
 
     tests = "def check(candidate):\n" + "".join(f"    {line}\n" for line in check["tests"].splitlines() if line.strip())
     scenario = Scenario(id="testbed-code", kind="code", intent="testbed code task", shards=[], full_prompt="testbed code task",

@@ -29,14 +29,14 @@ from typing import Any
 
 import orjson
 
+from userloop.config import require_at_least_one
 from userloop.conversation import Conversation
 from userloop.errors import UserError
 from userloop.files import read_user_lines, write_atomic
 from userloop.rlhi.build import Progress, no_progress, output_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import FollowUp, Labels, extract_followups
-from userloop.rlhi.scorers import Scorer, ScoreRequest
-from userloop.trainconfig import require_at_least_one
+from userloop.rlhi.reward_scorers import Scorer, ScoreRequest
 
 TIE_TOLERANCE = 1e-9
 
@@ -83,7 +83,7 @@ def label_followups(conversations: Sequence[Conversation], followups_file: Path 
                     counts: Counter) -> list[tuple[FollowUp, Labels]]:
     """Every follow-up of ``conversations`` with its labels: from ``followups_file`` where it has them, the
     offline classifier for the rest (counted as ``labels_from_classifier``)."""
-    from userloop.rlhi.classifier import load_offline
+    from userloop.rlhi.followup_classifier import load_offline
 
     followups = [f for c in conversations for f in extract_followups(c)]
     known = read_labels(followups_file) if followups_file is not None else {}
@@ -122,7 +122,7 @@ def read_personas(path: Path) -> dict[str, str]:
 def derive_personas(conversations: Sequence[Conversation], labelled: Sequence[tuple[FollowUp, Labels]],
                     min_conversations: int) -> dict[str, str]:
     """Offline personas (part 1's derivation) of the users with at least ``min_conversations`` conversations."""
-    from userloop.rlhi.classifier import load_offline
+    from userloop.rlhi.followup_classifier import load_offline
     from userloop.rlhi.personas import derive_offline, group_histories
 
     domains = load_offline().domains
@@ -278,7 +278,7 @@ def user_based_rewards(data: Path, out: Path, config: RewardsConfig, progress: P
     ``report.json`` into ``out`` and returns the report."""
     from userloop.models import load_model
     from userloop.rlhi.pairs import write_pairs
-    from userloop.rlhi.scorers import load_scorer
+    from userloop.rlhi.reward_scorers import load_scorer
 
     config.validate()
     started = time.perf_counter()

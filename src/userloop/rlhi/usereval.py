@@ -33,13 +33,13 @@ from typing import Any
 
 import orjson
 
+from userloop.config import require_at_least_one
 from userloop.errors import UserError
 from userloop.files import write_atomic
 from userloop.rlhi.build import Progress, no_progress, output_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
-from userloop.trainconfig import require_at_least_one
 
 PREFERENCES = ("A", "B", "tie")     # what a judge says about one order: first shown, second shown, tie
 TIE_TOLERANCE = 1e-9
@@ -117,7 +117,7 @@ class TestbedJudge:
 
     @classmethod
     def from_data(cls, data: Path) -> TestbedJudge:
-        from userloop.rlhi.scorers import TestbedScorer
+        from userloop.rlhi.reward_scorers import TestbedScorer
 
         return cls(TestbedScorer.from_data(data).true_personas)
 
@@ -131,7 +131,7 @@ class TestbedJudge:
 
     def overall_score(self, response: str) -> float:
         """The mean persona-match score over every true persona of the population (persona-agnostic quality)."""
-        from userloop.testbed.scorer import fits_from_features, text_features
+        from userloop.testbed.persona_match import fits_from_features, text_features
 
         if self._population is None:   # the population as counts of its (at most 24) preference combinations
             self._population = Counter((p["expertise"], p["detail"], p["tone"], p["structure"]) for p in self.true_personas.values())

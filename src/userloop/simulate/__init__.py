@@ -4,7 +4,7 @@
 
 Submodules are imported on use (the engine needs the model stack; scenario files do not):
 :mod:`~userloop.simulate.engine` (the lock-step engine), :mod:`~userloop.simulate.runs` (run folders,
-resume, summaries, comparisons), :mod:`~userloop.simulate.evaluate` (single-turn vs simulated
-multi-turn), :mod:`~userloop.simulate.scenarios`, :mod:`~userloop.simulate.scoring`,
-:mod:`~userloop.simulate.classify`, :mod:`~userloop.simulate.stats`. See docs/simulate.md.
+resume, summaries, comparisons), :mod:`~userloop.simulate.assistant_eval` (single-turn vs simulated
+multi-turn), :mod:`~userloop.simulate.scenarios`, :mod:`~userloop.simulate.answer_check`,
+:mod:`~userloop.simulate.reply_kinds`, :mod:`~userloop.simulate.reveal_stats`. See docs/simulate.md.
 """

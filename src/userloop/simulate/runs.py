@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from userloop.config import option
 from userloop.errors import UserError
 from userloop.files import read_user_bytes, read_user_json, write_atomic
-from userloop.trainconfig import option
 
 RECORDS = "conversations.jsonl"
 RUN_FILE = "run.json"
@@ -218,9 +218,9 @@ async def _run(engine, jobs, write, on_turns) -> None:
 def _engine(config: SimulationConfig):
     """The engine with its models loaded (hf: models get ``max_batch_size`` when set)."""
     from userloop.models import GenerationParams, load_model
-    from userloop.simulate.classify import load_reply_classifier
+    from userloop.simulate.answer_check import score_reply
     from userloop.simulate.engine import SimulationEngine
-    from userloop.simulate.scoring import score_reply
+    from userloop.simulate.reply_kinds import load_reply_classifier
     from userloop.userlm.simulator import UserSimulator
 
     def load(spec: str):
@@ -363,7 +363,7 @@ def summarize(records: Sequence[dict], scenarios=None, config: SimulationConfig 
     if classifier is not None and hasattr(classifier, "fallbacks"):
         summary["classifier_fallbacks"] = classifier.fallbacks
     if scenarios is not None and records and (config is None or config.user is not None):
-        from userloop.simulate.stats import simulation_statistics
+        from userloop.simulate.reveal_stats import simulation_statistics
 
         summary["simulation_statistics"] = simulation_statistics(scenarios, list(records))
     return summary
@@ -371,8 +371,8 @@ def summarize(records: Sequence[dict], scenarios=None, config: SimulationConfig 
 
 def group_summary(records: Sequence[dict]) -> dict[str, Any]:
     """The summary of one group of records (see :func:`summarize`)."""
-    from userloop.simulate.classify import REPLY_KINDS
     from userloop.simulate.engine import END_REASONS
+    from userloop.simulate.reply_kinds import REPLY_KINDS
 
     turns = [r["user_turns"] for r in records]
     scored = [r for r in records if r["solved"] is not None]

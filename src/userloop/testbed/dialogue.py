@@ -26,7 +26,7 @@ from userloop.testbed import assistant, phrasing
 from userloop.testbed.assistant import Reply, Style
 from userloop.testbed.families import Task, family_modules, pick
 from userloop.testbed.persona import Persona, pick_weighted
-from userloop.testbed.scorer import fits_from_features, technicality, text_features
+from userloop.testbed.persona_match import fits_from_features, technicality, text_features
 
 MAX_USER_TURNS = 10
 MAX_TASKS = 3

@@ -42,11 +42,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from userloop.config import option
 from userloop.conversation import Message
 from userloop.errors import UserError
 from userloop.files import read_user_json
 from userloop.models.base import END_CONVERSATION_REASON, ChatModel, GenerationParams
-from userloop.trainconfig import option
 from userloop.userlm.template import END_CONVERSATION
 
 # Model card sampling: temperature 1.0, top-p 0.8. A 25-word turn is about 35 tokens; a sample cut

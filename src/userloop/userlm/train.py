@@ -32,19 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from userloop.config import option, require_at_least_one
+from userloop.config import parse_config as parse_trainer_config
 from userloop.conversation import Conversation
 from userloop.errors import UserError
 from userloop.files import write_atomic
-from userloop.trainconfig import (
-    TrainResult,
-    option,
-    require_at_least_one,
-    score_labelled_positions,
-    step_progress,
-    use_bf16,
-    validate_bf16,
-)
-from userloop.trainconfig import parse_config as parse_trainer_config
+from userloop.train.common import TrainResult, score_labelled_positions, step_progress, use_bf16, validate_bf16
 from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split, user_system_message
 from userloop.userlm.template import (
     BEGIN_OF_TEXT,
@@ -134,7 +127,7 @@ class UserLMTrainConfig:
 
 
 def parse_config(args: Sequence[str], role: str = "user") -> UserLMTrainConfig:
-    """The config from command-line ``args`` (:func:`userloop.trainconfig.parse_config`: ``--config FILE.yaml``
+    """The config from command-line ``args`` (:func:`userloop.config.parse_config`: ``--config FILE.yaml``
     and flags); ``role="assistant"`` (``userloop train assistant``) makes ``role`` and ``out`` default to ``assistant``."""
     command = "user-lm" if role == "user" else role
     what = "a user LM on flipped conversations" if role == "user" else "an assistant"

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from userloop.errors import UserError
 from userloop.models.base import ChatModel, GenerationParams
+from userloop.simulate.answer_check import extract_final_number
 from userloop.simulate.scenarios import Scenario
-from userloop.simulate.scoring import extract_final_number
 
 REPLY_KINDS = ("answer_attempt", "clarification", "discussion", "refusal")
 

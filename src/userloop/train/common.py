@@ -1,22 +1,13 @@
-"""What the training commands share: config fields with help, one parser for YAML and flags, bf16, the CPU LM head.
-
-Every trainer (``train user-lm``/``assistant``, ``train reward``, ``train dpo``) is one dataclass whose
-fields carry ``metadata={"help": ...}`` (as TRL's configs do) and a ``validate()`` method; :func:`parse_config`
-reads it from ``--config FILE.yaml`` and ``--FIELD VALUE`` flags (flags win) with TRL's ``TrlParser``, and
-turns every mistake into one :class:`~userloop.errors.UserError` line instead of argparse's usage dump.
-"""
+"""What the trainers share (``train user-lm``/``assistant``, ``train reward``, ``train dpo``): the result type,
+bf16 choice, library quieting, step progress, and the CPU LM head that scores only labelled positions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 from userloop.errors import UserError
-from userloop.files import read_user_text
-
-Config = TypeVar("Config")
 
 
 @dataclass
@@ -25,50 +16,6 @@ class TrainResult:
 
     out: Path
     report: dict
-
-
-def option(default: Any, help: str) -> Any:
-    """A config field with its help text (shown by ``--help``)."""
-    return field(default=default, metadata={"help": help})
-
-
-def require_at_least_one(config: Any, names: Sequence[str]) -> None:
-    """Raise :class:`UserError` for the first of the fields ``names`` of ``config`` that is below 1."""
-    for name in names:
-        if getattr(config, name) < 1:
-            raise UserError(f"{name} must be at least 1, got {getattr(config, name)}")
-
-
-def parse_config(config_class: type[Config], args: Sequence[str], prog: str, description: str,
-                 defaults: Mapping[str, Any] | None = None) -> Config:
-    """``config_class`` from command-line ``args``: ``--config FILE.yaml`` sets values, other flags override
-    them, ``defaults`` replace the class's own defaults; the result is validated."""
-    import yaml
-    from trl import TrlParser
-
-    args = list(args)
-    if "--config" in args:
-        index = args.index("--config")
-        if index + 1 >= len(args):
-            raise UserError("--config needs a YAML file")
-        read_user_text(args[index + 1], "--config file")  # missing, unreadable or not UTF-8: one line here
-    parser = TrlParser(config_class, prog=prog, description=description)
-    if defaults:
-        parser.set_defaults(**defaults)
-
-    def one_line_error(message: str):  # argparse would print its usage and exit: a bad value is one line here
-        raise UserError(message)
-
-    parser.error = one_line_error
-    try:
-        [config] = parser.parse_args_and_config(args)
-    except ValueError as err:  # unknown YAML keys, a YAML file that is not a mapping
-        raise UserError(str(err)) from None
-    except yaml.YAMLError as err:
-        raise UserError(f"--config {args[args.index('--config') + 1]}: not valid YAML: "
-                        f"{' '.join(str(err).split())[:300]}") from None
-    config.validate()
-    return config
 
 
 def validate_bf16(setting: str) -> None:
@@ -143,7 +90,7 @@ def score_labelled_positions(trainer) -> None:
     log-probabilities, entropy, mean logit and top-1 flags. Without Triton TRL scores every position, padding
     and prompt included, in float32 tiles folded by a dozen elementwise passes: about 30% of an update of the
     demo's models (profiled). Here the LM head runs on the positions with a label, one ``log_softmax``: the
-    same loss and gradients (up to float rounding; tests/test_trainconfig.py compares them with TRL's), the
+    same loss and gradients (up to float rounding; tests/test_train.common.py compares them with TRL's), the
     metrics without gradient (neither loss uses them). Applied to the trained model and the reference model."""
     if trainer.args.device.type in ("cuda", "xpu"):
         return

@@ -157,7 +157,7 @@ def cross_validate_handmade(population, handmade: tuple[Sequence[FollowUp], Sequ
                             folds: int = 5) -> dict[str, Any]:
     """Scores on the hand-made set, each example predicted by follow-up heads trained on ``population``
     plus the other folds. Folds group the examples by previous exchange (the id before ``-``)."""
-    from userloop.rlhi.classifier import fit_followup_heads, testbed_examples
+    from userloop.rlhi.followup_classifier import fit_followup_heads, testbed_examples
 
     followups, labels = list(handmade[0]), list(handmade[1])
     exchanges = sorted({f.conversation_id.split("-")[0] for f in followups})
@@ -204,7 +204,7 @@ def evaluate(data: Path, real_labels: Path | None = None, oasst_dir: Path | None
     import tempfile
 
     from userloop.rlhi.build import BuildConfig, derive_personas, truth_folder
-    from userloop.rlhi.classifier import TRAIN_SEED, TRAIN_USERS, load_offline, read_handmade
+    from userloop.rlhi.followup_classifier import TRAIN_SEED, TRAIN_USERS, load_offline, read_handmade
     from userloop.testbed import generate, read_truth
 
     if real_labels is not None and oasst_dir is None:

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from userloop.trainconfig import cpu_has_native_bf16, score_labelled_positions, use_bf16
+from userloop.train.common import cpu_has_native_bf16, score_labelled_positions, use_bf16
 
 
 @pytest.mark.parametrize(("flags", "native"), [("fpu avx2 avx512f avx512bw", False), ("fpu avx2 avx512f avx512_bf16", True),

@@ -1,0 +1,1 @@
+"""Training utilities shared by the user-LM, assistant, reward-model and DPO trainers."""
