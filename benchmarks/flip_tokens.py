@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 
 from userloop.data.readers import read_conversations
-from userloop.testbed.population import default_data
+from userloop.testbed.default import default_data
 from userloop.userlm.flip import flip, read_split
 from userloop.userlm.intents import offline_intent
 from userloop.userlm.tokenizer import train_tokenizer

@@ -43,7 +43,7 @@ def run(args: list[str]) -> None:
 def replay_assistant(path: Path, replies: int = 2000, seed: int = 0) -> Path:
     """A scripted assistant replaying the testbed assistant's replies of the train split, shuffled."""
     from userloop.conversation import read_parquet
-    from userloop.testbed.population import default_data
+    from userloop.testbed.default import default_data
 
     texts = [m.content for c in read_parquet(default_data(prepared=True) / "train.parquet")
              for m in c.messages if m.role == "assistant" and m.content.strip()]
@@ -92,7 +92,7 @@ def population_spreads(personas: Path, max_turns: int) -> None:
     )
     from userloop.rlhi.followup_classifier import load_offline
     from userloop.rlhi.personas import PREFERENCE_FIELDS
-    from userloop.testbed.population import default_data
+    from userloop.testbed.default import default_data
     from userloop.userlm.flip import read_split
 
     records, _ = read_persona_fields(personas)

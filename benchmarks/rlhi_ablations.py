@@ -52,7 +52,7 @@ from pathlib import Path
 
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import DPOTrainConfig, read_pairs, train_dpo
-from userloop.testbed.population import default_data
+from userloop.testbed.default import default_data
 
 # A request to change one style axis, in words the testbed rewriter reads (taxonomy.REASON_CUES).
 STYLE_REQUESTS = {
@@ -91,10 +91,10 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 def scratch_rewrites(guided: list[dict], data: Path, seed: int) -> tuple[list[dict], dict]:
     """The ``scratch`` pairs: each guided pair's original rewritten without its feedback (module docstring)."""
-    from userloop.rlhi.build import truth_folder
     from userloop.rlhi.followups import FollowUp, Labels
     from userloop.rlhi.rewrites import Candidate, ScorerJudge, TestbedRewriter, rewrite_and_filter
     from userloop.testbed import read_truth
+    from userloop.testbed.population import truth_folder
 
     rng = random.Random(seed)
     users, _ = read_truth(truth_folder(data))

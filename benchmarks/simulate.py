@@ -39,6 +39,7 @@ from userloop.models import GenerationParams, load_model
 from userloop.models.tiny import build_tiny_chat_model
 from userloop.simulate.answer_check import score_reply
 from userloop.simulate.engine import Job, SimulationEngine, pending_jobs
+from userloop.simulate.records import SimulatedConversation
 from userloop.simulate.reply_kinds import load_reply_classifier
 from userloop.simulate.runs import RECORDS, SimulationConfig, read_records, simulate
 from userloop.simulate.scenarios import load_scenarios
@@ -58,9 +59,9 @@ def scenarios(count: int) -> list[dict]:
     return [{"id": f"s{i}", "kind": "open", "intent": intents[i % len(intents)]} for i in range(count)]
 
 
-async def one_at_a_time(engine: SimulationEngine, jobs: list[Job]) -> list[dict]:
+async def one_at_a_time(engine: SimulationEngine, jobs: list[Job]) -> list[SimulatedConversation]:
     """The engine with one conversation live at a time: each to its end before the next starts."""
-    records: list[dict] = []
+    records: list[SimulatedConversation] = []
     try:
         await engine.run(jobs, records.append)
     finally:
@@ -69,13 +70,13 @@ async def one_at_a_time(engine: SimulationEngine, jobs: list[Job]) -> list[dict]
     return records
 
 
-def same_conversations(records: list[dict], others: list[dict]) -> int:
+def same_conversations(records: list[SimulatedConversation], others: list[SimulatedConversation]) -> int:
     """How many of ``records`` have exactly the messages (texts and roles) of the same conversation in ``others``."""
-    def texts(record: dict) -> list[tuple[str, str]]:
-        return [(m["role"], m["content"]) for m in record["messages"]]
+    def texts(record: SimulatedConversation) -> list[tuple[str, str]]:
+        return [(m.role, m.content) for m in record.messages]
 
-    by_key = {(r["scenario_id"], r["sample"]): texts(r) for r in others}
-    return sum(by_key.get((r["scenario_id"], r["sample"])) == texts(r) for r in records)
+    by_key = {r.key: texts(r) for r in others}
+    return sum(by_key.get(r.key) == texts(r) for r in records)
 
 
 def cache_line(name: str, model) -> str:

@@ -203,7 +203,7 @@ class DPOWorkload:
                                          self.out / "dpo", on_progress)
 
     def bare_model(self):
-        from userloop.userlm.train import load_pretrained
+        from userloop.train.common import load_pretrained
 
         self.reference = load_pretrained(self.policy, dtype="float32")[1].eval().requires_grad_(False)
         return load_pretrained(self.policy, dtype="float32")[1]

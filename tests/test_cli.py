@@ -275,20 +275,28 @@ def test_help_imports_none_of_the_modules_behind_the_commands():
     assert result.stdout.strip() == ""
 
 
-def test_option_help_read_from_the_source_is_the_config_fields_help():
+def test_options_read_from_the_source_are_the_config_fields():
+    """The CLI reads each config's fields (default, help, type) from the module's source: they must be the
+    dataclass's own."""
     import importlib
     import re
-    from dataclasses import fields
+    from dataclasses import MISSING, fields
 
     import userloop.cli
+    from userloop.cli_options import config_fields
 
-    configs = re.findall(r'_config_help\("([\w.]+:\w+)"\)', Path(userloop.cli.__file__).read_text())
+    configs = set(re.findall(r'"(userloop[\w.]+:\w+Config)"', Path(userloop.cli.__file__).read_text()))
     assert len(configs) >= 9, configs
     for config in configs:
         module, _, name = config.partition(":")
-        field_help = userloop.cli._config_help(config)
+        read = config_fields(config)
         for field in fields(getattr(importlib.import_module(module), name)):
-            assert field_help(field.name) == field.metadata["help"], (config, field.name)
+            if field.name not in read:
+                assert field.default is MISSING or not isinstance(field.default, (str, int, float, bool, type(None))), field
+                continue
+            assert read[field.name].help == field.metadata["help"], (config, field.name)
+            assert read[field.name].default == field.default, (config, field.name)
+            assert read[field.name].annotation == field.type, (config, field.name)
 
 
 def test_help_as_module():
@@ -319,3 +327,43 @@ def test_an_out_path_that_is_a_file_is_one_line(tmp_path):
     result = runner.invoke(app, ["testbed", "generate", "--users", "3", "--out", str(a_file)])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {a_file}: File exists"
+
+
+# --------------------------------------------------------------------------- --config FILE.yaml
+def test_config_file_sets_options_and_flags_override_it(tmp_path, synthetic_file):
+    config_file = tmp_path / "prepare.yaml"
+    config_file.write_text(f"out: {tmp_path / 'from-file'}\nsplits: 80/10/10\nseed: 3\nmin_user_turns: 2\n"
+                           f"drop_toxic: false\ninputs: [{synthetic_file}]\n")
+    ok("data", "prepare", "--config", config_file, "--seed", 5, "-o", tmp_path / "prepared")
+    config = orjson.loads((tmp_path / "prepared" / "report.json").read_bytes())["config"]
+    assert (config["splits"], config["seed"], config["min_user_turns"], config["drop_toxic"]) == ("80/10/10", 5, 2, False)
+    assert not (tmp_path / "from-file").exists()
+
+
+def test_config_file_gives_a_required_option(tmp_path):
+    """Required options (--policy, --user) may come from the file: the config is built from it and checked."""
+    (tmp_path / "loop.yaml").write_text("policy: hf:no_such_policy_folder\nuser: scripted:no_such_user.json\n")
+    result = invoke("rlhi", "loop", "--config", tmp_path / "loop.yaml", "--out", tmp_path / "out")
+    assert_user_error(result, "--policy hf:no_such_policy_folder")
+
+
+@pytest.mark.parametrize(("text", "fragments"), [
+    (None, ["--config file not found"]),
+    ("seed: [1, 2\n", ["not valid YAML"]),
+    ("- seed\n", ["not a mapping"]),
+    ("sead: 3\n", ["unknown option sead", "'root data prepare --help'"]),
+    ("seed: three\n", ["Invalid value for '--seed'"]),
+])
+def test_config_file_mistakes_are_one_line(tmp_path, synthetic_file, text, fragments):
+    config_file = tmp_path / "prepare.yaml"
+    if text is not None:
+        config_file.write_text(text)
+    assert_user_error(invoke("data", "prepare", synthetic_file, "-o", tmp_path / "out", "--config", config_file), *fragments)
+
+
+def test_every_long_running_command_takes_a_config_file(wide_cli):
+    for command in (["data", "prepare"], ["intents"], ["personas"], ["rlhi", "build"], ["rlhi", "rewards"], ["rlhi", "loop"],
+                    ["eval-personal"], ["eval-ppl"], ["simulate"], ["evaluate-assistant"], ["eval-sim"],
+                    ["eval-persona-sim"], ["demo"], ["serve"]):
+        result = wide_cli.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0 and "--config" in result.stdout, command

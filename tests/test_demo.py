@@ -12,15 +12,17 @@ import pytest
 from typer.testing import CliRunner
 
 from userloop.cli import app
-from userloop.demo import STAGES, DemoConfig, StageBar, read_manifest, run_demo
+from userloop.demo import STAGES, DemoConfig, run_demo
 from userloop.errors import UserError
+from userloop.progress import Task
+from userloop.report.manifest import read_manifest
 
 
 def _write_manifest(directory, **changes):
     manifest = {
         "version": 1, "command": "userloop demo --out demo", "started": "2026-11-21T15:00:00Z", "finished": None,
         "data": "testbed", "models": {"user": "hf:models/user-lm", "assistant": "hf:models/assistant",
-                                      "judge": "testbed", "policy": None},
+                                      "judge": "testbed:judge", "policy": None},
         "stages": [{"name": "testbed", "title": "Generate the testbed", "seconds": 1.0, "status": "done", "detail": ""}],
         "paths": {"raw": "testbed", "prepared": "prepared", "user_lm": None, "assistant": None,
                   "simulations": {"open": "sims/open"}, "evaluate_assistant": None, "metrics": None, "rlhi": None,
@@ -64,9 +66,9 @@ def demo(tmp_path_factory):
     titles = []
 
     @contextmanager
-    def progress(title):
+    def progress(title, total=None):
         titles.append(title)
-        yield StageBar()
+        yield Task()
 
     report = run_demo(config, progress)
     return out, config, report, titles
@@ -80,7 +82,7 @@ def test_every_stage_runs_and_the_manifest_points_at_its_outputs(demo):
     assert {s["status"] for s in manifest["stages"]} == {"done"}, manifest["stages"]
     assert manifest["data"] == "testbed" and manifest["finished"] is not None
     assert manifest["models"] == {"user": f"hf:{out / 'models/user-lm'}", "assistant": f"hf:{out / 'models/assistant'}",
-                                  "judge": "testbed", "policy": f"hf:{out / 'models/dpo'}"}
+                                  "judge": "testbed:judge", "policy": f"hf:{out / 'models/dpo'}"}
     paths = manifest["paths"]
     assert (paths["raw"] / "truth.jsonl").is_file() and (paths["prepared"] / "report.json").is_file()
     for key, name in (("user_lm", "train_report.json"), ("assistant", "train_report.json"), ("dpo", "dpo_report.json"),
@@ -117,9 +119,9 @@ def test_a_rerun_redoes_nothing(demo):
     titles = []
 
     @contextmanager
-    def progress(title):
+    def progress(title, total=None):
         titles.append(title)
-        yield StageBar()
+        yield Task()
 
     run_demo(DemoConfig(**asdict(config)), progress)
     after = json.loads((out / "manifest.json").read_text())
@@ -176,7 +178,7 @@ def test_out_file_and_testbed_judge_on_real_data_are_refused(tmp_path):
         run_demo(DemoConfig(out=str(tmp_path / "file")))
     logs = tmp_path / "logs.jsonl"
     logs.write_text(json.dumps({"messages": [{"role": "user", "content": "hi there"}]}) + "\n")
-    with pytest.raises(UserError, match="--judge testbed needs the testbed's truth"):
+    with pytest.raises(UserError, match="--judge testbed:judge needs the testbed's truth"):
         run_demo(DemoConfig(out=str(tmp_path / "demo"), data=str(logs), judge="testbed"))
     assert not (tmp_path / "demo").exists()
 

@@ -1,6 +1,6 @@
 """userloop: model the users of chat assistants (user language models, simulation, RLHI)."""
 
-__version__ = "0.1.0"
+from userloop.version import __version__ as __version__
 
 
 def __getattr__(name: str):

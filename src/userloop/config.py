@@ -23,6 +23,15 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def avoid_termination_turns(text: str) -> int | None:
+    """``--avoid-termination-turns`` (``serve``, ``user-turn``): a number of user turns, or ``always`` (None)."""
+    if text.strip().lower() == "always":
+        return None
+    if text.strip().isdigit():
+        return int(text)
+    raise UserError(f"--avoid-termination-turns must be a number or 'always', got {text!r}")
+
+
 def require_at_least_one(config: Any, names: Sequence[str]) -> None:
     """Raise :class:`UserError` for the first of the fields ``names`` of ``config`` that is below 1."""
     for name in names:
@@ -34,7 +43,6 @@ def parse_config(config_class: type[Config], args: Sequence[str], prog: str, des
                  defaults: Mapping[str, Any] | None = None) -> Config:
     """``config_class`` from command-line ``args``: ``--config FILE.yaml`` sets values, other flags override
     them, ``defaults`` replace the class's own defaults; the result is validated."""
-    import yaml
     from trl import TrlParser
 
     args = list(args)
@@ -42,7 +50,7 @@ def parse_config(config_class: type[Config], args: Sequence[str], prog: str, des
         index = args.index("--config")
         if index + 1 >= len(args):
             raise UserError("--config needs a YAML file")
-        read_user_text(args[index + 1], "--config file")  # missing, unreadable or not UTF-8: one line here
+        read_config_file(args[index + 1])  # missing, unreadable, not UTF-8, not YAML, not a mapping: one line here
     parser = TrlParser(config_class, prog=prog, description=description)
     if defaults:
         parser.set_defaults(**defaults)
@@ -53,10 +61,24 @@ def parse_config(config_class: type[Config], args: Sequence[str], prog: str, des
     parser.error = one_line_error
     try:
         [config] = parser.parse_args_and_config(args)
-    except ValueError as err:  # unknown YAML keys, a YAML file that is not a mapping
+    except ValueError as err:  # unknown YAML keys
         raise UserError(str(err)) from None
-    except yaml.YAMLError as err:
-        raise UserError(f"--config {args[args.index('--config') + 1]}: not valid YAML: "
-                        f"{' '.join(str(err).split())[:300]}") from None
     config.validate()
     return config
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` given as ``--config``; every way it can be wrong is one
+    :class:`UserError` line."""
+    import yaml
+
+    text = read_user_text(path, "--config file")  # missing, unreadable or not UTF-8
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path}: not valid YAML: {' '.join(str(err).split())[:300]}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
+        raise UserError(f"--config {path}: not a mapping of option names to values")
+    return values

@@ -18,8 +18,8 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +28,24 @@ from typing import Any
 import orjson
 
 from userloop.config import option
+from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import read_user_json, write_atomic
+from userloop.metrics.evalsim import EvalSimConfig, eval_sim
+from userloop.models.registry import canonical_spec, needs_testbed, parse_spec, role_spec
+from userloop.progress import Progress, Task, no_progress
+from userloop.report import build_report
+from userloop.report.manifest import MANIFEST, MANIFEST_VERSION, PATH_KEYS
+from userloop.rlhi.build import BuildConfig, build
+from userloop.rlhi.dpo import DPOTrainConfig, train_dpo
+from userloop.rlhi.usereval import UserEvalConfig, eval_personal
+from userloop.simulate.assistant_eval import evaluate_assistant
+from userloop.simulate.runs import SUMMARY_JSON, SimulationConfig, simulate
+from userloop.simulate.scenarios import build_scenario_file
+from userloop.testbed import generate
+from userloop.testbed.population import truth_folder
+from userloop.userlm.train import UserLMTrainConfig, train_user_lm
 
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
-PATH_KEYS = ("raw", "prepared", "user_lm", "assistant", "simulations", "evaluate_assistant", "metrics", "rlhi", "dpo",
-             "usereval")
 # (stage name, title): the order the stages run in.
 STAGES = (
     ("testbed", "Generate the testbed"),
@@ -71,7 +82,7 @@ class DemoConfig:
     user_model: str | None = option(None, "use this user LM (e.g. hf:/models/UserLM-8b) instead of training a tiny one")
     assistant: str | None = option(None, "use this assistant (e.g. openai:llama@http://127.0.0.1:8000/v1) instead of "
                                           "training a tiny one; DPO and UserEval need a local hf: folder")
-    judge: str | None = option(None, "judge of the RLHI rewrites and of UserEval: testbed (the exact persona-match "
+    judge: str | None = option(None, "judge of the RLHI rewrites and of UserEval: testbed:judge (the exact persona-match "
                                      "scorer; the default on the testbed) or a chat model spec; with real data and no "
                                      "judge, those stages are skipped")
     seed: int = option(0, "random seed of every stage")
@@ -91,8 +102,6 @@ class DemoConfig:
 
     def validate(self) -> None:
         """Raise :class:`UserError` for a value that cannot work (before any stage runs)."""
-        from userloop.models.registry import parse_spec
-
         for name in ("users", "user_lm_steps", "assistant_steps", "conversations", "math_tasks", "max_turns",
                      "max_new_tokens", "eval_conversations", "dpo_steps", "usereval_requests"):
             value = getattr(self, name)
@@ -107,8 +116,10 @@ class DemoConfig:
         for name in ("user_model", "assistant"):
             if getattr(self, name) is not None:
                 parse_spec(getattr(self, name))
-        if self.judge is not None and self.judge != "testbed":
-            parse_spec(self.judge)
+        if self.judge is not None:
+            for role in ("judge", "usereval_judge"):
+                role_spec(role, self.judge)
+            self.judge = role_spec("judge", self.judge)
 
     def command(self) -> str:
         """The ``userloop demo`` command line that gives this configuration."""
@@ -120,27 +131,6 @@ class DemoConfig:
             flag = f"--{f.name.replace('_', '-')}"
             parts.append(flag if value is True else f"{flag} {value}")
         return " ".join(parts)
-
-
-class StageBar:
-    """What a stage reports to its progress bar; this one shows nothing (the CLI's draws a bar)."""
-
-    def start(self, total: int | None, note: str = "", completed: int = 0) -> None:
-        """A new phase of the stage: ``total`` items (None: unknown), ``completed`` of them done."""
-
-    def advance(self, n: int = 1) -> None:
-        """``n`` more items done."""
-
-    def set(self, completed: int, total: int | None) -> None:
-        """``completed`` of ``total`` items done."""
-
-
-Progress = Callable[[str], AbstractContextManager[StageBar]]  # stage title -> a context yielding its bar
-
-
-@contextmanager
-def no_progress(title: str) -> Iterator[StageBar]:
-    yield StageBar()
 
 
 class Skipped(Exception):
@@ -183,10 +173,10 @@ class _Demo:
         self.testbed = config.data is None
         self.prepared_input = self._prepared_input()
         self.has_truth = self.testbed or self._data_truth() is not None
-        if config.judge == "testbed" and not self.has_truth:
-            raise UserError(f"--judge testbed needs the testbed's truth, which --data {config.data} has not: "
+        if config.judge is not None and needs_testbed("judge", config.judge) and not self.has_truth:
+            raise UserError(f"--judge {config.judge} needs the testbed's truth, which --data {config.data} has not: "
                             "give a chat model spec")
-        self.judge = config.judge or ("testbed" if self.has_truth else None)
+        self.judge = config.judge or ("testbed:judge" if self.has_truth else None)
         self.user_spec = config.user_model or self._hf(OUTPUTS["user_lm"])
         self.assistant_spec = config.assistant or self._hf(OUTPUTS["assistant"])
         self.manifest: dict[str, Any] = {
@@ -208,8 +198,11 @@ class _Demo:
         previous = read_user_json(self.dir / MANIFEST, "demo manifest")
         if not isinstance(previous, dict) or previous.get("version") != MANIFEST_VERSION:
             raise UserError(f"{self.dir / MANIFEST} was written by another userloop version: add --force to redo it")
-        if previous.get("settings") != self._settings():
-            changed = sorted(k for k, v in self._settings().items() if (previous.get("settings") or {}).get(k) != v)
+        settings = dict(previous.get("settings") or {})
+        if settings.get("judge") is not None:  # manifests written before the role providers say "testbed"
+            settings["judge"] = canonical_spec("judge", settings["judge"])
+        if settings != self._settings():
+            changed = sorted(k for k, v in self._settings().items() if settings.get(k) != v)
             raise UserError(f"{self.dir} holds a demo run with other settings ({', '.join(changed)}): add --force to "
                             "redo it, or give another --out")
         return previous
@@ -220,8 +213,6 @@ class _Demo:
 
     def _prepared_input(self) -> Path | None:
         """``--data`` when it is already a prepared folder, else None (then the demo prepares it)."""
-        from userloop.data.sources import prepared_splits
-
         data = self.config.data
         if data is None or data.startswith("hf:") or not Path(data).is_dir():
             return None
@@ -229,8 +220,6 @@ class _Demo:
 
     def _data_truth(self) -> Path | None:
         """The testbed truth of ``--data`` (a testbed folder, a file in one, or a folder prepared from one)."""
-        from userloop.rlhi.build import truth_folder
-
         data = Path(self.config.data)
         if self.config.data.startswith("hf:"):
             return None
@@ -324,8 +313,6 @@ class _Demo:
 
     def _complete(self, name: str) -> bool:
         """Whether stage ``name``'s outputs are all on disk (then a re-run keeps them)."""
-        from userloop.simulate.runs import SUMMARY_JSON
-
         def finished(run: Path) -> bool:
             try:
                 return orjson.loads((run / SUMMARY_JSON).read_bytes())["resume"]["pending"] == 0
@@ -341,9 +328,7 @@ class _Demo:
         return True
 
     # ------------------------------------------------------------------ stages
-    def _stage_testbed(self, bar: StageBar) -> str:
-        from userloop.testbed import generate
-
+    def _stage_testbed(self, bar: Task) -> str:
         if not self.testbed:
             raise Skipped(f"--data {self.config.data} given")
         bar.start(self.config.users, "users")
@@ -351,7 +336,7 @@ class _Demo:
         population.write(self._path("testbed"))
         return f"{len(population.users):,} users, {len(population.records):,} conversations"
 
-    def _stage_prepare(self, bar: StageBar) -> str:
+    def _stage_prepare(self, bar: Task) -> str:
         from userloop.data.prepare import PrepareConfig, prepare
 
         if self.prepared_input is not None:
@@ -363,9 +348,7 @@ class _Demo:
         splits = result.report["splits"]
         return ", ".join(f"{split} {s['conversations']:,}" for split, s in splits.items()) + " conversations"
 
-    def _train_chat_lm(self, bar: StageBar, role: str, steps: int) -> str:
-        from userloop.userlm.train import UserLMTrainConfig, train_user_lm
-
+    def _train_chat_lm(self, bar: Task, role: str, steps: int) -> str:
         config = UserLMTrainConfig(data=str(self.prepared), out=str(self._path("user_lm" if role == "user" else "assistant")),
                                    role=role, hidden_size=self.config.hidden_size, max_steps=steps,
                                    eval_steps=steps // 2 if steps >= 10 else 0, save_steps=0,
@@ -376,19 +359,17 @@ class _Demo:
         return (f"{report['steps']:,} updates, {report['parameters']:,} parameters: validation loss "
                 f"{report['validation_loss']:.3f} nats/token (unigram baseline {report['unigram_baseline']:.3f})")
 
-    def _stage_user_lm(self, bar: StageBar) -> str:
+    def _stage_user_lm(self, bar: Task) -> str:
         if self.config.user_model is not None:
             raise Skipped(f"--user-model {self.config.user_model} given")
         return self._train_chat_lm(bar, "user", self.config.user_lm_steps)
 
-    def _stage_assistant(self, bar: StageBar) -> str:
+    def _stage_assistant(self, bar: Task) -> str:
         if self.config.assistant is not None:
             raise Skipped(f"--assistant {self.config.assistant} given")
         return self._train_chat_lm(bar, "assistant", self.config.assistant_steps)
 
     def _scenarios(self, kind: str, limit: int) -> Path:
-        from userloop.simulate.scenarios import build_scenario_file
-
         path = self.dir / "scenarios" / f"{kind}.jsonl"
         if not path.is_file() or self.config.force:
             build_scenario_file(path, self.prepared, kind=kind, limit=limit, split="test", seed=self.config.seed)
@@ -399,67 +380,50 @@ class _Demo:
                 "assistant_max_new_tokens": self.config.max_new_tokens, "user_max_new_tokens": 48}
 
     @staticmethod
-    def _run_progress(bar: StageBar, note: str):
-        from userloop.simulate.runs import Progress as RunProgress
+    def _phases(bar: Task, note: str = "") -> Progress:
+        """A :class:`Progress` whose steps are phases of the stage's bar, each named ``note`` or its description."""
 
-        return RunProgress(on_total=lambda total, done: bar.start(total, note, done), on_conversation=bar.advance)
+        @contextmanager
+        def phase(description: str, total: int | None = None) -> Iterator[Task]:
+            bar.start(total, note or description)
+            yield bar
 
-    def _stage_simulate(self, bar: StageBar) -> str:
-        from userloop.simulate.runs import SimulationConfig, simulate
+        return phase
 
+    def _stage_simulate(self, bar: Task) -> str:
         scenarios = self._scenarios("open", self.config.conversations)
         config = SimulationConfig(assistant=self.assistant_spec, user=self.user_spec, scenarios=str(scenarios),
                                   **self._simulation_options())
-        summary = simulate(config, self._path("simulate"), progress=self._run_progress(bar, "conversations")).summary
+        summary = simulate(config, self._path("simulate"), progress=self._phases(bar, "conversations")).summary
         ends = ", ".join(f"{reason} {count:,}" for reason, count in summary["overall"]["end_reasons"].items())
         return f"{summary['conversations']:,} conversations ({ends})"
 
-    def _stage_evaluate_assistant(self, bar: StageBar) -> str:
-        from userloop.simulate.assistant_eval import evaluate_assistant
-
+    def _stage_evaluate_assistant(self, bar: Task) -> str:
         if not self.has_truth:
             raise Skipped("the sharded math problems come from the testbed's truth, which --data has not")
         scenarios = self._scenarios("math", self.config.math_tasks)
 
-        @contextmanager
-        def progress_for(setting: str):
-            yield self._run_progress(bar, setting.replace("_", "-"))
-
         report = evaluate_assistant(self.assistant_spec, self.user_spec, scenarios, self._path("evaluate_assistant"),
-                                    progress_for=progress_for, **self._simulation_options())
+                                    progress=self._phases(bar), **self._simulation_options())
         score = report["scores"]["overall"]
         return (f"solved single-turn {score['single_turn']['rate']:.1%}, multi-turn {score['multi_turn']['rate']:.1%} "
                 f"of {score['single_turn']['scored']:,} problems")
 
-    def _stage_metrics(self, bar: StageBar) -> str:
-        from userloop.metrics.evalsim import eval_sim
-
-        @contextmanager
-        def progress(description: str, total: int):
-            bar.start(total or None, description)
-            yield bar.advance
-
+    def _stage_metrics(self, bar: Task) -> str:
         n = self.config.eval_conversations
-        eval_sim({"user-lm": self.user_spec}, self.prepared, self._path("metrics"), n_first_turns=max(4 * n, 2),
-                 max_conversations=n, n_probes=n, seed=self.config.seed, max_new_tokens=48, progress=progress)
+        config = EvalSimConfig(n_first_turns=max(4 * n, 2), max_conversations=n, n_probes=n, seed=self.config.seed,
+                               max_new_tokens=48)
+        eval_sim({"user-lm": self.user_spec}, self.prepared, self._path("metrics"), config, progress=self._phases(bar))
         return f"the Human row and the user LM on the test split ({n:,} conversations replayed, {n:,} probes each)"
 
     def _rlhi_backends(self) -> dict[str, str]:
         if self.judge is None:
             raise Skipped("no --judge for the rewrites on real data")
-        if self.judge == "testbed":
-            return {"rewriter": "testbed", "judge": "scorer"}
-        return {"rewriter": "testbed" if self.has_truth else self.judge, "judge": self.judge}
+        # on the testbed the rewriter is rlhi build's default (testbed:rewriter); elsewhere the judge's model
+        return {"judge": self.judge} if self.has_truth else {"rewriter": self.judge, "judge": self.judge}
 
-    def _stage_rlhi(self, bar: StageBar) -> str:
-        from userloop.rlhi.build import BuildConfig, build
-
-        @contextmanager
-        def progress(description: str, total: int):
-            bar.start(total, description)
-            yield bar.advance
-
-        report = build(self.prepared, self._path("rlhi"), BuildConfig(**self._rlhi_backends()), progress=progress)
+    def _stage_rlhi(self, bar: Task) -> str:
+        report = build(self.prepared, self._path("rlhi"), BuildConfig(**self._rlhi_backends()), progress=self._phases(bar))
         return (f"{report['followups']['followups']:,} follow-ups, {report['personas']['written']:,} personas, "
                 f"{report['pairs']:,} preference pairs")
 
@@ -470,9 +434,7 @@ class _Demo:
             raise Skipped(f"DPO starts from a local model folder; --assistant {self.assistant_spec} is not an hf: folder")
         return Path(target)
 
-    def _stage_dpo(self, bar: StageBar) -> str:
-        from userloop.rlhi.dpo import DPOTrainConfig, train_dpo
-
+    def _stage_dpo(self, bar: Task) -> str:
         policy = self._local_assistant()
         if not self._complete("rlhi"):
             raise Skipped("no RLHI pairs (the RLHI stage did not run)")
@@ -483,61 +445,26 @@ class _Demo:
         report = train_dpo(config, on_progress=bar.set).report
         return f"{report['steps']:,} updates on {report['pairs']:,} pairs, final loss {report['train_loss']:.4f}"
 
-    def _stage_usereval(self, bar: StageBar) -> str:
-        from userloop.rlhi.usereval import UserEvalConfig, eval_personal
-
+    def _stage_usereval(self, bar: Task) -> str:
         if self.judge is None:
             raise Skipped("no --judge for UserEval on real data")
         if not self._complete("dpo"):
             raise Skipped("no DPO policy (the DPO stage did not run)")
 
-        @contextmanager
-        def progress(description: str, total: int):
-            bar.start(total, description)
-            yield bar.advance
-
         config = UserEvalConfig(policy=self._hf(OUTPUTS["dpo"]), baseline=self.assistant_spec, judge=self.judge,
                                 max_requests=self.config.usereval_requests, max_new_tokens=self.config.max_new_tokens,
                                 seed=self.config.seed)
-        report = eval_personal(self.prepared, self._path("usereval"), config, progress=progress)
+        report = eval_personal(self.prepared, self._path("usereval"), config, progress=self._phases(bar))
         personal, overall = report["personalisation"], report["overall"]
         return (f"DPO policy vs the assistant on {report['requests_used']:,} requests: personalisation win rate "
                 f"{personal['win_rate']:.3f}, overall {overall['win_rate']:.3f}")
 
-    def _stage_report(self, bar: StageBar) -> str:
-        from userloop.report import build_report
-
+    def _stage_report(self, bar: Task) -> str:
         self._write_manifest(finished=False)
         bar.start(1, "report")
         path = build_report(self.dir)
         bar.advance()
         return f"{self._relative(path)}"
-
-
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest of a demo folder, with ``paths`` (and ``report``) resolved to absolute Paths (None: not run).
-
-    ``paths["simulations"]`` maps each simulation name to its run folder; ``dir`` is the demo folder."""
-    directory = Path(directory).resolve()
-    if not (directory / MANIFEST).is_file():
-        raise UserError(f"{directory} is not a demo folder: no {MANIFEST} (run 'userloop demo --out {directory}')")
-    manifest = read_user_json(directory / MANIFEST, "demo manifest")
-    if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
-        version = manifest.get("version") if isinstance(manifest, dict) else None
-        raise UserError(f"{directory / MANIFEST}: manifest version {version!r} is not {MANIFEST_VERSION} "
-                        "(written by another userloop version: run the demo again with --force)")
-    paths = manifest.get("paths") or {}
-    resolved: dict[str, Any] = {}
-    for key in PATH_KEYS:
-        value = paths.get(key)
-        if key == "simulations":
-            resolved[key] = {name: directory / relative for name, relative in (value or {}).items()}
-        else:
-            resolved[key] = None if value is None else directory / value
-    manifest["paths"] = resolved
-    manifest["report"] = None if manifest.get("report") is None else directory / manifest["report"]
-    manifest["dir"] = directory
-    return manifest
 
 
 class _StageMemory:

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from userloop.cli import app
 from userloop.errors import UserError
-from userloop.metrics.evalsim import HUMAN, METRICS, eval_sim, parse_sims
+from userloop.metrics.evalsim import HUMAN, METRICS, EvalSimConfig, eval_sim, parse_sims
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,9 @@ def run(prepared, scripted, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     userlm = build_userlm_lookalike(root / "userlm")
     out = root / "out"
-    metrics = eval_sim({"tiny": f"hf:{userlm}", "script": scripted}, prepared, out, n_first_turns=8,
-                       max_conversations=4, n_probes=3, max_new_tokens=8, cache=root / "cache")
+    metrics = eval_sim({"tiny": f"hf:{userlm}", "script": scripted}, prepared, out,
+                       EvalSimConfig(n_first_turns=8, max_conversations=4, n_probes=3, max_new_tokens=8),
+                       cache=root / "cache")
     return metrics, out
 
 
@@ -137,7 +138,7 @@ def test_first_turns_skip_empty_and_repeated_openings(prepared, tmp_path):
 
     write_parquet([conv("a", "plan a trip to rome"), conv("b", "plan a trip to rome"), conv("c", "  "),
                    conv("d", "fix my bike"), conv("e", "write a haiku")], data / "test.parquet")
-    eval_sim({}, data, tmp_path / "out", max_conversations=2, detector=f"{__name__}:HalfDetector")
+    eval_sim({}, data, tmp_path / "out", EvalSimConfig(max_conversations=2, detector=f"{__name__}:HalfDetector"))
     setup = json.loads((tmp_path / "out" / "details.json").read_text())["setup"]
     assert setup["first_turn_conversations"] == 3
     assert setup["first_turn_conversations_without_user_opening"] == 1

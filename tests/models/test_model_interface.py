@@ -9,8 +9,9 @@ import pytest
 
 from userloop.conversation import Message
 from userloop.errors import UserError
-from userloop.models import ChatModel, GenerationParams, load_model
+from userloop.models import GenerationParams, load_model
 from userloop.models.base import chat_messages, cut_at_stop
+from userloop.models.mock import MockModel
 from userloop.models.registry import PROVIDERS, parse_spec
 
 
@@ -124,23 +125,12 @@ def test_missing_dependency_hint(monkeypatch):
 
 
 # --------------------------------------------------------------------------- the base class
-class EchoModel(ChatModel):
-    name = "echo"
-
-    def __init__(self) -> None:
-        self.closed = 0
-
-    async def _agenerate(self, conversations, params):
-        from userloop.models import Choice, Completion
-
-        return [Completion([Choice(c[-1]["content"], "stop", 1)], 1, 1, 0.0, self.name) for c in conversations]
-
-    async def aclose(self) -> None:
-        self.closed += 1
+def echo_model() -> MockModel:
+    return MockModel("echo", replies=lambda messages, **settings: messages[-1]["content"])
 
 
 def test_generate_wraps_agenerate_and_releases():
-    model = EchoModel()
+    model = echo_model()
     [completion] = model.generate([[{"role": "user", "content": "hi"}]])
     assert completion.text == "hi" and completion.finish_reason == "stop" and model.closed == 1
     assert model.generate([]) == []
@@ -149,20 +139,20 @@ def test_generate_wraps_agenerate_and_releases():
 def test_generate_inside_a_loop_is_refused():
     async def main():
         with pytest.raises(RuntimeError, match="agenerate"):
-            EchoModel().generate([[{"role": "user", "content": "hi"}]])
+            echo_model().generate([[{"role": "user", "content": "hi"}]])
 
     asyncio.run(main())
 
 
 def test_unsupported_params_are_rejected_not_ignored():
     with pytest.raises(UserError, match="cannot enforce banned_tokens"):
-        EchoModel().generate([[{"role": "user", "content": "hi"}]], GenerationParams(banned_tokens=["I"]))
+        echo_model().generate([[{"role": "user", "content": "hi"}]], GenerationParams(banned_tokens=["I"]))
     with pytest.raises(UserError, match="cannot enforce logit_bias"):
-        EchoModel().generate([[{"role": "user", "content": "hi"}]], GenerationParams(logit_bias={1: 1}))
+        echo_model().generate([[{"role": "user", "content": "hi"}]], GenerationParams(logit_bias={1: 1}))
 
 
 def test_async_context_manager_closes():
-    model = EchoModel()
+    model = echo_model()
 
     async def main():
         async with model as entered:

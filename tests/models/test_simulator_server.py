@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from userloop.cli import app
 from userloop.errors import UserError
 from userloop.models import GenerationParams, load_model
-from userloop.models.base import ChatModel, Choice, Completion
+from userloop.models.mock import MockModel
 from userloop.models.openai_compatible import listed_simulator
 from userloop.models.serve.simulator_protocol import HarnessOptions
 from userloop.userlm.flip import user_system_message
@@ -134,36 +134,27 @@ def test_models_lists_a_user_simulator_and_the_key_is_required(client, simulator
 
 
 # --------------------------------------------------------------------------- what reaches the user LM
-class Recorder(ChatModel):
-    """A user LM that records each conversation and its parameters and answers a fixed turn."""
-
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[dict], GenerationParams]] = []
-
-    async def _agenerate(self, conversations, params):
-        self.calls += [(conversation, params) for conversation in conversations]
-        choices = [Choice("what would you suggest for that", "stop", 6)] * params.n
-        return [Completion(choices, 10, 6 * params.n, 0.0, self.name) for _ in conversations]
+def recorder() -> MockModel:
+    """A user LM that answers a fixed turn; it records each conversation and its parameters (``calls``)."""
+    return MockModel("recorder", replies=["what would you suggest for that"])
 
 
 def test_intent_field_persona_and_sampling_reach_the_user_lm():
-    recorder = Recorder()
-    with uvicorn_server(build_simulator_app(UserSimulator(recorder), "user-lm")) as url:
+    user_lm = recorder()
+    with uvicorn_server(build_simulator_app(UserSimulator(user_lm), "user-lm")) as url:
         client = openai.OpenAI(api_key="none", base_url=url, max_retries=0)
         agent_view = [{"role": "system", "content": "You are a helpful travel agent."},
                       {"role": "user", "content": "plan a trip"}, {"role": "assistant", "content": "Where to?"}]
         client.chat.completions.create(model="user-lm", messages=agent_view, max_tokens=10, temperature=0.5, seed=3,
                                        extra_body={"intent": INTENT, "persona": "a retired  teacher"})
-        [(messages, params)] = recorder.calls
+        [(messages, params)] = user_lm.calls
         assert messages == [{"role": "system", "content": user_system_message(INTENT, "a retired teacher")},
                             *agent_view[1:]]
         # the seed of the simulator's first call is derived from the request's (as in process)
         assert (params.max_new_tokens, params.temperature, params.top_p, params.seed) == (10, 0.5, 0.8, 3 * 1_000_003)
-        recorder.calls.clear()
+        user_lm.calls.clear()
         client.chat.completions.create(model="user-lm", messages=OPENING, max_tokens=4000)
-        [(messages, params)] = recorder.calls
+        [(messages, params)] = user_lm.calls
         assert messages == OPENING and params.max_new_tokens == 96  # a request cannot raise the server's budget
 
 
@@ -265,14 +256,14 @@ def test_a_tau2_style_harness_runs_a_conversation_unchanged(tau2_url):
 def test_what_reaches_the_user_lm_from_a_tau2_style_request():
     """Roles swapped back, the greeting and the guidelines left out, the scenario as the intent; the tools tau2
     offers a user in some domains are accepted and never called, and an event says so."""
-    recorder = Recorder()
-    with uvicorn_server(build_simulator_app(UserSimulator(recorder), "user-lm", harness=TAU2_HARNESS)) as url:
+    user_lm = recorder()
+    with uvicorn_server(build_simulator_app(UserSimulator(user_lm), "user-lm", harness=TAU2_HARNESS)) as url:
         client = openai.OpenAI(api_key="none", base_url=url, max_retries=0)
         tool = {"type": "function", "function": {"name": "check_notifications", "parameters": {"type": "object"}}}
         trajectory = [("assistant", GREETING), ("user", "hello, I need a task"), ("assistant", AGENT_REPLIES[0])]
         response = client.chat.completions.create(model="user-lm", messages=tau2_request(trajectory),
                                                   tools=[tool], tool_choice="auto")
-    [(messages, _)] = recorder.calls
+    [(messages, _)] = user_lm.calls
     assert messages == [{"role": "system", "content": SCENARIO}, {"role": "user", "content": "hello, I need a task"},
                         {"role": "assistant", "content": AGENT_REPLIES[0]}]
     assert [(e["guardrail"], e["action"]) for e in extension(response)["events"]] == [
@@ -394,15 +385,15 @@ def test_simulate_with_a_remote_user_records_what_an_in_process_user_records(sim
         simulate(SimulationConfig(assistant=f"scripted:{assistant}", user=user, scenarios=str(scenarios), n=2),
                  tmp_path / name)
         records, _ = read_records(tmp_path / name / "conversations.jsonl")
-        runs[name] = sorted(records, key=lambda r: (r["scenario_id"], r["sample"]))
+        runs[name] = sorted(records, key=lambda r: r.key)
 
     def outcome(record):
-        return (record["end_reason"], record["end_events"], record["tokens"],
-                [(m["role"], m["content"], m["events"]) for m in record["messages"]])
+        return (record.end_reason, record.end_events, record.tokens,
+                [(m.role, m.content, m.events) for m in record.messages])
 
     assert [outcome(r) for r in runs["remote"]] == [outcome(r) for r in runs["local"]]
-    assert {r["end_reason"] for r in runs["remote"]} == {"user_ended", "max_turns"}
-    assert any(m["events"] for r in runs["remote"] for m in r["messages"])
+    assert {r.end_reason for r in runs["remote"]} == {"user_ended", "max_turns"}
+    assert any(m.events for r in runs["remote"] for m in r.messages)
 
 
 def test_listed_simulator_reads_only_a_simulator_entry_for_the_model():

@@ -29,7 +29,7 @@ def demo_folder(root: Path) -> Path:
 def _build(root: Path) -> None:
     from userloop.data.prepare import PrepareConfig, prepare
     from userloop.demo import OUTPUTS, STAGES
-    from userloop.metrics.evalsim import eval_sim
+    from userloop.metrics.evalsim import EvalSimConfig, eval_sim
     from userloop.rlhi import followup_classifier
     from userloop.rlhi.build import BuildConfig, build
     from userloop.rlhi.dpo import DPOTrainConfig, train_dpo
@@ -54,8 +54,8 @@ def _build(root: Path) -> None:
              out["simulate"])
     (root / "math-scenarios.jsonl").write_text("".join(json.dumps(task) + "\n" for task in MATH))
     evaluate_assistant(assistant, user, root / "math-scenarios.jsonl", out["evaluate_assistant"], **short)
-    eval_sim({"tiny user LM": user}, out["prepare"], out["metrics"], n_first_turns=8, max_conversations=4, n_probes=3,
-             max_new_tokens=8, cache=root / "cache")
+    eval_sim({"tiny user LM": user}, out["prepare"], out["metrics"],
+             EvalSimConfig(n_first_turns=8, max_conversations=4, n_probes=3, max_new_tokens=8), cache=root / "cache")
     with pytest.MonkeyPatch.context() as patch:  # a small follow-up classifier instead of the cached default one
         small = followup_classifier.train(generate(40, seed=11), followup_classifier.read_handmade())
         patch.setattr(followup_classifier, "load_offline", lambda cache=None: small)

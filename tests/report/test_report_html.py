@@ -10,9 +10,10 @@ from report_helpers import demo_folder, write_manifest
 from typer.testing import CliRunner
 
 from userloop.cli import app
-from userloop.demo import PATH_KEYS, STAGES
+from userloop.demo import STAGES
 from userloop.report import build_report, svg
 from userloop.report.html import SECTIONS
+from userloop.report.manifest import PATH_KEYS
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 
 from userloop.cli import app
 from userloop.conversation import Conversation, Message, write_parquet
+from userloop.data.personas import read_personas
 from userloop.errors import UserError
 from userloop.rlhi.dpo import DPOTrainConfig, read_pairs
 from userloop.rlhi.policy import write_policy_data
 from userloop.rlhi.reward_model import RewardTrainConfig
-from userloop.rlhi.user_rewards import read_personas, user_requests
+from userloop.rlhi.user_rewards import user_requests
 
 runner = CliRunner()
 ANSWER = [{"role": "assistant", "content": "an answer"}]

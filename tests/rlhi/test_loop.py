@@ -76,12 +76,55 @@ def test_roles_and_guard_are_recorded(finished, models):
     out, report, _ = finished
     policy, user = models
     assert report["roles"]["policy"] == str(policy) and report["roles"]["user"] == user
-    assert report["roles"]["scorer"] == "testbed" and report["roles"]["rewriter"] == "testbed"
-    assert report["roles"]["judge"] == "scorer"
+    assert report["roles"]["scorer"] == "testbed" and report["roles"]["rewriter"] == "testbed:rewriter"
+    assert report["roles"]["judge"] == "testbed:judge"
     users = json.loads((out / "users.json").read_text())
     held_out = {e["user_id"] for e in users["held_out"]}
     assert held_out and not held_out & set(users["train_pool"])
     assert report["guard"]["shared_users"] == 0 and report["guard"]["shared_persona_texts"] == 0
+
+
+def test_simulated_conversations_run_on_the_engine_and_end_in_its_vocabulary(finished):
+    from userloop.conversation import read_jsonl
+    from userloop.simulate.engine import END_REASONS
+
+    out, _, _ = finished
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert all(set(r["eval"]["ends"]) <= set(END_REASONS) for r in rounds)
+    assert all(set(r["interaction"]["ends"]) <= set(END_REASONS) for r in rounds[1:])
+    conversations = list(read_jsonl(out / "round-1" / "conversations.jsonl"))
+    assert len(conversations) == 4
+    for conversation in conversations:   # the scripted user never ends: 2 answers, and its reaction is the last word
+        assert conversation.extra["end"] == "max_turns"
+        assert [m.role for m in conversation.messages] == ["user", "assistant", "user", "assistant", "user"]
+        assert conversation.messages[-1].content == USER_SCRIPT["*"]
+
+
+def test_rounds_written_with_old_end_reasons_are_read_in_todays(tmp_path):
+    from userloop.rlhi.loop import _read_rounds
+
+    rows = [{"round": 0, "eval": {"ends": {"turn_cap": 2}}},
+            {"round": 1, "interaction": {"ends": {"context": 1, "turn_cap": 3}}, "eval": {"ends": {"user_ended": 2}}}]
+    (tmp_path / "rounds.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rounds = _read_rounds(tmp_path)
+    assert rounds[0]["eval"]["ends"] == {"max_turns": 2}
+    assert rounds[1]["interaction"]["ends"] == {"context": 1, "max_turns": 3} and rounds[1]["eval"]["ends"] == {"user_ended": 2}
+    assert "turn_cap" not in (tmp_path / "rounds.jsonl").read_text()   # rewritten as read
+
+
+def test_a_round_whose_every_conversation_fails_is_one_error():
+    from userloop.models import GenerationParams
+    from userloop.models.mock import MockModel
+    from userloop.rlhi.loop import Episode, converse
+    from userloop.userlm.simulator import UserSimulator
+
+    def unreachable(messages, **settings):
+        raise RuntimeError("server gone")
+
+    user = UserSimulator(MockModel("user", replies=["Help me plan a dinner for six people"]))
+    episodes = [Episode("u1", "Prefers brief answers.", "c1", "You are a user planning a dinner.")]
+    with pytest.raises(UserError, match="every simulated conversation failed.*server gone"):
+        converse(MockModel("policy", replies=unreachable), user, episodes, 2, GenerationParams(max_new_tokens=8), True, "t")
 
 
 def test_rerun_resumes_without_redoing_rounds(finished, models, prepared):
@@ -97,6 +140,10 @@ def test_rerun_resumes_without_redoing_rounds(finished, models, prepared):
         assert (out / "round-1" / "model.safetensors").stat().st_mtime_ns == stamp
         with pytest.raises(UserError, match="different config"):
             run_loop(config(models, prepared, users=5), out)
+        saved = json.loads((out / "config.json").read_text())  # written before the role providers: "testbed"
+        (out / "config.json").write_text(json.dumps({**saved, "scorer": "testbed", "rewriter": "testbed"}))
+        run_loop(config(models, prepared), out)
+        assert (out / "rounds.jsonl").read_bytes() == before
     finally:
         monkeypatch.undo()
 

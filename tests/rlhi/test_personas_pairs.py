@@ -160,7 +160,7 @@ def test_personas_cli_and_scorer_judge_needs_truth(tmp_path, small_classifier):
     plain = tmp_path / "plain.jsonl"
     plain.write_bytes(b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "id": "a"}\n')
     result = runner.invoke(app, ["rlhi", "build", "--data", str(plain), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "--judge scorer need it" in result.stderr
+    assert result.exit_code == 2 and "--judge testbed:judge need it" in result.stderr
     result = runner.invoke(app, ["rlhi", "build", "--classifier", "gpt4", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "unknown model spec" in result.stderr
 

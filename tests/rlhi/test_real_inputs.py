@@ -144,7 +144,7 @@ def test_broken_inputs_get_one_line(tmp_path, small_classifier, oasst_dir):
     models = ["--rewriter", f"scripted:{script}", "--judge", f"scripted:{script}"]
     cases = [
         (["rlhi", "build", "--data", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "o1")],
-         "--rewriter testbed and --judge scorer need it"),
+         "--rewriter testbed:rewriter and --judge testbed:judge need it"),
         (["rlhi", "build", "--data", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "a_file"), *models], "is a file"),
         (["rlhi", "build", "--data", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "o2"), *models],
          "no conversations read"),

@@ -64,9 +64,9 @@ def test_load_scorer_specs(tmp_path):
     script = tmp_path / "judge.json"
     script.write_text(json.dumps(['{"rating": 5}']))
     assert isinstance(load_scorer(f"scripted:{script}", None), JudgeScorer)
-    with pytest.raises(UserError, match="unknown scorer"):
+    with pytest.raises(UserError, match="unknown model spec 'bogus' for the scorer"):
         load_scorer("bogus", None)
-    with pytest.raises(UserError, match="names no folder"):
+    with pytest.raises(UserError, match="names nothing: expected rm:PATH"):
         load_scorer("rm:", None)
     with pytest.raises(UserError, match="no such reward model folder"):
         load_scorer(f"rm:{tmp_path / 'missing'}", None)

@@ -6,13 +6,16 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
+import orjson
 import pytest
+from record_helpers import simulated
 from typer.testing import CliRunner
 
 from userloop.cli import app
 from userloop.errors import UserError
-from userloop.simulate.runs import SimulationConfig, compare_runs, read_records, simulate, wilson_interval
+from userloop.simulate.runs import SimulationConfig, compare_runs, read_records, simulate
 
 
 def _command(scripted, out, n: int, concurrency: int = 1) -> list[str]:
@@ -38,7 +41,7 @@ def _start_and_stop(command, records_path, stop_signal) -> subprocess.CompletedP
 
 def _keys(path):
     records, torn = read_records(path)
-    return [(r["scenario_id"], r["sample"]) for r in records], torn
+    return [r.key for r in records], torn
 
 
 def test_resume_after_ctrl_c_and_a_kill_loses_nothing_and_duplicates_nothing(scripted, tmp_path):
@@ -78,7 +81,7 @@ def test_resume_after_ctrl_c_and_a_kill_loses_nothing_and_duplicates_nothing(scr
 
 def test_read_records_repairs_only_when_asked(tmp_path):
     path = tmp_path / "conversations.jsonl"
-    lines = [json.dumps({"scenario_id": "a", "sample": k}) + "\n" for k in range(2)]
+    lines = [json.dumps(simulated("a", [("user", "hi")], sample=k).to_dict()) + "\n" for k in range(2)]
     path.write_text("".join(lines) + '{"scenario_id": "a", "sam')
     records, torn = read_records(path)
     assert (len(records), torn) == (2, 1) and path.read_text().endswith('"sam')
@@ -91,6 +94,52 @@ def test_read_records_repairs_only_when_asked(tmp_path):
     path.write_text(lines[0] + "not json\n" + lines[1])
     with pytest.raises(UserError, match=r"conversations.jsonl:2: not a conversation record"):
         read_records(path)
+
+
+def test_a_run_folder_written_before_typed_records_loads_as_it_was(scripted):
+    """``fixtures/run_written_before_typed_records``: the files ``userloop simulate`` wrote for the scripted
+    scenarios (n=2) before records were typed. They load, write back byte for byte, and summarise as then."""
+    from userloop.simulate.runs import summarize
+    from userloop.simulate.scenarios import load_scenarios
+
+    folder = Path(__file__).parent / "fixtures" / "run_written_before_typed_records"
+    records, torn = read_records(folder / "conversations.jsonl")
+    assert torn == 0 and len(records) == 8
+    assert b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in records) == (folder / "conversations.jsonl").read_bytes()
+    then = json.loads((folder / "summary.json").read_text())
+    now = summarize(records, load_scenarios(scripted["scenarios"]))
+
+    def computed(summary):  # end reasons added since then count 0
+        groups = [summary["overall"], *summary["by_kind"].values()]
+        for group in groups:
+            group["end_reasons"] = {reason: n for reason, n in group["end_reasons"].items() if n}
+        return groups, summary["simulation_statistics"]
+
+    assert computed(now) == computed(then)
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    (lambda r: r.pop("tokens"), "a record without 'tokens'"),
+    (lambda r: r.update(user_turns=5), "a record with user_turns 5 but 2 user messages"),
+    (lambda r: r["messages"][0].pop("role"), "a record with a message without a role and text content"),
+    (lambda r: r["messages"][3].update(score={"passed": True}), "a record with a message whose score is not one"),
+    (lambda r: r.update(solved="yes"), "a record with solved 'yes'"),
+])
+def test_a_broken_record_is_one_line_naming_it_and_what_to_do(tmp_path, edit, reason):
+    folder = Path(__file__).parent / "fixtures" / "run_written_before_typed_records"
+    lines = (folder / "conversations.jsonl").read_text().splitlines()
+    broken = json.loads(lines[2])  # m1 sample 0: two user turns, the second reply scored
+    edit(broken)
+    path = tmp_path / "conversations.jsonl"
+    path.write_text("\n".join([lines[0], json.dumps(broken), lines[1], *lines[3:]]) + "\n")
+    with pytest.raises(UserError) as error:
+        read_records(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}:2: not a conversation record: {reason}") and "\n" not in message
+    assert message.endswith("remove that line (a resume simulates its conversation again) or simulate into a new --out")
+    skipped = []
+    records, _ = read_records(path, on_bad=skipped.append)
+    assert len(records) == 7 and len(skipped) == 1 and f"a record {skipped[0]}".startswith(reason)
 
 
 def _config(scripted, **fields) -> SimulationConfig:
@@ -128,6 +177,19 @@ def test_a_different_configuration_is_refused_unless_forced(scripted, tmp_path):
     assert run["config"]["n"] == 2 and run["previous"][0]["config"]["n"] == 1
 
 
+def test_a_run_file_with_the_old_spelling_of_a_built_in_role_resumes(scripted, tmp_path):
+    """run.json files written before the role providers say "rules" for the reply classifier."""
+    simulate(_config(scripted, n=1), tmp_path / "run")
+    run_file = tmp_path / "run" / "run.json"
+    run = json.loads(run_file.read_text())
+    assert run["config"]["classifier"] == "rules:classifier"
+    run["config"]["classifier"] = "rules"
+    run_file.write_text(json.dumps(run))
+    result = simulate(_config(scripted, n=1), tmp_path / "run")
+    assert result.finished_now == 0 and result.resumed == 4
+    assert _config(scripted, n=1, classifier="rules").identity()["classifier"] == "rules:classifier"
+
+
 def test_stopping_early_then_resuming_gives_the_same_records_as_one_run(scripted, tmp_path):
     first = simulate(_config(scripted, n=2), tmp_path / "parts", max_conversations=3)
     assert first.finished_now == 3 and first.summary["resume"]["pending"] == 5
@@ -136,14 +198,12 @@ def test_stopping_early_then_resuming_gives_the_same_records_as_one_run(scripted
 
     def contents(folder):
         records, _ = read_records(tmp_path / folder / "conversations.jsonl")
-        return {(r["scenario_id"], r["sample"]): ([m["content"] for m in r["messages"]], r["end_reason"]) for r in records}
+        return {r.key: ([m.content for m in r.messages], r.end_reason) for r in records}
 
     assert contents("parts") == contents("whole")
 
 
 def test_summary_fields_and_compare(scripted, tmp_path):
-    assert wilson_interval(2, 4) == pytest.approx((0.1500, 0.8500), abs=1e-4)
-    assert wilson_interval(0, 0) == (0.0, 0.0)
     simulate(_config(scripted, n=2), tmp_path / "a")
     simulate(SimulationConfig(assistant=scripted["assistant"], user=None, scenarios=scripted["scenarios"], n=2), tmp_path / "b")
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())

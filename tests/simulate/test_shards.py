@@ -26,7 +26,7 @@ def _merge(*args: str):
 
 
 def _keys(folder) -> list[tuple[str, int]]:
-    return [(r["scenario_id"], r["sample"]) for r in read_records(folder / "conversations.jsonl")[0]]
+    return [r.key for r in read_records(folder / "conversations.jsonl")[0]]
 
 
 def _without_timings(value):
@@ -59,8 +59,8 @@ def test_shards_split_every_conversation_once_and_merge_into_the_whole_run(scrip
     whole = _simulate(scripted, tmp_path / "whole")  # the same run in one piece
     merged_records, _ = read_records(tmp_path / "merged" / "conversations.jsonl")
     whole_records, _ = read_records(tmp_path / "whole" / "conversations.jsonl")
-    assert sorted(map(json.dumps, map(_without_timings, merged_records))) == \
-        sorted(map(json.dumps, map(_without_timings, whole_records)))
+    assert sorted(json.dumps(_without_timings(r.to_dict())) for r in merged_records) == \
+        sorted(json.dumps(_without_timings(r.to_dict())) for r in whole_records)
     assert summary["overall"]["solved"] == whole["overall"]["solved"]
     assert summary["by_kind"].keys() == whole["by_kind"].keys()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from record_helpers import simulated
 
+from userloop.simulate.records import SimulatedConversation
 from userloop.simulate.reveal_stats import (
     TurnFlags,
     content_words,
@@ -27,12 +29,9 @@ LONG = ["I need help with apples. Tom has 3 apples.", "He buys 4 more.",
 SHORT = ["How many apples does Tom have now?"]
 
 
-def record(scenario_id: str, turns: list[str], end_reason: str = "user_ended") -> dict:
-    messages = []
-    for turn in turns:
-        messages += [{"role": "user", "content": turn}, {"role": "assistant", "content": "Got it."}]
-    return {"scenario_id": scenario_id, "sample": 0, "messages": messages, "end_reason": end_reason,
-            "user_turns": len(turns)}
+def record(scenario_id: str, turns: list[str], end_reason: str = "user_ended") -> SimulatedConversation:
+    return simulated(scenario_id, [message for turn in turns for message in (("user", turn), ("assistant", "Got it."))],
+                     end_reason)
 
 
 def test_words_and_numbers():
@@ -69,9 +68,8 @@ def test_repetition_and_new_demands():
     assert demand_turns(APPLES, record("a", LONG)) == [False, False, True]
     assert demand_turns(APPLES, record("a", SHORT)) == [False]
     # words the assistant used are not new: asking about them is no new demand
-    asked = {"messages": [{"role": "user", "content": "Tom has 3 apples."},
-                          {"role": "assistant", "content": "Shall I use a table or a diagram?"},
-                          {"role": "user", "content": "Use a diagram please."}]}
+    asked = simulated("a", [("user", "Tom has 3 apples."), ("assistant", "Shall I use a table or a diagram?"),
+                            ("user", "Use a diagram please.")])
     assert demand_turns(APPLES, asked) == [False, False]
     # asking for another attempt is no new demand
     assert demand_turns(APPLES, record("a", ["Can you try again?", "Please retry and continue."])) == [False, False]
@@ -95,7 +93,7 @@ def test_a_pluggable_judge_and_no_usable_records():
         name = "everything"
 
         def flag_turns(self, items):
-            return [TurnFlags([True] * len(r["messages"][::2]), [True] * len(r["messages"][::2])) for _, r in items]
+            return [TurnFlags([True] * r.n_user_turns, [True] * r.n_user_turns) for _, r in items]
 
     stats = simulation_statistics([APPLES], [record("a", LONG)], judge=Everything())
     assert stats["repetition_rate"] == 1.0 and stats["new_demand_rate"] == 1.0 and stats["judge"] == "everything"

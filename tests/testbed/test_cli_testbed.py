@@ -25,7 +25,7 @@ def test_generate_rejects_zero_users_in_one_line(tmp_path):
 
 
 def test_data_commands_default_to_the_testbed(tmp_path, monkeypatch):
-    monkeypatch.setattr("userloop.testbed.population.DEFAULT_USERS", 40)
+    monkeypatch.setattr("userloop.testbed.default.DEFAULT_USERS", 40)
     monkeypatch.setenv("USERLOOP_CACHE", str(tmp_path / "cache"))
     result = runner.invoke(app, ["data", "stats", "--json"])
     assert result.exit_code == 0, result.output

@@ -7,7 +7,7 @@ import pytest
 from userloop.data.prepare import PrepareConfig, prepare
 from userloop.data.readers import read_conversations
 from userloop.errors import UserError
-from userloop.metrics.diversity import first_turn_diversity
+from userloop.statistics import first_turn_diversity
 from userloop.testbed import generate, read_truth
 from userloop.testbed.dialogue import choose_task, converse
 from userloop.testbed.persona import sample_persona

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from userloop.cli import app
 from userloop.errors import UserError
 from userloop.models import load_model
-from userloop.models.base import ChatModel, Choice, Completion, GenerationParams
+from userloop.models.base import GenerationParams
+from userloop.models.mock import MockModel
 from userloop.userlm.prompted import OPENING_REQUEST, SYSTEM_PROMPT, PromptedUserModel, mark_end, prompted_messages
 from userloop.userlm.simulator import GuardrailConfig, UserSimulator
 from userloop.userlm.template import END_CONVERSATION
@@ -20,27 +21,9 @@ INTENT = "You are a user chatting with an assistant language model to plan a thr
 END = END_CONVERSATION
 
 
-class RecordingModel(ChatModel):
-    """An inner assistant that records every conversation it is asked about and replies from a list."""
-
-    def __init__(self, replies: list[str]) -> None:
-        self.name = "recording"
-        self.replies = replies
-        self.seen: list[list[dict[str, str]]] = []
-
-    async def _agenerate(self, conversations, params: GenerationParams) -> list[Completion]:
-        completions = []
-        for messages in conversations:
-            self.seen.append(messages)
-            choices = [Choice(self.replies[(len(self.seen) - 1 + i) % len(self.replies)], "stop", 3)
-                       for i in range(params.n)]
-            completions.append(Completion(choices, prompt_tokens=10, completion_tokens=3 * params.n, seconds=0.0,
-                                          model=self.name))
-        return completions
-
-
-def simulator(replies: list[str], **guardrails) -> tuple[UserSimulator, RecordingModel]:
-    inner = RecordingModel(replies)
+def simulator(replies: list[str], **guardrails) -> tuple[UserSimulator, MockModel]:
+    """A prompted user whose inner assistant replies from ``replies``; it records what it is asked (``calls``)."""
+    inner = MockModel("inner", replies=replies)
     return UserSimulator(PromptedUserModel(inner), GuardrailConfig(samples_per_call=1, **guardrails)), inner
 
 
@@ -51,7 +34,7 @@ def test_first_turn_prompt_is_our_system_prompt_with_the_intent_and_an_opening_r
     sim, inner = simulator(["lisbon trip ideas, cheap ones"])
     turn = sim.first_turn(INTENT)
     assert (turn.text, turn.ended) == ("lisbon trip ideas, cheap ones", False)
-    system, request = inner.seen[0]
+    system, request = inner.calls[0][0]
     assert system == {"role": "system", "content": SYSTEM_PROMPT.format(intent=INTENT)}
     assert INTENT in system["content"] and END in system["content"]
     assert request == {"role": "user", "content": OPENING_REQUEST}
@@ -62,7 +45,7 @@ def test_history_roles_are_swapped_after_the_opening_request():
     history = [{"role": "user", "content": "lisbon trip, cheap"},
                {"role": "assistant", "content": "Day 1: Alfama."}]
     assert sim.next_turn(INTENT, history).text == "ok and what about food"
-    assert inner.seen[0][1:] == [{"role": "user", "content": OPENING_REQUEST},
+    assert inner.calls[0][0][1:] == [{"role": "user", "content": OPENING_REQUEST},
                                  {"role": "assistant", "content": "lisbon trip, cheap"},
                                  {"role": "user", "content": "Day 1: Alfama."}]
 

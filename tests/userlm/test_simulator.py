@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from userloop.cli import app
 from userloop.conversation import Message
 from userloop.errors import UserError
-from userloop.models.base import Capabilities, ChatModel, Choice, Completion, GenerationParams
+from userloop.models.base import Capabilities, GenerationParams
+from userloop.models.mock import MockModel
 from userloop.userlm.simulator import GuardrailConfig, UserSimulator, UserTurn, first_word, normalise, parse_sample
 from userloop.userlm.template import END_CONVERSATION
 
@@ -176,19 +177,10 @@ def test_bounded_resampling_falls_back_to_the_least_severe_sample(scripted):
 
 
 def test_samples_are_drawn_n_per_call_up_to_max_attempts(tmp_path):
-    calls = []
-
-    class Counting(ChatModel):
-        name = "counting"
-
-        async def _agenerate(self, conversations, params):
-            calls.append(params.n)
-            return [Completion([Choice("I keep saying I", "stop", 4)] * params.n, 1, params.n, 0.0, self.name)
-                    for _ in conversations]
-
-    simulator = UserSimulator(Counting(), GuardrailConfig(max_attempts=7, samples_per_call=3))
+    model = MockModel("counting", replies=["I keep saying I"])
+    simulator = UserSimulator(model, GuardrailConfig(max_attempts=7, samples_per_call=3))
     turn = simulator.first_turn(INTENT)
-    assert calls == [3, 3, 1]
+    assert [params.n for _, params in model.calls] == [3, 3, 1]
     assert [e["action"] for e in turn.events] == ["resample"] * 7 + ["fallback"]
 
 
@@ -201,44 +193,42 @@ def test_a_passing_sample_in_a_batch_of_candidates_wins(scripted):
 # --------------------------------------------------------------------------- bans at generation
 
 
-class Recording(ChatModel):
-    """Replies with one fixed text and records the parameters of every call."""
+def recording(supports: Capabilities, reply: str = "write me a poem please") -> MockModel:
+    """Replies with one fixed text; the turns below ask for one conversation a call, so ``calls`` holds each call."""
+    return MockModel("recording", replies=[reply], supports=supports)
 
-    def __init__(self, supports: Capabilities, reply: str = "write me a poem please") -> None:
-        self.name, self.supports, self.reply, self.params = "recording", supports, reply, []
 
-    async def _agenerate(self, conversations, params):
-        self.params.append(params)
-        return [Completion([Choice(self.reply, "stop", 4)] * params.n, 1, 4, 0.0, self.name) for _ in conversations]
+def params_of(model: MockModel) -> list[GenerationParams]:
+    return [params for _, params in model.calls]
 
 
 def test_bans_go_to_models_that_enforce_them():
-    model = Recording(Capabilities(banned_tokens=True, banned_first_tokens=True))
+    model = recording(Capabilities(banned_tokens=True, banned_first_tokens=True))
     turn = UserSimulator(model).first_turn(INTENT)
-    assert model.params[0].banned_first_tokens == ("I", "You", "Here")
-    assert model.params[0].banned_tokens == (END,)
+    assert params_of(model)[0].banned_first_tokens == ("I", "You", "Here")
+    assert params_of(model)[0].banned_tokens == (END,)
     assert [(e["guardrail"], e["action"]) for e in turn.events] == [("filter_first_tokens", "ban"),
                                                                      ("avoid_termination", "ban")]
     UserSimulator(model, GuardrailConfig(avoid_termination_turns=1)).next_turn(INTENT, history(1))
-    assert model.params[-1].banned_tokens == ()  # turn 2 may end
+    assert params_of(model)[-1].banned_tokens == ()  # turn 2 may end
 
 
 def test_end_token_ids_become_a_logit_bias_where_bans_are_not_enforced():
-    model = Recording(Capabilities(logit_bias=True))
+    model = recording(Capabilities(logit_bias=True))
     UserSimulator(model, GuardrailConfig(end_token_ids=(7, 9)), GenerationParams(logit_bias={3: 2.0})).first_turn(INTENT)
-    assert dict(model.params[0].logit_bias) == {3: 2.0, 7: -100.0, 9: -100.0}
-    assert model.params[0].banned_tokens == model.params[0].banned_first_tokens == ()
+    assert dict(params_of(model)[0].logit_bias) == {3: 2.0, 7: -100.0, 9: -100.0}
+    assert params_of(model)[0].banned_tokens == params_of(model)[0].banned_first_tokens == ()
     UserSimulator(model).first_turn(INTENT)  # without ids: resampling only
-    assert dict(model.params[-1].logit_bias) == {}
+    assert dict(params_of(model)[-1].logit_bias) == {}
 
 
 def test_seeds_differ_per_conversation_and_call_but_repeat_per_run():
-    model = Recording(Capabilities(), reply="I")
+    model = recording(Capabilities(), reply="I")
     simulator = UserSimulator(model, GuardrailConfig(max_attempts=2, samples_per_call=1),
                               GenerationParams(temperature=1.0, seed=5))
     simulator.first_turn(INTENT)
     simulator.first_turn(INTENT)
-    seeds = [p.seed for p in model.params]
+    seeds = [p.seed for p in params_of(model)]
     assert seeds[:2] == seeds[2:] and seeds[0] != seeds[1]
 
 
@@ -290,7 +280,7 @@ def test_configuration_is_validated():
         with pytest.raises(UserError):
             GuardrailConfig(**bad)
     with pytest.raises(UserError, match="logit_bias"):
-        UserSimulator(Recording(Capabilities()), GuardrailConfig(end_token_ids=(5,)))
+        UserSimulator(recording(Capabilities()), GuardrailConfig(end_token_ids=(5,)))
 
 
 def test_batched_turns_keep_their_order(scripted):

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from userloop import __version__
 from userloop.config import option
 from userloop.conversation import Conversation, parquet_schema, to_arrow
 from userloop.data import dedupe
@@ -54,6 +53,7 @@ from userloop.data.sources import (
 from userloop.data.users import SPLIT_NAMES, USER_IDENTITIES, assign_splits, parse_ratios, user_key
 from userloop.errors import UserError
 from userloop.files import write_atomic
+from userloop.version import __version__
 
 DROP_REASONS = (
     "language", "toxic", "redacted", "synthetic", "deleted",

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from userloop.conversation import from_arrow, is_userloop_schema
 from userloop.errors import UserError, missing_dependency
 from userloop.files import open_user_file
 
@@ -188,8 +189,6 @@ def _json_default(value: Any) -> Any:
 
 def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
     import pyarrow.parquet as pq
-
-    from userloop.conversation import from_arrow, is_userloop_schema
 
     try:
         parquet = pq.ParquetFile(path)

@@ -36,6 +36,8 @@ import orjson
 from userloop.errors import UserError
 from userloop.files import read_user_lines
 from userloop.metrics.simulator_metrics import content_words
+from userloop.models import GenerationParams, load_model
+from userloop.testbed.families.facts import RELATIONS
 from userloop.userlm.intents import INTENT_PREFIX
 
 
@@ -111,8 +113,6 @@ def read_open_probes(path: str | Path) -> list[OpenProbe]:
 
 def _fact_questions() -> list[tuple[str, str, list[str]]]:
     """(question, answer, other answers of the same relation) for every row of the testbed's fact tables."""
-    from userloop.testbed.families.facts import RELATIONS
-
     out = []
     for _domain, forms, _sentence, rows in RELATIONS.values():
         for index, (subject, answer) in enumerate(rows):
@@ -284,8 +284,6 @@ class ModelJudge:
 
     def __init__(self, model) -> None:
         if isinstance(model, str):
-            from userloop.models import load_model
-
             model = load_model(model)
         self.model = model
         self.name = model.name
@@ -293,8 +291,6 @@ class ModelJudge:
 
     async def verdicts(self, system: str, transcripts: Sequence[str], rule_verdicts: Sequence[bool]) -> list[bool]:
         """YES/NO per transcript, as booleans (``rule_verdicts`` where the answer is unreadable)."""
-        from userloop.models import GenerationParams
-
         prompts = [[{"role": "system", "content": system}, {"role": "user", "content": text}] for text in transcripts]
         completions = await self.model.agenerate(prompts, GenerationParams(max_new_tokens=4, temperature=0.0))
         out = []
@@ -314,8 +310,6 @@ BATCH = 32
 
 
 async def _assistant_turns(assistant, systems: Sequence[str], first_turns: Sequence[str], seed: int) -> list[str]:
-    from userloop.models import GenerationParams
-
     prompts = [[{"role": "system", "content": s}, {"role": "user", "content": t}] for s, t in zip(systems, first_turns)]
     completions = await assistant.agenerate(prompts, GenerationParams(max_new_tokens=96, temperature=0.7, seed=seed))
     return [c.text.strip() for c in completions]

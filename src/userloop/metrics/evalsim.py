@@ -25,16 +25,39 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from userloop.config import option
 from userloop.errors import UserError, missing_dependency
 from userloop.files import write_atomic
+from userloop.metrics import adherence
+from userloop.metrics.fidelity import (
+    alternating_messages,
+    classify_feedback,
+    fidelity_distances,
+    real_behaviour,
+    replay,
+    simulated_behaviour,
+    split_half,
+)
+from userloop.metrics.naturalness import cached_detector, import_detector, naturalness
+from userloop.metrics.perplexity import user_turn_perplexity
+from userloop.metrics.simulator_metrics import (
+    first_turn_diversity,
+    intent_decomposition,
+    intent_overlap,
+    termination_scores,
+)
+from userloop.models import load_model
+from userloop.models.registry import PROVIDERS, parse_spec
+from userloop.progress import Progress, no_progress
+from userloop.userlm.flip import read_split
+from userloop.userlm.simulator import DEFAULT_PARAMS, GuardrailConfig, UserSimulator
 
 HUMAN = "Human"
 # metric -> (column label, better: "higher" or "lower", table)
@@ -64,18 +87,35 @@ PAPER_REFERENCE: dict[str, dict[str, float]] = {
 }
 GUARDRAILS = ("off", "on")
 
-Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 
+@dataclass
+class EvalSimConfig:
+    """What :func:`eval_sim` samples and how (``userloop eval-sim``'s options)."""
 
-@contextmanager
-def _no_progress(description: str, total: int):
-    yield lambda n: None
+    split: str = option("test", "held-out split to evaluate on: validation or test")
+    n_first_turns: int = option(2000, "first turns for diversity, decomposition and naturalness (paper: 2,000; capped by the split)")
+    max_conversations: int = option(200, "real conversations replayed for termination and fidelity (and scored for perplexity)")
+    n_probes: int = option(200, "role and intent probes each (capped by the probe files)")
+    seed: int = option(0, "seed of the samples and of the simulators' sampling")
+    guardrails: str = option("off", "off: the raw simulator (default); on: the model card's guardrails (never the end ban in the replay)")
+    judge: str | None = option(None, "model spec of an LLM judge for the adherence probes (default: the rule-based judges)")
+    role_probes: str | None = option(None, "JSONL multiple-choice probes, CommonsenseQA layout (default: built from the testbed's facts)")
+    intent_probes: str | None = option(None, "JSONL open questions, NQ-open layout (default: built from the testbed's facts)")
+    assistant: str | None = option(None, "model spec of the assistant in the probes (default: templated assistant turns)")
+    detector: str = option("default", "naturalness detector: 'default' (trained on the data's user vs assistant turns) or MODULE:ATTRIBUTE")
+    max_new_tokens: int = option(96, "most tokens per simulated turn (sampling: temperature 1.0, top-p 0.8, as the model card)")
 
+    def validate(self) -> None:
+        if self.guardrails not in GUARDRAILS:
+            raise UserError(f"--guardrails must be 'on' or 'off', got {self.guardrails!r}")
+        if self.n_first_turns < 2 or self.max_conversations < 1 or self.n_probes < 1 or self.max_new_tokens < 1:
+            raise UserError("--n-first-turns must be at least 2, --max-conversations, --n-probes and --max-new-tokens "
+                            "at least 1")
+        if self.split == "train":
+            raise UserError("evaluate on the validation or test split: the naturalness detector trains on train")
 
 def parse_sims(values: list[str]) -> dict[str, str]:
     """``NAME=SPEC`` or ``SPEC`` (named by itself) -> ``{name: spec}``; names must be unique and not "Human"."""
-    from userloop.models.registry import PROVIDERS, parse_spec
-
     sims: dict[str, str] = {}
     for value in values:
         name, sep, spec = value.partition("=")
@@ -94,68 +134,57 @@ def parse_sims(values: list[str]) -> dict[str, str]:
     return sims
 
 
-def eval_sim(sims: Mapping[str, str], data: str | Path, out: str | Path, *, split: str = "test",
-             n_first_turns: int = 2000, max_conversations: int = 200, n_probes: int = 200, seed: int = 0,
-             guardrails: str = "off", judge: str | None = None, role_probes: str | Path | None = None,
-             intent_probes: str | Path | None = None, assistant: str | None = None, detector: str = "default",
-             max_new_tokens: int = 96, cache: str | Path | None = None, progress: Progress | None = None) -> dict[str, dict[str, float | None]]:
+def eval_sim(sims: Mapping[str, str], data: str | Path, out: str | Path, config: EvalSimConfig | None = None, *,
+             cache: str | Path | None = None, progress: Progress = no_progress) -> dict[str, dict[str, float | None]]:
     """Evaluate the simulators ``sims`` (``{name: spec}``) on prepared folder ``data``; write the report to ``out``.
 
     ``cache`` is where the trained detector is kept (default ``$USERLOOP_CACHE``). Returns
-    ``metrics.json``'s content. ``progress(description, total)`` is a context manager yielding a
-    function called with the number of items done (the CLI's progress bars).
+    ``metrics.json``'s content; ``progress`` shows each step (:mod:`userloop.progress`).
     """
-    from userloop.metrics import adherence
-    from userloop.metrics.naturalness import cached_detector, import_detector
-    from userloop.userlm.flip import read_split
-
-    progress = progress or _no_progress
-    if guardrails not in GUARDRAILS:
-        raise UserError(f"--guardrails must be 'on' or 'off', got {guardrails!r}")
-    if n_first_turns < 2 or max_conversations < 1 or n_probes < 1 or max_new_tokens < 1:
-        raise UserError("--n-first-turns must be at least 2, --max-conversations, --n-probes and --max-new-tokens "
-                        "at least 1")
-    if split == "train":
-        raise UserError("evaluate on the validation or test split: the naturalness detector trains on train")
+    config = config or EvalSimConfig()
+    config.validate()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a folder")
-    conversations, filled = read_split(data, split)
-    rng = random.Random(seed)
+    conversations, filled = read_split(data, config.split)
+    rng = random.Random(config.seed)
     openers = [c for c in conversations if _first_user_turn(c) is not None]
     distinct = list({_first_user_turn(c): c for c in openers}.values())  # one per opening (OASST trees share theirs)
-    first = rng.sample(distinct, min(n_first_turns, len(distinct)))
+    first = rng.sample(distinct, min(config.n_first_turns, len(distinct)))
     if len(first) < 2:
-        raise UserError(f"{data}: the {split} split has fewer than two conversations opened by a user turn")
-    replayed = rng.sample(conversations, min(max_conversations, len(conversations)))
-    role = adherence.read_choice_probes(role_probes) if role_probes else adherence.offline_choice_probes(seed)
-    intent = adherence.read_open_probes(intent_probes) if intent_probes else adherence.offline_open_probes()
+        raise UserError(f"{data}: the {config.split} split has fewer than two conversations opened by a user turn")
+    replayed = rng.sample(conversations, min(config.max_conversations, len(conversations)))
+    role = (adherence.read_choice_probes(config.role_probes) if config.role_probes
+            else adherence.offline_choice_probes(config.seed))
+    intent = adherence.read_open_probes(config.intent_probes) if config.intent_probes else adherence.offline_open_probes()
+    n_probes = config.n_probes
     role, intent = rng.sample(role, min(n_probes, len(role))), rng.sample(intent, min(n_probes, len(intent)))
 
-    if detector == "default":
+    if config.detector == "default":
         train, _ = read_split(data, "train")
         with progress("training the naturalness detector", 1) as advance:
-            scorer = cached_detector(data, train, conversations, split, seed, Path(cache) if cache else None)
+            scorer = cached_detector(data, train, conversations, config.split, config.seed, Path(cache) if cache else None)
             advance(1)
     else:
-        scorer = import_detector(detector)
+        scorer = import_detector(config.detector)
 
     real_first = [_first_user_turn(c) for c in first]
-    setup = {"data": str(data), "split": split, "conversations_in_split": len(conversations),
+    setup = {"data": str(data), "split": config.split, "conversations_in_split": len(conversations),
              "intents_filled_offline": filled, "intent_source": "the data's intents; missing ones from the offline rules "
              "(userloop.userlm.intents.offline_intent)", "first_turn_conversations": len(first),
              "first_turn_conversations_without_user_opening": len(conversations) - len(openers),
              "first_turn_conversations_repeating_an_opening": len(openers) - len(distinct),
-             "replay_conversations": len(replayed), "role_probes": len(role), "role_probes_source": str(role_probes or "testbed facts"),
-             "intent_probes": len(intent), "intent_probes_source": str(intent_probes or "testbed facts"),
-             "guardrails": guardrails, "seed": seed, "max_new_tokens": max_new_tokens, "detector": detector,
+             "replay_conversations": len(replayed), "role_probes": len(role),
+             "role_probes_source": str(config.role_probes or "testbed facts"), "intent_probes": len(intent),
+             "intent_probes_source": str(config.intent_probes or "testbed facts"), "guardrails": config.guardrails,
+             "seed": config.seed, "max_new_tokens": config.max_new_tokens, "detector": config.detector,
              "detector_heldout_accuracy": getattr(scorer, "heldout_accuracy", None),
              "detector_heldout_examples": getattr(scorer, "heldout_examples", None),
              "detector_trained_on": getattr(scorer, "trained_on", None)}
     metrics: dict[str, dict[str, float | None]] = {}
     details: dict[str, Any] = {"setup": setup}
-    context = _Context(first, real_first, replayed, role, intent, scorer, seed, guardrails, judge, assistant, data,
-                       split, max_conversations, max_new_tokens, progress)
+    context = _Context(first, real_first, replayed, role, intent, scorer, config.seed, config.guardrails, config.judge,
+                       config.assistant, data, config.split, config.max_conversations, config.max_new_tokens, progress)
     metrics[HUMAN], details[HUMAN] = _human_row(context)
     for name, spec in sims.items():
         metrics[name], details[name] = _simulator_row(name, spec, context)
@@ -180,9 +209,6 @@ def _first_user_turn(conversation) -> str | None:
 
 
 def _first_turn_metrics(turns: list[str], context: _Context) -> tuple[dict, dict]:
-    from userloop.metrics.naturalness import naturalness
-    from userloop.metrics.simulator_metrics import first_turn_diversity, intent_decomposition, intent_overlap
-
     intents = [c.intent for c in context.first]
     without_content = sum(intent_overlap(t, i) is None for t, i in zip(turns, intents))
     decomposition = intent_decomposition(turns, intents) if without_content < len(turns) else None
@@ -192,14 +218,6 @@ def _first_turn_metrics(turns: list[str], context: _Context) -> tuple[dict, dict
 
 
 def _human_row(context: _Context) -> tuple[dict, dict]:
-    from userloop.metrics.fidelity import (
-        alternating_messages,
-        classify_feedback,
-        fidelity_distances,
-        real_behaviour,
-        split_half,
-    )
-
     metrics, details = _first_turn_metrics(context.real_first, context)
     pairs = [(c, alternating_messages(c)) for c in context.replayed]
     real = [real_behaviour(c, m) for c, m in pairs if m is not None]
@@ -212,8 +230,6 @@ def _human_row(context: _Context) -> tuple[dict, dict]:
 
 
 def _guardrail_configs(setting: str):
-    from userloop.userlm.simulator import GuardrailConfig
-
     if setting == "off":
         off = GuardrailConfig(filter_first_tokens=False, avoid_termination=False, length_thresholds=False,
                               filter_repetition=False, samples_per_call=1)  # nothing to resample: one sample a turn
@@ -225,8 +241,6 @@ def _guardrail_configs(setting: str):
 def _simulator_row(name: str, spec: str, context: _Context) -> tuple[dict, dict]:
     metrics, details = asyncio.run(_simulate(name, spec, context))
     if spec.startswith("hf:"):
-        from userloop.metrics.perplexity import user_turn_perplexity
-
         with context.progress(f"{name}: perplexity", 0) as advance:
             try:
                 result = user_turn_perplexity(spec[3:], context.data, context.split, context.max_conversations,
@@ -243,19 +257,6 @@ def _simulator_row(name: str, spec: str, context: _Context) -> tuple[dict, dict]
 
 
 async def _simulate(name: str, spec: str, context: _Context) -> tuple[dict, dict]:
-    from userloop.metrics import adherence
-    from userloop.metrics.fidelity import (
-        alternating_messages,
-        classify_feedback,
-        fidelity_distances,
-        real_behaviour,
-        replay,
-        simulated_behaviour,
-    )
-    from userloop.metrics.simulator_metrics import termination_scores
-    from userloop.models import load_model
-    from userloop.userlm.simulator import DEFAULT_PARAMS, UserSimulator
-
     model = load_model(spec)
     params = replace(DEFAULT_PARAMS, seed=context.seed, max_new_tokens=context.max_new_tokens)
     probing, replaying = _guardrail_configs(context.guardrails)

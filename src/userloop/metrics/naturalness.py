@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from userloop.cache import cache_dir, cached_pickle
 from userloop.conversation import Conversation
 from userloop.errors import UserError, missing_dependency
 
@@ -100,8 +101,6 @@ def cached_detector(data: str | Path, train: Sequence[Conversation], heldout: Se
     trained and cached. The cache key covers the folder, its Parquet files' sizes and times, the
     held-out split, the seed, :data:`DETECTOR_VERSION` and scikit-learn's version."""
     import sklearn
-
-    from userloop.testbed.population import cache_dir, cached_pickle
 
     folder = Path(data).resolve()
     stamp = [str(folder), heldout_split, str(seed), str(DETECTOR_VERSION), sklearn.__version__]

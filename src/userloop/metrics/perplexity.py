@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from userloop.errors import UserError
+from userloop.train.common import load_pretrained
+from userloop.userlm.flip import Renderer, read_split, render, user_lm_messages
 
 
 def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = "test", max_conversations: int | None = None,
@@ -37,9 +39,6 @@ def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = 
     """
     import torch
     import transformers
-
-    from userloop.userlm.flip import Renderer, read_split, render, user_lm_messages
-    from userloop.userlm.train import load_pretrained
 
     if batch_size < 1 or max_length < 2 or (max_conversations is not None and max_conversations < 1):
         raise UserError("batch size and max conversations must be at least 1, max length at least 2")

@@ -54,17 +54,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from userloop.config import option, require_at_least_one
 from userloop.conversation import Conversation, Message
+from userloop.data.personas import persona_records
 from userloop.errors import UserError
 from userloop.files import write_atomic
+from userloop.progress import Progress, no_progress
+from userloop.rlhi.followups import extract_followups
 from userloop.rlhi.personas import FIELD_VALUES, PREFERENCE_FIELDS
 from userloop.rlhi.taxonomy import RELATIONS
-from userloop.rlhi.user_rewards import persona_records
+from userloop.simulate.engine import FAILED_END_REASONS
+from userloop.simulate.runs import SimulationConfig, read_records, simulate
+from userloop.simulate.scenarios import Scenario
+from userloop.statistics import binomial_se, mean_se
+from userloop.testbed.population import read_truth
+from userloop.userlm.flip import read_split
+
+if TYPE_CHECKING:
+    from userloop.simulate.records import SimulatedConversation
 
 STATISTICS: tuple[str, ...] = ("feedback_rate", *(f"followup_{r}" for r in RELATIONS), "user_turns", "ended_by_user",
                                "turn_words")
@@ -162,16 +173,14 @@ def cut(conversation: Conversation, max_user_turns: int) -> Conversation:
     return Conversation(messages, id=conversation.id, user_id=conversation.user_id, intent=conversation.intent)
 
 
-def record_conversation(record: dict, user_id: str) -> Conversation:
-    """A simulation record (``userloop simulate``) as a conversation of ``user_id``."""
-    messages = [Message(m["role"], m["content"]) for m in record["messages"] if m["role"] in ("user", "assistant")]
-    return Conversation(messages, id=f"{record['scenario_id']}#{record['sample']}", user_id=user_id, intent=record["intent"])
+def record_conversation(record: SimulatedConversation, user_id: str) -> Conversation:
+    """A simulation record (``userloop simulate``) as a plain conversation of ``user_id``."""
+    messages = [Message(m.role, m.content) for m in record.messages if m.role in ("user", "assistant")]
+    return Conversation(messages, id=record.id, user_id=user_id, intent=record.intent)
 
 
 def behaviours(conversations: Sequence[tuple[Conversation, bool]], classifier) -> list[Behaviour]:
     """Each ``(conversation, ended by its user)`` as a :class:`Behaviour`, its follow-ups classified in one call."""
-    from userloop.rlhi.followups import extract_followups
-
     out, followups = [], []
     for conversation, ended in conversations:
         turns = conversation.user_turns
@@ -196,15 +205,13 @@ class Estimate:
 def _rate(hits: int, n: int) -> Estimate | None:
     if not n:
         return None
-    p = hits / n
-    return Estimate(p, math.sqrt(p * (1 - p) / n), n)
+    return Estimate(hits / n, binomial_se(hits, n), n)
 
 
 def _mean(values: Sequence[float]) -> Estimate | None:
     if not values:
         return None
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return Estimate(statistics.fmean(values), se, len(values))
+    return Estimate(statistics.fmean(values), mean_se(values) if len(values) > 1 else 0.0, len(values))
 
 
 def behaviour_statistics(group: Sequence[Behaviour]) -> dict[str, Estimate | None]:
@@ -318,8 +325,6 @@ def held_out_scenarios(conversations: Sequence[Conversation], personas: dict[str
                        max_conversations: int | None = None) -> list:
     """One open scenario per held-out conversation whose user has a persona (sorted by id, the first
     ``max_conversations``): the conversation's intent, the persona in ``metadata``."""
-    from userloop.simulate.scenarios import Scenario
-
     chosen = sorted((c for c in conversations if c.user_id in personas and c.user_turns), key=lambda c: c.id)
     return [Scenario(id=c.id, kind="open", intent=c.intent, shards=[], full_prompt=c.user_turns[0],
                      max_user_turns=max_user_turns,
@@ -339,15 +344,13 @@ def write_scenarios(scenarios: Sequence, path: Path, with_persona: bool) -> Path
     return write_atomic(path, b"".join(rows))
 
 
-def evaluate_persona_sim(config: PersonaSimConfig, out: str | Path, progress=None,
+def evaluate_persona_sim(config: PersonaSimConfig, out: str | Path, progress: Progress = no_progress,
                          on_message: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Simulate the held-out users with each simulator and compare them with the real ones per persona
     field (module docstring); writes ``report.json``, ``report.md``, the scenario files and one
     ``userloop simulate`` run folder per simulator (``sim-<name>/``, resumable) into ``out``."""
     from userloop.rlhi.followup_classifier import load_offline
-    from userloop.simulate.runs import SimulationConfig, read_records, simulate
-    from userloop.testbed.population import default_data, read_truth
-    from userloop.userlm.flip import read_split
+    from userloop.testbed.default import default_data
 
     config.validate()
     out = Path(out)
@@ -386,12 +389,12 @@ def evaluate_persona_sim(config: PersonaSimConfig, out: str | Path, progress=Non
                                         max_batch_size=config.max_batch_size),
                        out / f"sim-{name}", progress=progress)
         records, _ = read_records(run.out / "conversations.jsonl")
-        usable = [r for r in records if r["end_reason"] != "error"]
-        simulated[name] = behaviours([(record_conversation(r, simulated_users[r["scenario_id"]]),
-                                       r["end_reason"] == "user_ended") for r in usable], classifier)
+        usable = [r for r in records if r.end_reason not in FAILED_END_REASONS]
+        simulated[name] = behaviours([(record_conversation(r, simulated_users[r.scenario_id]),
+                                       r.end_reason == "user_ended") for r in usable], classifier)
         runs[name] = {"spec": spec, "conditioned": name == "conditioned", "run": str(run.out),
                       "conversations": len(records), "errors": len(records) - len(usable),
-                      "end_reasons": dict(Counter(r["end_reason"] for r in records))}
+                      "end_reasons": dict(Counter(r.end_reason for r in records))}
 
     report = {
         "config": asdict(config) | {"data": data, "truth": truth},

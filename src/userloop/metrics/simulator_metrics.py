@@ -1,6 +1,6 @@
 """The user-simulator metrics of "Flipping the Dialogue" (arXiv 2510.06552, Table 2) as plain functions.
 
-* :func:`first_turn_diversity` (higher is better; defined in :mod:`userloop.metrics.diversity`).
+* :func:`first_turn_diversity` (higher is better; defined in :mod:`userloop.statistics`).
 * :func:`intent_decomposition` (lower is better): how much of a user turn is copied from the intent.
 * :func:`termination_scores` (F1 of the "end" class, higher is better): does the simulator end the
   conversation where the real user did.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from userloop.metrics.diversity import first_turn_diversity
+from userloop.statistics import first_turn_diversity
 
 __all__ = ["STOPWORDS", "content_words", "first_turn_diversity", "intent_decomposition", "intent_overlap",
            "termination_scores"]

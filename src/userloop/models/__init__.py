@@ -1,4 +1,4 @@
-"""One interface to chat models: local transformers, OpenAI-compatible servers, vLLM, scripted replies.
+"""One interface to chat models: local transformers, OpenAI-compatible servers, vLLM, scripted and mock replies.
 
     from userloop.models import GenerationParams, load_model
 

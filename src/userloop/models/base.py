@@ -40,6 +40,11 @@ class ModelError(UserError):
         return f"{where}: {self.problem}"
 
 
+class ContextLengthError(UserError):
+    """A conversation too long for a model's context (its prompt plus ``max_new_tokens``). The simulation
+    engine ends such a conversation with the end reason ``context``."""
+
+
 def checked_timeout(value, name: str = "timeout") -> float:
     """``value`` as seconds per request (a finite number > 0); anything else raises :class:`UserError` naming ``name``."""
     if not _is_number(value) or value <= 0:

@@ -66,6 +66,7 @@ from userloop.models.base import (
     ChatModel,
     Choice,
     Completion,
+    ContextLengthError,
     GenerationParams,
     cut_at_stop,
 )
@@ -162,15 +163,15 @@ class HFChatModel(ChatModel):
         self._pending_rows = 0
 
     def prompt_ids(self, messages: ChatMessages, max_new_tokens: int) -> list[int]:
-        """Token ids of the chat-template prompt; too long for the model's context -> :class:`UserError`."""
+        """Token ids of the chat-template prompt; too long for the model's context -> :class:`ContextLengthError`."""
         try:
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as err:  # noqa: BLE001 - the template is the checkpoint's code: failures are about the input
             raise UserError(f"{self.name}: the chat template rejected the conversation: {_first_line(err)}") from None
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.max_positions is not None and len(ids) + max_new_tokens > self.max_positions:
-            raise UserError(f"prompt of {len(ids)} tokens plus max_new_tokens {max_new_tokens} exceeds the "
-                            f"context of {self.name} ({self.max_positions} tokens)")
+            raise ContextLengthError(f"prompt of {len(ids)} tokens plus max_new_tokens {max_new_tokens} exceeds "
+                                     f"the context of {self.name} ({self.max_positions} tokens)")
         return ids
 
     # ------------------------------------------------------------------ batching

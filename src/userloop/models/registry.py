@@ -1,7 +1,10 @@
-"""Spec strings (``PREFIX:TARGET``) to :class:`~userloop.models.base.ChatModel` instances.
+"""Spec strings (``PREFIX:TARGET``) to :class:`~userloop.models.base.ChatModel` instances, and the objects
+that play each model role (:func:`load_role`).
 
 Each prefix names a provider module that is imported only when a spec asks for it, so a missing
-optional dependency of one provider never affects the others.
+optional dependency of one provider never affects the others. A role (scorer, rewriter, judge, ...) is
+played by a chat model or by a built-in provider with a name of its own (``testbed:judge``,
+``rules:classifier``; docs/models.md, "Model roles").
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from userloop.errors import UserError
 from userloop.models.base import ChatModel, checked_retries, checked_timeout
@@ -21,19 +25,59 @@ PROVIDERS: dict[str, tuple[str, str, str]] = {
     "openai": ("userloop.models.openai_compatible", "OpenAIChatModel", "openai:MODEL[@BASE_URL[,BASE_URL...]]"),
     "vllm": ("userloop.models.vllm", "VLLMChatModel", "vllm:PATH_OR_HUB_ID"),
     "scripted": ("userloop.models.scripted", "ScriptedChatModel", "scripted:FILE.json"),
+    "mock": ("userloop.models.mock", "MockModel", "mock[:NAME] (replies= a list or a function)"),
     "prompted": ("userloop.userlm.prompted", "PromptedUserModel", "prompted:INNER_SPEC, e.g. prompted:hf:PATH"),
 }
+# Providers whose spec may be the bare prefix: the target they get then.
+DEFAULT_TARGETS = {"mock": "mock"}
 # Prefixes whose target is another spec: the inner model is loaded (with the options) and wrapped.
 WRAPPERS = frozenset({"prompted"})
 # The environment variables that set the request limits of models that call servers (see request_limits).
 TIMEOUT_ENV, RETRIES_ENV = "USERLOOP_TIMEOUT", "USERLOOP_RETRIES"
 _chosen_limits: dict | None = None  # set inside request_limits()
 
+# The roles a model spec can fill (what each is called in messages); any chat model spec plays any of them.
+ROLES = {"user": "simulated user", "assistant": "assistant", "scorer": "scorer", "rewriter": "rewriter",
+         "judge": "rewrite judge", "usereval_judge": "UserEval judge", "followup_classifier": "follow-up classifier",
+         "persona_model": "persona model", "reply_classifier": "reply classifier"}
+# Built-in providers: behaviours that play a role without a chat model, named KIND:WHAT, KIND saying what they
+# rest on (testbed: the testbed's truth or scripts, testbed data only; offline: the classifier userloop trains
+# offline; rules: hand-written rules; rm: a reward model folder). spec: {role: "module:factory"}. They live in
+# higher layers, so this table is the one place that names them and each module is imported by name on first
+# use, like an entry point. A factory gets the keyword context of load_role that it names; a spec ending in ":"
+# takes a target (rm:PATH), which its factory gets first.
+BUILTIN_PROVIDERS: dict[str, dict[str, str]] = {
+    "testbed:scorer": {"scorer": "userloop.rlhi.reward_scorers:TestbedScorer.from_data"},
+    "testbed:rewriter": {"rewriter": "userloop.rlhi.rewrites:TestbedRewriter"},
+    "testbed:judge": {"judge": "userloop.rlhi.rewrites:ScorerJudge.from_data",
+                      "usereval_judge": "userloop.rlhi.usereval:TestbedJudge.from_data"},
+    "offline:classifier": {"followup_classifier": "userloop.rlhi.followup_classifier:loaded_offline"},
+    "offline:personas": {"persona_model": "userloop.rlhi.personas:OfflinePersonas"},
+    "rules:classifier": {"reply_classifier": "userloop.simulate.reply_kinds:RuleReplyClassifier"},
+    "rm:": {"scorer": "userloop.rlhi.reward_scorers:RewardModelScorer.from_path"},
+}
+BUILTIN_TARGETS = {"rm:": "rm:PATH (a reward model folder)"}
+TESTBED_KIND = "testbed:"   # the built-ins that need the testbed's truth
+# The bare words that named the built-ins before (YAML configs, commands, run folders), still read:
+# (role, old spelling) -> spec.
+ALIASES: dict[tuple[str, str], str] = {
+    ("scorer", "testbed"): "testbed:scorer",
+    ("rewriter", "testbed"): "testbed:rewriter",
+    ("judge", "scorer"): "testbed:judge",
+    ("judge", "testbed"): "testbed:judge",
+    ("usereval_judge", "testbed"): "testbed:judge",
+    ("followup_classifier", "offline"): "offline:classifier",
+    ("persona_model", "offline"): "offline:personas",
+    ("reply_classifier", "rules"): "rules:classifier",
+}
+
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``PREFIX:TARGET``; an unknown prefix or empty target raises :class:`UserError`."""
     if not isinstance(spec, str):
         raise UserError(f"a model spec must be a string such as 'hf:PATH', got {type(spec).__name__}")
+    if spec in DEFAULT_TARGETS:
+        return spec, DEFAULT_TARGETS[spec]
     prefix, sep, target = spec.partition(":")
     known = ", ".join(f"{p}:" for p in PROVIDERS)
     if not sep or prefix not in PROVIDERS:
@@ -62,6 +106,72 @@ def load_model(spec: str, **options) -> ChatModel:
         raise UserError(f"{prefix}: models take no option {unknown[0]!r} (options: {', '.join(accepted) or 'none'})")
     limits = {name: value for name, value in current_request_limits().items() if name in accepted}
     return provider(target, **{**limits, **options})
+
+
+def canonical_spec(role: str, spec: Any) -> Any:
+    """``spec`` in today's spelling for ``role``: an old spelling in :data:`ALIASES` becomes its built-in,
+    anything else is returned as it is (stripped). For comparing configs recorded by older versions."""
+    return ALIASES.get((role, spec.strip()), spec.strip()) if isinstance(spec, str) else spec
+
+
+def role_spec(role: str, spec: str) -> str:
+    """``spec`` checked for ``role`` and in its current spelling: a built-in provider that plays the role
+    (an old spelling in :data:`ALIASES` gives its built-in) or a chat model spec; anything else raises
+    :class:`UserError` naming what the role takes."""
+    if role not in ROLES:
+        raise ValueError(f"unknown model role {role!r} (roles: {', '.join(ROLES)})")
+    if not isinstance(spec, str):
+        raise UserError(f"the {ROLES[role]} must be a spec string, got {type(spec).__name__}")
+    spec = canonical_spec(role, spec)
+    key, target = _builtin(spec)
+    if key is None:
+        if spec.partition(":")[0] not in PROVIDERS and spec not in DEFAULT_TARGETS:
+            raise UserError(f"unknown model spec {spec!r} for the {ROLES[role]}: give {_choices(role)}")
+        parse_spec(spec)
+    elif role not in BUILTIN_PROVIDERS[key]:
+        raise UserError(f"{spec} is not a {ROLES[role]}: give {_choices(role)}")
+    elif target == "":
+        raise UserError(f"the {ROLES[role]} {spec!r} names nothing: expected {BUILTIN_TARGETS[key]}")
+    return spec
+
+
+def load_role(role: str, spec: str, chat_model: Callable[[ChatModel], Any] | None = None, **context) -> Any:
+    """The object that plays ``role`` (:data:`ROLES`) as ``spec`` names it: a built-in provider's, made with
+    the ``context`` keywords its factory takes (e.g. ``data=``), or, for a chat model spec,
+    ``chat_model(load_model(spec))`` (the model itself without ``chat_model``)."""
+    spec = role_spec(role, spec)
+    key, target = _builtin(spec)
+    if key is None:
+        model = load_model(spec)
+        return chat_model(model) if chat_model is not None else model
+    module_name, _, path = BUILTIN_PROVIDERS[key][role].partition(":")
+    factory = importlib.import_module(module_name)
+    for name in path.split("."):
+        factory = getattr(factory, name)
+    taken = inspect.signature(factory).parameters
+    chosen = {name: value for name, value in context.items() if name in taken}
+    return factory(target, **chosen) if target is not None else factory(**chosen)
+
+
+def needs_testbed(role: str, spec: str) -> bool:
+    """Whether ``spec`` in ``role`` is a built-in that reads the testbed's truth (``testbed:...``)."""
+    return role_spec(role, spec).startswith(TESTBED_KIND)
+
+
+def _builtin(spec: str) -> tuple[str | None, str | None]:
+    """(the key of the built-in provider ``spec`` names, its target or None); (None, None) for other specs."""
+    if spec in BUILTIN_PROVIDERS and not spec.endswith(":"):
+        return spec, None
+    prefix, sep, target = spec.partition(":")
+    if sep and f"{prefix}:" in BUILTIN_PROVIDERS:
+        return f"{prefix}:", target.strip()
+    return None, None
+
+
+def _choices(role: str) -> str:
+    """What ``role`` takes, for messages: its built-ins, then the chat model prefixes."""
+    builtins = [BUILTIN_TARGETS.get(key, key) for key, roles in BUILTIN_PROVIDERS.items() if role in roles]
+    return ", ".join(builtins + [f"a chat model spec ({', '.join(p + ':' for p in PROVIDERS)})"])
 
 
 @contextmanager

@@ -10,16 +10,15 @@ whitespace-separated words; ``max_new_tokens`` cuts a reply to that many words (
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
 from userloop.errors import UserError
 from userloop.files import read_user_json
-from userloop.models.base import ChatMessages, ChatModel, Choice, Completion, GenerationParams, cut_at_stop
+from userloop.models.base import ChatMessages, ChatModel, Completion, GenerationParams
+from userloop.models.mock import count_words, word_choice
 
 DEFAULT_KEY = "*"
-_WORD = re.compile(r"\S+")
 
 
 class ScriptedChatModel(ChatModel):
@@ -34,9 +33,9 @@ class ScriptedChatModel(ChatModel):
         completions = []
         for messages in conversations:
             started = time.perf_counter()
-            choices = [_choice(self._reply(messages[-1]["content"]), params) for _ in range(params.n)]
+            choices = [word_choice(self._reply(messages[-1]["content"]), params) for _ in range(params.n)]
             completions.append(Completion(
-                choices=choices, prompt_tokens=sum(_words(m["content"]) for m in messages),
+                choices=choices, prompt_tokens=sum(count_words(m["content"]) for m in messages),
                 completion_tokens=sum(c.completion_tokens for c in choices),
                 seconds=time.perf_counter() - started, model=self.name,
             ))
@@ -71,15 +70,3 @@ def _read_script(path: Path) -> tuple[list[str] | None, dict[str, str] | None]:
     raise UserError(f"scripted model file {path}: expected a JSON list of replies or an object, "
                     f"got {type(data).__name__}")
 
-
-def _words(text: str) -> int:
-    return sum(1 for _ in _WORD.finditer(text))
-
-
-def _choice(reply: str, params: GenerationParams) -> Choice:
-    words = list(_WORD.finditer(reply))
-    too_long = len(words) > params.max_new_tokens
-    text = reply[:words[params.max_new_tokens - 1].end()] if too_long else reply
-    text, stopped = cut_at_stop(text, params.stop)
-    finish = "length" if too_long and not stopped else "stop"
-    return Choice(text=text, finish_reason=finish, completion_tokens=_words(text))

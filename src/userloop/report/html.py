@@ -1,7 +1,7 @@
 """The demo's report: one static ``index.html`` that opens from disk (no server, no network, no JavaScript).
 
-:func:`build_report` reads a demo folder's ``manifest.json`` (:func:`userloop.demo.read_manifest`) and the
-files each stage wrote, and renders one section per part of the main job, each with a sentence on what
+:func:`build_report` reads a demo folder's ``manifest.json`` (:func:`userloop.report.manifest.read_manifest`)
+and the files each stage wrote, and renders one section per part of the main job, each with a sentence on what
 its figure shows and the definition it follows. Charts are inline SVG (:mod:`userloop.report.svg`). A
 stage that did not run is "not run" with the manifest's reason; a missing or unreadable file is one line
 in its section, never a failed report. All text from the data is HTML-escaped.
@@ -18,14 +18,24 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from userloop import __version__
+from userloop.conversation import read_parquet
+from userloop.data.personas import read_personas
+from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import check_output_file, read_user_json, read_user_lines, write_atomic
+from userloop.metrics.evalsim import METRICS, PAPER_REFERENCE
 from userloop.report import svg
+from userloop.report.manifest import read_manifest
+from userloop.simulate.engine import FAILED_END_REASONS
+from userloop.simulate.runs import RECORDS, read_records
+from userloop.version import __version__
+
+if TYPE_CHECKING:
+    from userloop.simulate.records import SimulatedConversation
 
 # Stage of the manifest that writes each path key (the others share their key's name).
 STAGE_OF_PATH = {"raw": "testbed", "prepared": "prepare", "simulations": "simulate"}
@@ -46,6 +56,7 @@ END_REASON_TEXT = {
     "max_turns": "cut at the turn cap",
     "solved": "task solved (the run stops on a correct answer)",
     "error": "a model call failed",
+    "context": "the conversation outgrew a model's context",
 }
 MAX_TURN_BINS = 15
 
@@ -53,8 +64,6 @@ MAX_TURN_BINS = 15
 def build_report(demo_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of demo folder ``demo_dir`` to ``out`` (default ``DIR/report/index.html``, its folder
     created; a given ``out`` is a file in an existing folder, or an existing folder); returns its path."""
-    from userloop.demo import read_manifest
-
     if out is not None and Path(out).is_dir():
         out = Path(out) / "index.html"
     elif out is not None:
@@ -66,7 +75,7 @@ def build_report(demo_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def render(manifest: dict[str, Any]) -> str:
-    """The whole page for a manifest as :func:`~userloop.demo.read_manifest` returns it."""
+    """The whole page for a manifest as :func:`~userloop.report.manifest.read_manifest` returns it."""
     report = _Report(manifest)
     sections = {"run": report.run, "data": report.data, "training": report.training, "metrics": report.metrics,
                 "distributions": report.distributions, "endings": report.endings, "assistant": report.assistant,
@@ -101,19 +110,14 @@ def read_loss_curve(path: Path) -> list[dict]:
 
 def real_conversations(prepared: Path, split: str = "test") -> list:
     """The conversations of one split of a prepared folder (``userloop data prepare``)."""
-    from userloop.conversation import read_parquet
-    from userloop.data.sources import prepared_splits
-
     splits = prepared_splits(prepared)
     if split not in splits:
         raise UserError(f"{prepared} has no {split} split (not a prepared folder?)")
     return list(read_parquet(splits[split]))
 
 
-def simulated_records(run: Path) -> list[dict]:
+def simulated_records(run: Path) -> list[SimulatedConversation]:
     """The finished conversations of a simulation run folder (``conversations.jsonl``; a torn last line is not one)."""
-    from userloop.simulate.runs import RECORDS, read_records
-
     if not (run / RECORDS).is_file():
         raise UserError(f"file not found: {run / RECORDS}")
     return read_records(run / RECORDS)[0]
@@ -319,8 +323,6 @@ class _Report:
         return _part(self._metrics, self.paths["metrics"])
 
     def _metrics(self, folder: Path) -> str:
-        from userloop.metrics.evalsim import METRICS, PAPER_REFERENCE
-
         metrics = read_json(folder / "metrics.json")
         if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
             raise UserError(f"{folder / 'metrics.json'} is not a {{simulator: {{metric: value}}}} object")
@@ -360,7 +362,7 @@ class _Report:
         return _part(self._distributions)
 
     @functools.cached_property
-    def samples(self) -> tuple[list, dict[str, list[dict]]]:
+    def samples(self) -> tuple[list, dict[str, list[SimulatedConversation]]]:
         """The real test-split conversations and each simulation run's records (read once, for two sections)."""
         real = real_conversations(self.paths["prepared"])
         return real, {name: simulated_records(path) for name, path in self.simulations().items()}
@@ -371,9 +373,8 @@ class _Report:
         lengths = {"real": [c.n_user_turns for c in real]}
         for name, records in simulated.items():
             label = f"simulated ({name})"
-            turns[label] = [turn_words(m["content"]) for r in records for m in r["messages"]
-                            if m["role"] == "user" and m.get("content")]
-            lengths[label] = [r["user_turns"] for r in records if r.get("end_reason") != "error"]
+            turns[label] = [turn_words(text) for r in records for text in r.user_turns if text]
+            lengths[label] = [r.n_user_turns for r in records if r.end_reason not in FAILED_END_REASONS]
         word_edges = svg.nice_ticks(0, max(1.0, _quantile([v for vs in turns.values() for v in vs], 0.95)), 10)
         longest = max([1, *(v for vs in lengths.values() for v in vs)])
         top = min(MAX_TURN_BINS, longest)
@@ -399,10 +400,10 @@ class _Report:
         ended = {"real": [c.n_user_turns for c in real]}
         totals = {"real": len(real)}
         for name, records in simulated.items():
-            ended[f"simulated ({name})"] = [r["user_turns"] for r in records if r.get("end_reason") == "user_ended"]
+            ended[f"simulated ({name})"] = [r.n_user_turns for r in records if r.end_reason == "user_ended"]
             totals[f"simulated ({name})"] = len(records)
         longest = max([1, *(v for vs in ended.values() for v in vs),
-                       *(r["user_turns"] for records in simulated.values() for r in records)])
+                       *(r.n_user_turns for records in simulated.values() for r in records)])
         top = min(MAX_TURN_BINS, longest)
         categories = [str(k) for k in range(1, top)] + [f"{top}+" if longest > top else str(top)]
         shares = {f"{group} (n={totals[group]:,})": [sum(1 for v in values if min(v, top) == k) / totals[group]
@@ -412,9 +413,9 @@ class _Report:
                               y_label="share of conversations", x_label="user turn", percent=True)
         rows = []
         for name, records in simulated.items():
-            reasons = Counter(r.get("end_reason") for r in records)
-            alone = sum(1 for r in records if r.get("end_reason") == "user_ended"
-                        and not any(m.get("ended") for m in r["messages"] if m["role"] == "user"))
+            reasons = Counter(r.end_reason for r in records)
+            alone = sum(1 for r in records if r.end_reason == "user_ended"
+                        and not any(m.ended for m in r.messages if m.role == "user"))
             for reason, text in END_REASON_TEXT.items():
                 count = reasons.pop(reason, 0)
                 detail = (f"{alone:,} with the token alone, {count - alone:,} after a last message"
@@ -498,8 +499,6 @@ class _Report:
                 + examples)
 
     def _persona_examples(self, path: Path, count: int = 3) -> str:
-        from userloop.rlhi.user_rewards import read_personas
-
         personas = list(read_personas(path).values())[:count]
         return ("<h3>Example personas</h3><ul class=\"personas\">"
                 + "".join(f"<li>{escape(persona)}</li>" for persona in personas) + "</ul>") if personas else ""

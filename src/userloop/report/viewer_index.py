@@ -19,15 +19,25 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from userloop.data.readers import ReadReport, read_conversations
+from userloop.data.sources import expand_inputs, prepared_splits
 from userloop.errors import UserError
+from userloop.report.manifest import read_manifest
+from userloop.simulate.runs import RECORDS, RUN_FILE, read_records
+from userloop.simulate.scenarios import load_scenarios
+from userloop.testbed import read_truth
+from userloop.testbed.population import truth_folder
+
+if TYPE_CHECKING:
+    from userloop.simulate.records import SimulatedConversation
 
 PAGE_SIZE = 50
 FACET_LIMIT = 100  # most values listed per facet (the rest are counted as "other values")
 FACETS = ("source", "kind", "scenario", "outcome", "ended", "user")
 SIMULATED_ENDINGS = {"user_ended": "user ended (<|endconversation|>)", "max_turns": "max turns",
-                     "solved": "solved (answer accepted)", "error": "error"}
+                     "solved": "solved (answer accepted)", "error": "error", "context": "outgrew the context"}
 TESTBED_ENDINGS = {"satisfied": "user satisfied", "tolerated": "user tolerated", "gave_up": "user gave up",
                    "turn_limit": "turn limit"}
 SIDE_BY_SIDE_LIMIT = 5
@@ -205,8 +215,6 @@ def load_index(paths: Iterable[str | Path], on_progress: Callable[[int], None] |
 
 def _sources(path: Path) -> Iterable[tuple[SourceSummary, Iterable[Entry]]]:
     """(summary, entries) for each source under ``path``; the entries fill the summary as they are read."""
-    from userloop.data.sources import prepared_splits
-
     if path.is_dir() and (path / "manifest.json").is_file():
         yield from _demo_sources(path)
     elif path.is_dir() and _is_run(path):
@@ -221,21 +229,15 @@ def _sources(path: Path) -> Iterable[tuple[SourceSummary, Iterable[Entry]]]:
 
 
 def _is_run(path: Path) -> bool:
-    from userloop.simulate.runs import RECORDS, RUN_FILE
-
     return (path / RUN_FILE).is_file() and (path / RECORDS).is_file()
 
 
 def _runs_under(path: Path) -> list[Path]:
-    from userloop.simulate.runs import RUN_FILE
-
     return sorted(run.parent for run in path.rglob(RUN_FILE) if _is_run(run.parent))
 
 
 def _demo_sources(folder: Path) -> Iterable[tuple[SourceSummary, Iterable[Entry]]]:
     """The demo's prepared data (or its raw data when it was not prepared) and every simulation run."""
-    from userloop.demo import read_manifest
-
     manifest = read_manifest(folder)
     paths = manifest["paths"]
     if paths.get("prepared") is not None:
@@ -258,9 +260,6 @@ def _relative(path: Path, root: Path) -> str:
 
 # ---------------------------------------------------------------------- real conversations
 def _raw_source(path: Path, name: str) -> tuple[SourceSummary, Iterable[Entry]]:
-    from userloop.data.readers import ReadReport, read_conversations
-    from userloop.data.sources import expand_inputs
-
     expand_inputs([str(path)])  # a folder without conversation files is one line, before anything is read
     source = SourceSummary(f"real: {name}", str(path))
     truth = _truth(path if path.is_dir() else path.parent)
@@ -276,9 +275,6 @@ def _raw_source(path: Path, name: str) -> tuple[SourceSummary, Iterable[Entry]]:
 
 def _prepared_sources(folder: Path, name: str, truth_from: Path | None = None
                       ) -> Iterable[tuple[SourceSummary, Iterable[Entry]]]:
-    from userloop.data.readers import ReadReport, read_conversations
-    from userloop.data.sources import prepared_splits
-
     truth = _truth(truth_from or folder)
     for split, file in prepared_splits(folder).items():
         source = SourceSummary(f"real: {name} ({split})", file)
@@ -303,8 +299,6 @@ def _note_bad_lines(source: SourceSummary, report) -> None:
 def _truth(data: Path) -> dict[str, dict]:
     """The testbed truth of the conversations in ``data`` (a raw testbed folder, or a prepared folder made
     from one still on disk); empty for any other data."""
-    from userloop.rlhi.build import truth_folder
-    from userloop.testbed import read_truth
 
     folder = truth_folder(data)
     return read_truth(folder)[1] if folder is not None else {}
@@ -332,13 +326,12 @@ def _search_text(intent: str, identifier: str, user: str, messages: list[dict[st
 
 # ---------------------------------------------------------------------- simulated conversations
 def _run_source(run: Path, name: str) -> tuple[SourceSummary, Iterable[Entry]]:
-    from userloop.simulate.runs import RECORDS, read_records
-
     source = SourceSummary(f"simulated: {name}", str(run))
 
     def entries() -> Iterable[Entry]:
+        bad: Counter[str] = Counter()
         try:
-            records, torn = read_records(run / RECORDS)
+            records, torn = read_records(run / RECORDS, on_bad=lambda reason: bad.update([f"record {reason}"]))
         except UserError as err:
             lines = sum(1 for line in (run / RECORDS).read_bytes().splitlines() if line.strip())
             source.unreadable += lines
@@ -348,12 +341,8 @@ def _run_source(run: Path, name: str) -> tuple[SourceSummary, Iterable[Entry]]:
             source.unreadable += torn
             source.notes.append(f"{torn} torn last line (a write cut short; `userloop simulate` repairs it on resume)")
         origins = _scenario_origins(run)
-        bad: Counter[str] = Counter()
         for record in records:
-            try:
-                yield _simulated_entry(record, source.label, origins)
-            except (KeyError, TypeError, AttributeError) as err:
-                bad[f"record without {err}" if isinstance(err, KeyError) else "malformed record"] += 1
+            yield _simulated_entry(record, source.label, origins)
         if bad:
             source.unreadable += sum(bad.values())
             source.notes.append(f"{sum(bad.values())} unreadable records (" + ", ".join(
@@ -369,9 +358,6 @@ def _scenario_origins(run: Path) -> dict[str, str]:
     the run's scenario file when it is still where ``run.json`` says; empty otherwise."""
     import orjson
 
-    from userloop.simulate.runs import RUN_FILE
-    from userloop.simulate.scenarios import load_scenarios
-
     try:
         scenarios_path = Path(orjson.loads((run / RUN_FILE).read_bytes())["config"]["scenarios"])
         scenarios = load_scenarios(scenarios_path) if scenarios_path.is_file() else []
@@ -386,22 +372,24 @@ def _scenario_origins(run: Path) -> dict[str, str]:
     return origins
 
 
-def _simulated_entry(record: dict[str, Any], label: str, origins: dict[str, str]) -> Entry:
+def _simulated_entry(record: SimulatedConversation, label: str, origins: dict[str, str]) -> Entry:
     messages = []
-    for message in record["messages"]:
-        shown = {"role": message["role"], "content": message["content"], "events": list(message.get("events") or [])}
-        for name in ("classification", "score", "ended", "finish_reason"):
-            if message.get(name) is not None:
-                shown[name] = message[name]
+    for message in record.messages:
+        shown = {"role": message.role, "content": message.content, "events": list(message.events)}
+        for name, value in (("classification", message.classification),
+                            ("score", message.score.to_dict() if message.score is not None else None),
+                            ("ended", message.ended or None), ("finish_reason", message.finish_reason)):
+            if value is not None:
+                shown[name] = value
         messages.append(shown)
-    reason = record["end_reason"]
-    outcome = {True: "solved", False: "failed"}.get(record["solved"], "unscored")
-    intent = record.get("intent") or ""
-    scenario = str(record["scenario_id"])
-    user = record.get("user") or "single-turn prompt"
-    return Entry(key="", origin="simulated", source=label, conversation_id=f"{scenario}/{record['sample']}",
-                 user=user, intent=intent, scenario=scenario, kind=record["kind"], outcome=outcome,
-                 ended=SIMULATED_ENDINGS.get(reason, str(reason)), user_turns=int(record["user_turns"]),
-                 messages=messages, end_events=list(record.get("end_events") or []), error=record.get("error"),
+    reason = record.end_reason
+    outcome = {True: "solved", False: "failed"}.get(record.solved, "unscored")
+    intent = record.intent or ""
+    scenario = str(record.scenario_id)
+    user = record.user_model or "single-turn prompt"
+    return Entry(key="", origin="simulated", source=label, conversation_id=f"{scenario}/{record.sample}",
+                 user=user, intent=intent, scenario=scenario, kind=record.kind, outcome=outcome,
+                 ended=SIMULATED_ENDINGS.get(reason, str(reason)), user_turns=record.n_user_turns,
+                 messages=messages, end_events=list(record.end_events), error=record.error,
                  source_conversation=origins.get(scenario),
                  text=_search_text(intent, scenario, user, messages))

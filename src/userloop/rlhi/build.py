@@ -10,63 +10,48 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from userloop.data.readers import ReadReport, read_conversations
 from userloop.errors import UserError
-from userloop.files import check_output_file, read_user_json, write_atomic
-from userloop.rlhi.followups import FollowUp, Labels, extract_followups, followup_record
+from userloop.files import check_output_file, write_atomic
+from userloop.models.registry import load_role, needs_testbed, role_spec
+from userloop.progress import Progress, no_progress
+from userloop.rlhi.followups import FollowUp, JudgeClassifier, Labels, extract_followups, followup_record
+from userloop.rlhi.pairs import pair_record, write_pairs
+from userloop.rlhi.personas import ModelPersonas, group_histories
+from userloop.rlhi.rewrites import ModelJudge, ModelRewriter, candidates, rewrite_and_filter
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
+from userloop.testbed.population import truth_folder
 
-Advance = Callable[[int], None]
-Progress = Callable[[str, int], Any]    # (description, total) -> context manager yielding an Advance
-
-
-@contextmanager
-def no_progress(description: str, total: int) -> Iterator[Advance]:
-    yield lambda n: None
+# BuildConfig's fields that name a model role, and the role (models.registry.ROLES).
+ROLE_FIELDS = {"classifier": "followup_classifier", "persona_model": "persona_model", "rewriter": "rewriter",
+               "judge": "judge"}
 
 
 @dataclass
 class BuildConfig:
-    """How ``rlhi build`` runs; every backend is ``offline``/``testbed``/``scorer`` or a chat model spec."""
+    """How ``rlhi build`` runs; every backend is a built-in provider or a chat model spec (docs/models.md,
+    "Model roles")."""
 
-    classifier: str = field(default="offline", metadata={"help": "follow-up classifier: offline, or a chat model spec (LLM judge)"})
-    persona_model: str = field(default="offline", metadata={"help": "persona backend: offline, or a chat model spec"})
-    rewriter: str = field(default="testbed", metadata={"help": "rewriter: testbed (the testbed's scripted assistant, style only), or a chat model spec"})
-    judge: str = field(default="scorer", metadata={"help": "rewrite filter: scorer (testbed persona-match scorer, needs the truth), or a chat model spec"})
+    classifier: str = field(default="offline:classifier", metadata={"help": "follow-up classifier: offline:classifier, or a chat model spec (LLM judge)"})
+    persona_model: str = field(default="offline:personas", metadata={"help": "persona backend: offline:personas, or a chat model spec"})
+    rewriter: str = field(default="testbed:rewriter", metadata={"help": "rewriter: testbed:rewriter (the testbed's scripted assistant, style only), or a chat model spec"})
+    judge: str = field(default="testbed:judge", metadata={"help": "rewrite filter: testbed:judge (testbed persona-match scorer, needs the truth), or a chat model spec"})
     min_conversations: int = field(default=3, metadata={"help": "users need at least this many conversations for a persona"})
     batch_size: int = field(default=256, metadata={"help": "items per batch sent to a chat model"})
 
     def validate(self) -> None:
-        from userloop.models.registry import parse_spec
-
-        for name, offline in (("classifier", "offline"), ("persona_model", "offline"), ("rewriter", "testbed"), ("judge", "scorer")):
-            value = getattr(self, name)
-            if value != offline:
-                parse_spec(value)   # a UserError naming the accepted prefixes
+        for name, role in ROLE_FIELDS.items():
+            role_spec(role, getattr(self, name))   # a UserError naming what the role takes
         if self.min_conversations < 1:
             raise UserError(f"min_conversations must be at least 1, got {self.min_conversations}")
         if self.batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
-
-
-def truth_folder(data: Path) -> Path | None:
-    """Where the testbed truth of ``data`` is: the folder itself, or the input a prepared folder was made from."""
-    if (data / "truth.jsonl").is_file():
-        return data
-    report = data / "report.json"
-    if report.is_file():
-        for source in read_user_json(report, "prepared data report").get("inputs", []):
-            folder = Path(source) if Path(source).is_dir() else Path(source).parent
-            if (folder / "truth.jsonl").is_file():
-                return folder
-    return None
 
 
 def output_folder(path: Path) -> None:
@@ -79,42 +64,21 @@ def output_folder(path: Path) -> None:
         raise UserError(f"cannot create the folder {path}: {err.strerror}") from None
 
 
-def _model(spec: str):
-    from userloop.models import load_model
-
-    return load_model(spec)
-
-
 def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_progress) -> dict[str, Any]:
     """Run the pipeline (module docstring); returns the report (also written to ``out/report.json``)."""
-    from userloop.rlhi.pairs import pair_record, write_pairs
-    from userloop.rlhi.rewrites import (
-        ModelJudge,
-        ModelRewriter,
-        ScorerJudge,
-        TestbedRewriter,
-        candidates,
-        rewrite_and_filter,
-    )
-    from userloop.testbed import read_truth
-
     config.validate()
     started = time.perf_counter()
     if not data.exists():
         raise UserError(f"{data}: no such file or folder")
     truth = truth_folder(data)
     testbed_only = [f"--{name} {value}" for name, value in (("rewriter", config.rewriter), ("judge", config.judge))
-                    if value in ("testbed", "scorer")]
+                    if needs_testbed(ROLE_FIELDS[name], value)]
     if testbed_only and truth is None:
         raise UserError(f"{data} is not the testbed (no truth.jsonl) and {' and '.join(testbed_only)} {'need' if len(testbed_only) > 1 else 'needs'} it: give "
                         "--rewriter SPEC and --judge SPEC (chat models); `userloop personas` runs offline on any data")
     output_folder(out)
-    if config.judge == "scorer":
-        users, _ = read_truth(truth)
-        judge = ScorerJudge({user_id: record["persona"] for user_id, record in users.items()})
-    else:
-        judge = ModelJudge(_model(config.judge))
-    rewriter = TestbedRewriter() if config.rewriter == "testbed" else ModelRewriter(_model(config.rewriter))
+    judge = load_role("judge", config.judge, ModelJudge, data=data)
+    rewriter = load_role("rewriter", config.rewriter, ModelRewriter)
     offline, conversations, labelled, report = _classified(data, config, progress)
     with open(out / "followups.jsonl", "wb") as f:
         f.writelines(orjson.dumps(followup_record(followup, label, report["followups"]["backend"])) + b"\n"
@@ -163,9 +127,7 @@ def candidate_key(candidate) -> tuple:
 
 def _classified(data: Path, config: BuildConfig, progress: Progress):
     """Read ``data`` and classify every follow-up: (offline classifier, conversations, labelled, report)."""
-    from userloop.data.readers import ReadReport, read_conversations
     from userloop.rlhi.followup_classifier import load_offline
-    from userloop.rlhi.followups import JudgeClassifier
 
     offline = load_offline()
     read_report = ReadReport()
@@ -174,7 +136,8 @@ def _classified(data: Path, config: BuildConfig, progress: Progress):
         raise UserError(f"{data}: no conversations read ({sum(read_report.bad_lines.values()):,} bad lines)")
     turns: list[FollowUp] = [f for c in conversations for f in extract_followups(c)]
     followups = [f for f in turns if f.text.strip()]
-    classifier = offline if config.classifier == "offline" else JudgeClassifier(_model(config.classifier), offline, config.batch_size)
+    classifier = load_role("followup_classifier", config.classifier,
+                           lambda model: JudgeClassifier(model, offline, config.batch_size), offline=offline)
     with progress("classifying follow-ups", len(followups)) as advance:
         labels = classifier.classify(followups, advance)
     labelled = list(zip(followups, labels, strict=True))
@@ -189,22 +152,17 @@ def _classified(data: Path, config: BuildConfig, progress: Progress):
 
 def _personas(conversations, labelled, offline, config: BuildConfig, progress: Progress, path: Path):
     """Derive personas of users with enough history and write them to ``path``: (personas, counts)."""
-    from userloop.rlhi.personas import ModelPersonas, derive_offline, group_histories
-
     histories = group_histories(conversations, labelled)
     eligible = [h for h in histories.values() if len(h.conversations) >= config.min_conversations]
     counts: dict[str, Any] = {"users": len(histories), "conversations_without_user_id": sum(not c.user_id for c in conversations),
                               "users_with_enough_history": len(eligible), "min_conversations": config.min_conversations,
                               "backend": config.persona_model}
     with progress("deriving personas", len(eligible)) as advance:
-        if config.persona_model == "offline":
-            personas = []
-            for history in eligible:
-                personas.append(derive_offline(history, offline.domains))
-                advance(1)
-        else:
-            backend = ModelPersonas(_model(config.persona_model), offline.domains, config.batch_size)
-            personas = backend.derive(eligible, advance)
+        backend = load_role("persona_model", config.persona_model,
+                            lambda model: ModelPersonas(model, offline.domains, config.batch_size),
+                            domain_of=offline.domains)
+        personas = backend.derive(eligible, advance)
+        if isinstance(backend, ModelPersonas):
             counts["model"] = dict(backend.counts)
     with open(path, "wb") as f:
         f.writelines(orjson.dumps(persona.to_dict()) + b"\n" for persona in personas)

@@ -8,7 +8,7 @@ message (:func:`userloop.rlhi.conditioning.with_persona`), so the policy learns 
   ``rlhi rewards``'s user-based pairs), starting from ``--policy``, against the frozen ``--ref``
   (default: a frozen copy of the initial policy).
 * **Online iterative** (``--online``): for ``rounds`` rounds, sample ``n`` answers from the current
-  policy for requests that got no feedback, score them (``--scorer``: ``testbed``, ``rm:PATH`` or a
+  policy for requests that got no feedback, score them (``--scorer``: ``testbed:scorer``, ``rm:PATH`` or a
   judge model), pair the best with the worst, and run DPO on those pairs starting from the round's
   policy with the round's starting policy as reference (iterative DPO as in Xu et al. 2023 and
   self-rewarding LMs, Yuan et al. 2024: model t+1 is trained against model t). ``--ref`` is the first
@@ -42,8 +42,22 @@ from userloop.config import option, require_at_least_one
 from userloop.config import parse_config as parse_trainer_config
 from userloop.errors import UserError, missing_dependency
 from userloop.files import write_atomic
+from userloop.models import load_model
+from userloop.models.registry import role_spec
 from userloop.rlhi.conditioning import with_persona
-from userloop.train.common import TrainResult, score_labelled_positions, step_progress, use_bf16, validate_bf16
+from userloop.rlhi.reward_scorers import load_scorer
+from userloop.rlhi.user_rewards import best_worst_pairs, requests_without_feedback, sample_candidates, score_candidates
+from userloop.train.common import (
+    TrainResult,
+    curve_rows,
+    load_pretrained,
+    score_labelled_positions,
+    step_progress,
+    trainer_arguments,
+    validate_bf16,
+    write_curve_rows,
+)
+from userloop.userlm.template import save_tokenizer
 
 METHODS = ("dpo", "sft")
 
@@ -63,8 +77,8 @@ class DPOTrainConfig:
                                   "(--no-persona: the persona-agnostic ablation)")
     online: bool = option(False, "online iterative DPO: sample, score, pair best vs worst, train, for 'rounds' rounds")
     rounds: int = option(2, "online: number of sample-score-train rounds")
-    scorer: str = option("testbed", "online: what scores the samples: testbed (true persona match), rm:PATH "
-                                     "(a reward model from 'train reward'), or a chat model spec (judge)")
+    scorer: str = option("testbed:scorer", "online: what scores the samples: testbed:scorer (true persona match), "
+                                            "rm:PATH (a reward model from 'train reward'), or a chat model spec (judge)")
     n: int = option(4, "online: candidates sampled per request")
     data: str | None = option(None, "online: prepared folder whose requests without feedback are sampled "
                                      "(default: the built-in testbed, prepared)")
@@ -101,6 +115,8 @@ class DPOTrainConfig:
             raise UserError("--pairs is required (or --online to make pairs from the policy's own samples)")
         if self.online and self.method != "dpo":
             raise UserError("--online trains with DPO only (method sft takes --pairs)")
+        if self.online:
+            role_spec("scorer", self.scorer)
         validate_bf16(self.bf16)
         require_at_least_one(self, ("rounds", "n", "requests", "max_new_tokens", "batch_size",
                                     "gradient_accumulation_steps", "max_length", "logging_steps"))
@@ -238,9 +254,6 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
                  on_progress: Callable[[int, int], None] | None) -> dict:
     """One DPO (or SFT) run on ``pairs`` from ``policy`` (reference ``ref``); saves the model to ``out``
     and returns the training numbers (loss, reward accuracy and margins from TRL's logs)."""
-    from userloop.userlm.template import save_tokenizer
-    from userloop.userlm.train import curve_rows
-
     trainer = build_trainer(config, pairs, policy, ref, out, on_progress)
     with warnings.catch_warnings():  # TRL's own use of deprecated transformers names
         warnings.simplefilter("ignore", FutureWarning)
@@ -248,8 +261,7 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         save_tokenizer(trainer.processing_class, out)
-        with open(out / "loss_curve.jsonl", "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in curve_rows(trainer.state.log_history))
+        write_curve_rows(curve_rows(trainer.state.log_history), out)
     return _training_numbers(output.training_loss, trainer.state)
 
 
@@ -261,7 +273,6 @@ def build_trainer(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, re
         from transformers import PrinterCallback
     except ImportError as err:
         raise missing_dependency(err.name or "transformers", "train") from None
-    from userloop.userlm.train import load_pretrained
 
     progress = step_progress(on_progress)
     tokenizer, model = load_pretrained(policy, dtype="float32")
@@ -289,16 +300,10 @@ def build_trainer(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, re
 
 
 def _trainer_args(config: DPOTrainConfig, out: Path, method: str):
-    import torch
-
-
     common = {
-        "output_dir": str(out), "seed": config.seed, "learning_rate": config.learning_rate,
-        "per_device_train_batch_size": config.batch_size, "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "num_train_epochs": config.epochs, "max_steps": config.max_steps, "warmup_steps": config.warmup,
-        "lr_scheduler_type": "cosine", "logging_steps": config.logging_steps, "save_strategy": "no", "report_to": "none",
-        "disable_tqdm": True, "bf16": use_bf16(config.bf16), "use_cpu": not torch.cuda.is_available(), "max_length": config.max_length,
-        "dataloader_num_workers": 0, "gradient_checkpointing": False, "ddp_find_unused_parameters": False,
+        **trainer_arguments(config, out, config.learning_rate),
+        "gradient_accumulation_steps": config.gradient_accumulation_steps, "save_strategy": "no",
+        "max_length": config.max_length, "gradient_checkpointing": False, "ddp_find_unused_parameters": False,
     }
     if method == "dpo":
         from trl import DPOConfig
@@ -331,9 +336,6 @@ def _is_main_process() -> bool:
 # ----------------------------------------------------------------------------- online iterative DPO
 def _train_online(config: DPOTrainConfig, out: Path, on_progress, on_message) -> dict:
     """RLHI's user-based rewards in a loop: sample -> score -> best vs worst pairs -> DPO, ``rounds`` times."""
-    from userloop.rlhi.reward_scorers import load_scorer
-    from userloop.rlhi.user_rewards import requests_without_feedback
-
     data = Path(config.data) if config.data else _default_data()
     scorer = load_scorer(config.scorer, data)
     counts: Counter = Counter()
@@ -394,9 +396,6 @@ def _chunk(pool: list, index: int, size: int) -> list:
 def sample_and_pair(config: DPOTrainConfig, policy: str, requests: Sequence, scorer, seed: int) -> tuple[list[dict], dict]:
     """Sample ``config.n`` answers per request from ``policy``, score them, pair the best with the worst;
     returns the pairs and the numbers (mean score of all samples, pairs, requests skipped as ties)."""
-    from userloop.models import load_model
-    from userloop.rlhi.user_rewards import best_worst_pairs, sample_candidates, score_candidates
-
     model = load_model(f"hf:{policy}")
     prompts = [with_persona(r.prompt, r.persona if config.persona else None) for r in requests]
     candidates = sample_candidates(model, prompts, n=config.n, temperature=config.temperature, top_p=config.top_p,
@@ -421,6 +420,6 @@ def _copy_model(source: Path, out: Path) -> None:
 
 
 def _default_data() -> Path:
-    from userloop.testbed.population import default_data
+    from userloop.testbed.default import default_data
 
     return default_data(prepared=True)

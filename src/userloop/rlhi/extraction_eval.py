@@ -22,10 +22,15 @@ from typing import Any
 
 import orjson
 
+from userloop.data.readers import read_conversations
 from userloop.errors import UserError
 from userloop.files import read_user_lines
+from userloop.rlhi.build import BuildConfig, derive_personas, followup_counts
+from userloop.rlhi.followup_classifier import fit_followup_heads, testbed_examples
 from userloop.rlhi.followups import FollowUp, FollowUpClassifier, Labels, extract_followups
 from userloop.rlhi.taxonomy import FEEDBACK_TYPES, RELATIONS, TESTBED_FEEDBACK_TYPE, TESTBED_RELATION, validate_labels
+from userloop.testbed import generate, read_truth
+from userloop.testbed.population import truth_folder
 
 # RLHI's persona statistics on WildChat (share of users preferring each), for comparison.
 PAPER_PERSONA_SHARES = {"expertise=expert": 0.598, "detail=detailed": 0.499, "tone=formal": 0.845, "structure=structured": 0.771}
@@ -80,10 +85,6 @@ def _report(truth: Sequence[Labels], predicted: Sequence[Labels]) -> dict[str, A
 
 def testbed_followups(data: Path) -> tuple[list[FollowUp], list[Labels]]:
     """The follow-ups of a testbed folder (raw or prepared) with their true labels."""
-    from userloop.data.readers import read_conversations
-    from userloop.rlhi.build import truth_folder
-    from userloop.testbed import read_truth
-
     folder = truth_folder(data)
     if folder is None:
         raise UserError(f"{data}: no testbed truth (truth.jsonl) found for it")
@@ -126,8 +127,6 @@ def read_oasst_labels(labels_path: Path, oasst_dir: Path) -> tuple[list[FollowUp
 
 def _by_message_id(oasst_dir: Path) -> dict[str, FollowUp]:
     """Every follow-up of the shared OASST trees by message id (threads of a tree share their beginnings)."""
-    from userloop.data.readers import read_conversations
-
     if not (oasst_dir / OASST_TREES).is_file():
         raise UserError(f"no OASST trees at {oasst_dir / OASST_TREES}")
     out: dict[str, FollowUp] = {}
@@ -139,9 +138,6 @@ def _by_message_id(oasst_dir: Path) -> dict[str, FollowUp]:
 
 def evaluate_followups_oasst(classifier: FollowUpClassifier, labels_path: Path, oasst_dir: Path) -> dict[str, Any]:
     """Scores on the hand-labelled set and the classifier's population statistics on all OASST follow-ups."""
-    from userloop.data.readers import read_conversations
-    from userloop.rlhi.build import followup_counts
-
     followups, truth = read_oasst_labels(labels_path, oasst_dir)
     report = _report(truth, classifier.classify(followups))
     conversations = [c for c in read_conversations([str(oasst_dir / OASST_TREES)]) if not c.extra.get("synthetic")]
@@ -157,8 +153,6 @@ def cross_validate_handmade(population, handmade: tuple[Sequence[FollowUp], Sequ
                             folds: int = 5) -> dict[str, Any]:
     """Scores on the hand-made set, each example predicted by follow-up heads trained on ``population``
     plus the other folds. Folds group the examples by previous exchange (the id before ``-``)."""
-    from userloop.rlhi.followup_classifier import fit_followup_heads, testbed_examples
-
     followups, labels = list(handmade[0]), list(handmade[1])
     exchanges = sorted({f.conversation_id.split("-")[0] for f in followups})
     fold_of = {exchange: i % folds for i, exchange in enumerate(exchanges)}
@@ -203,9 +197,7 @@ def evaluate(data: Path, real_labels: Path | None = None, oasst_dir: Path | None
     the hand-labelled OASST set when given), and offline personas of ``data``'s users against the truth."""
     import tempfile
 
-    from userloop.rlhi.build import BuildConfig, derive_personas, truth_folder
     from userloop.rlhi.followup_classifier import TRAIN_SEED, TRAIN_USERS, load_offline, read_handmade
-    from userloop.testbed import generate, read_truth
 
     if real_labels is not None and oasst_dir is None:
         raise UserError("--real-labels needs --oasst (the folder of the OASST trees)")

@@ -29,10 +29,13 @@ from typing import Any
 
 import orjson
 
+from userloop.cache import cache_dir, cached_pickle
 from userloop.errors import UserError, missing_dependency
 from userloop.rlhi.features import context_features
 from userloop.rlhi.followups import FollowUp, Labels, extract_followups
 from userloop.rlhi.taxonomy import REASON_CUES, TESTBED_FEEDBACK_TYPE, TESTBED_RELATION, validate_labels
+from userloop.testbed import generate
+from userloop.testbed.population import TESTBED_VERSION
 
 TRAIN_USERS = 600
 TRAIN_SEED = 1001
@@ -215,18 +218,19 @@ def train(population, handmade: tuple[Sequence[FollowUp], Sequence[Labels]] | No
 def cached_path(cache: Path | None = None) -> Path:
     import sklearn
 
-    from userloop.testbed.population import TESTBED_VERSION, cache_dir
-
     name = (f"rlhi-classifier-v{MODEL_VERSION}-testbed-v{TESTBED_VERSION}-users{TRAIN_USERS}-seed{TRAIN_SEED}"
             f"-sklearn{sklearn.__version__}.pkl")
     return (cache or cache_dir()) / name
+
+
+def loaded_offline(offline: OfflineClassifier) -> OfflineClassifier:
+    """The ``offline:classifier`` provider: the offline classifier its caller has loaded (which also gives
+    an LLM judge its fallback and the personas their domains)."""
+    return offline
 
 
 def load_offline(cache: Path | None = None) -> OfflineClassifier:
     """The default offline classifier: read from the cache, or trained on the training population
     (:data:`TRAIN_USERS` users, seed :data:`TRAIN_SEED`) and cached."""
     _require_sklearn()
-    from userloop.testbed import generate
-    from userloop.testbed.population import cached_pickle
-
     return cached_pickle(cached_path(cache), lambda: train(generate(TRAIN_USERS, TRAIN_SEED), read_handmade()))

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from userloop.models import GenerationParams
+
 T = TypeVar("T")
 Validator = Callable[[int, str], tuple[Any, str | None]]   # (prompt index, answer) -> (value or None, error)
 
@@ -35,8 +37,6 @@ def parse_json_object(text: str) -> dict[str, Any] | None:
 def ask_validated(model, prompts: Sequence[list[dict[str, str]]], validate: Validator, retry_message: str,
                   max_new_tokens: int, counts: Counter) -> list[Any]:
     """One validated value (or None) per prompt; ``retry_message`` gets ``{error}`` filled in."""
-    from userloop.models import GenerationParams
-
     if not prompts:
         return []
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import math
 import random
 import shutil
 import time
@@ -52,15 +51,44 @@ from typing import Any
 import orjson
 
 from userloop.config import option, require_at_least_one
-from userloop.conversation import Conversation, Message
+from userloop.conversation import Conversation, Message, write_jsonl
+from userloop.data.personas import read_personas
 from userloop.errors import UserError
 from userloop.files import read_user_json, write_atomic
-from userloop.rlhi.build import Progress, candidate_key, no_progress, output_folder, truth_folder
+from userloop.models import GenerationParams, load_model
+from userloop.models.registry import canonical_spec, load_role, parse_spec, role_spec
+from userloop.progress import Progress, no_progress
+from userloop.rlhi.build import candidate_key, output_folder
 from userloop.rlhi.conditioning import with_persona
+from userloop.rlhi.dpo import DPOTrainConfig, fitting_requests, run_training
+from userloop.rlhi.followups import extract_followups
+from userloop.rlhi.pairs import pair_record
+from userloop.rlhi.reward_scorers import load_scorer
+from userloop.rlhi.rewrites import ModelJudge, ModelRewriter, candidates, rewrite_and_filter
+from userloop.rlhi.tasks import passes
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
+from userloop.rlhi.user_rewards import (
+    best_worst_pairs,
+    derive_personas,
+    label_followups,
+    read_split_conversations,
+    sample_candidates,
+    sample_requests,
+    score_candidates,
+)
+from userloop.rlhi.user_rewards import (
+    user_requests as all_requests,
+)
+from userloop.simulate.engine import EndReason, Job, SimulationEngine, current_end_reason
+from userloop.simulate.scenarios import Scenario
+from userloop.statistics import binomial_se, mean_se
+from userloop.testbed import read_truth, score
+from userloop.testbed.population import truth_folder
 from userloop.train.common import quiet_libraries
+from userloop.userlm.simulator import DEFAULT_PARAMS, GuardrailConfig, UserSimulator
 
 BASELINES = ("none", "logged")
+ROLE_FIELDS = ("scorer", "rewriter", "judge")   # LoopConfig fields that are model roles (their names are the roles)
 
 
 @dataclass
@@ -78,9 +106,12 @@ class LoopConfig:
                                          "offline from each split's own conversations")
     baseline: str = option("none", "none: simulated users; logged: the same training on the round's users' "
                                     "logged conversations instead (the comparison arm)")
-    scorer: str = option("testbed", "scores sampled answers for the user: testbed, rm:PATH or a chat model spec")
-    rewriter: str = option("testbed", "rewrites answers users complained about: testbed or a chat model spec")
-    judge: str = option("scorer", "keeps rewrites that address the feedback: scorer (testbed truth) or a chat model spec")
+    scorer: str = option("testbed:scorer", "scores sampled answers for the user: testbed:scorer, rm:PATH or a chat "
+                                           "model spec")
+    rewriter: str = option("testbed:rewriter", "rewrites answers users complained about: testbed:rewriter or a chat "
+                                               "model spec")
+    judge: str = option("testbed:judge", "keeps rewrites that address the feedback: testbed:judge (testbed truth) or "
+                                         "a chat model spec")
     users: int = option(64, "training users per round (fresh ones each round while the pool lasts)")
     eval_users: int = option(50, "held-out users (test split), the same every round")
     turns: int = option(2, "most policy answers per simulated conversation")
@@ -99,8 +130,6 @@ class LoopConfig:
 
     def validate(self) -> None:
         """Raise :class:`UserError` for a value that cannot work."""
-        from userloop.models.registry import parse_spec
-
         if not self.policy:
             raise UserError("--policy is required (a save_pretrained folder, e.g. from 'userloop train assistant')")
         folder = policy_folder(self.policy)
@@ -112,9 +141,8 @@ class LoopConfig:
         parse_spec(self.user)
         if self.baseline not in BASELINES:
             raise UserError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
-        for name, offline in (("rewriter", "testbed"), ("judge", "scorer")):
-            if getattr(self, name) != offline:
-                parse_spec(getattr(self, name))
+        for role in ROLE_FIELDS:
+            setattr(self, role, role_spec(role, getattr(self, role)))
         require_at_least_one(self, ("rounds", "users", "eval_users", "turns", "max_steps", "batch_size",
                                     "max_new_tokens", "min_conversations"))
         if self.n < 2:
@@ -212,68 +240,53 @@ def round_episodes(population: LoopUsers, round_index: int, size: int, seed: int
 
 
 # ----------------------------------------------------------------------------- simulated conversations
-def converse(policy, simulators, episodes: Sequence[Episode], turns: int, params, persona: bool,
+def converse(policy, user, episodes: Sequence[Episode], turns: int, params, persona: bool,
              prefix: str) -> list[Conversation]:
-    """Simulated users against ``policy`` (a ChatModel), all conversations advancing together (concurrent
-    calls, batched by the provider). ``simulators(i)`` is conversation i's UserSimulator. The user opens;
-    up to ``turns`` times the policy answers and the user reacts (follows up or ends). Each conversation's
-    ``extra["end"]``: ``user_ended`` (end token or an empty turn), ``turn_cap`` (the user's reaction to the
-    last answer did not end it), or ``context`` (the next prompt no longer fit a model's context)."""
-    return asyncio.run(_converse(policy, simulators, episodes, turns, params, persona, prefix))
+    """Simulated users against ``policy`` (a ChatModel), run by the simulation engine
+    (:mod:`userloop.simulate.engine`): all conversations advance together. ``user`` is the
+    :class:`~userloop.userlm.simulator.UserSimulator`; conversation i samples every user turn with the seed
+    ``user.params.seed * 100003 + i`` and every policy answer with ``params.seed``. The user opens (its
+    system message: the intent and the episode's persona); up to ``turns`` times the policy answers (with
+    ``persona``, the user's persona in its system message) and the user reacts, following up or ending: a
+    cap of ``turns + 1`` user turns with the user's reaction as the last word; an empty user turn ends the
+    conversation too. Each conversation's ``extra["end"]`` is its end reason
+    (:class:`~userloop.simulate.engine.EndReason`): ``user_ended``, ``max_turns`` (the user's reaction to
+    the last answer did not end it), ``context`` (the next prompt no longer fit a model's context) or
+    ``error``; when every conversation ends in ``error``, a :class:`UserError` with the first message. Both
+    models are closed at the end."""
+    return asyncio.run(_converse(policy, user, episodes, turns, params, persona, prefix))
 
 
-async def _converse(policy, simulators, episodes, turns, params, persona, prefix) -> list[Conversation]:
-    from userloop.userlm.flip import user_system_message
-
-    intents = [user_system_message(e.intent, e.persona) for e in episodes]
-    histories: list[list[dict]] = [[] for _ in episodes]
-    ends = ["turn_cap"] * len(episodes)
-    users = [simulators(i) for i in range(len(episodes))]
-
-    async def user_turn(i: int) -> bool:
-        try:
-            [turn] = await users[i].anext_turns([intents[i]], [histories[i]])
-        except UserError:          # the conversation outgrew the user LM's context
-            ends[i] = "context"
-            return False
-        if turn.text:
-            histories[i].append({"role": "user", "content": turn.text})
-        if turn.ended or not turn.text:
-            ends[i] = "user_ended"
-            return False
-        return True
-
-    async def answer(i: int) -> bool:
-        prompt = with_persona(histories[i], episodes[i].persona if persona else None)
-        try:
-            [completion] = await policy.agenerate([prompt], params)
-        except UserError:          # the conversation outgrew the policy's context
-            ends[i] = "context"
-            return False
-        histories[i].append({"role": "assistant", "content": completion.text})
-        return True
-
-    async def step(live: list[int], act) -> list[int]:
-        return [i for i, going in zip(live, await asyncio.gather(*(act(i) for i in live)), strict=True) if going]
-
+async def _converse(policy, user, episodes, turns, params, persona, prefix) -> list[Conversation]:
+    jobs = []
+    for i, episode in enumerate(episodes):
+        system = with_persona([], episode.persona if persona else None)
+        scenario = Scenario(id=f"{prefix}-{i}", kind="open", intent=episode.intent, shards=[],
+                            full_prompt=episode.intent, metadata={"persona": episode.persona})
+        jobs.append(Job(scenario, 0, system_prompt=system[0]["content"] if system else None,
+                        user_seed=None if user.params.seed is None else user.params.seed * 100_003 + i,
+                        assistant_seed=params.seed))
+    engine = SimulationEngine(policy, user, assistant_params=params, max_user_turns=turns + 1, last_word="user",
+                              empty_turn_ends=True, concurrency=max(1, len(jobs)))
+    records = {}
     try:
-        live = await step(list(range(len(episodes))), user_turn)
-        for _ in range(turns):
-            live = await step(await step(live, answer), user_turn)
+        await engine.run(jobs, lambda record: records.__setitem__(record.scenario_id, record))
     finally:
         await policy.aclose()
-        if users:   # one user model behind every simulator
-            await users[0].model.aclose()
-    return [Conversation(messages=[Message(m["role"], m["content"]) for m in history], id=f"{prefix}-{i}",
-                         source="rlhi-loop", user_id=episode.user_id, intent=episode.intent, extra={"end": end})
-            for i, (episode, history, end) in enumerate(zip(episodes, histories, ends, strict=True))]
+        await user.model.aclose()
+    failed = [r.error for r in records.values() if r.end_reason == EndReason.ERROR]
+    if failed and len(failed) == len(records):
+        raise UserError(f"every simulated conversation failed, the first with {failed[0]}: check --user and --policy")
+    return [Conversation(messages=[Message(m.role, m.content) for m in records[job.scenario.id].messages],
+                         id=job.scenario.id, source="rlhi-loop", user_id=episode.user_id, intent=episode.intent,
+                         extra={"end": records[job.scenario.id].end_reason})
+            for job, episode in zip(jobs, episodes, strict=True)]
 
 
 # ----------------------------------------------------------------------------- pairs
 def classify(conversations: Sequence[Conversation]):
     """Every follow-up with its labels (the offline classifier)."""
     from userloop.rlhi.followup_classifier import load_offline
-    from userloop.rlhi.followups import extract_followups
 
     followups = [f for c in conversations for f in extract_followups(c) if f.text.strip()]
     return list(zip(followups, load_offline().classify(followups), strict=True))
@@ -292,9 +305,6 @@ def feedback_counts(labelled) -> dict[str, Any]:
 
 def guided_pairs(conversations, labelled, personas: dict[str, str], rewriter, judge, counts: Counter) -> list[dict]:
     """User-guided rewrites of the answers users gave feedback on (rewrite chosen, original rejected)."""
-    from userloop.rlhi.pairs import pair_record
-    from userloop.rlhi.rewrites import candidates, rewrite_and_filter
-
     by_conversation: dict[str, list] = {}
     for followup, label in labelled:
         by_conversation.setdefault(followup.conversation_id, []).append((followup, label))
@@ -321,11 +331,6 @@ def sampled_pairs(policy_path: Path, conversations, labelled, personas: dict[str
                   limit: int, seed: int, counts: Counter) -> tuple[list[dict], dict[str, Any]]:
     """User-based rewards: ``n`` sampled answers for (at most ``limit``) requests without feedback,
     scored for their user, best vs worst."""
-    from userloop.models import load_model
-    from userloop.rlhi.dpo import fitting_requests
-    from userloop.rlhi.user_rewards import best_worst_pairs, sample_candidates, sample_requests, score_candidates
-    from userloop.rlhi.user_rewards import user_requests as all_requests
-
     requests = [r for r in all_requests(conversations, labelled, personas, counts) if not r.feedback]
     requests = fitting_requests(requests, str(policy_path), config.max_new_tokens, config.persona, counts)
     chosen = sample_requests(requests, limit, seed)
@@ -348,11 +353,6 @@ def sampled_pairs(policy_path: Path, conversations, labelled, personas: dict[str
 def evaluate(policy_path: Path, simulator_for, population: LoopUsers, truth: dict[str, dict],
              true_personas: dict[str, dict], config: LoopConfig, out: Path) -> dict[str, Any]:
     """Persona match, task success and the held-out simulated users' feedback rate (module docstring)."""
-    from userloop.conversation import write_jsonl
-    from userloop.models import GenerationParams, load_model
-    from userloop.rlhi.tasks import passes
-    from userloop.testbed import score
-
     greedy = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0, seed=config.seed)
     policy = load_model(f"hf:{policy_path}")
     episodes = population.held_out
@@ -381,8 +381,6 @@ def evaluate(policy_path: Path, simulator_for, population: LoopUsers, truth: dic
 
 def persona_match_by_user(conversations: Sequence[Conversation], true_personas: dict[str, dict]) -> dict[str, float]:
     """Each held-out user's mean true-persona match over the policy's answers in their conversation."""
-    from userloop.testbed import score
-
     out = {}
     for conversation in conversations:
         answers = [m.content for m in conversation.messages if m.role == "assistant"]
@@ -416,10 +414,7 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _se(values: Sequence[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    return round(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)), 4)
+    return round(mean_se(values), 4) if len(values) > 1 else None
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -427,24 +422,12 @@ def _share(part: int, whole: int) -> float | None:
 
 
 def _binomial_se(part: int, whole: int) -> float | None:
-    if not whole:
-        return None
-    p = part / whole
-    return round(math.sqrt(p * (1 - p) / whole), 4)
+    return round(binomial_se(part, whole), 4) if whole else None
 
 
 # ----------------------------------------------------------------------------- the run
 def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) -> dict[str, Any]:
     """Run (or resume) the loop of the module docstring into ``out``; returns the report."""
-    from userloop.conversation import write_jsonl
-    from userloop.models import GenerationParams, load_model
-    from userloop.rlhi.dpo import DPOTrainConfig, run_training
-    from userloop.rlhi.reward_scorers import load_scorer
-    from userloop.rlhi.rewrites import ModelJudge, ModelRewriter, ScorerJudge, TestbedRewriter
-    from userloop.rlhi.user_rewards import read_split_conversations
-    from userloop.testbed import read_truth
-    from userloop.userlm.simulator import DEFAULT_PARAMS, GuardrailConfig, UserSimulator
-
     config.validate()
     started = time.perf_counter()
     quiet_libraries()
@@ -466,13 +449,14 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
     user_model = load_model(config.user)
     guardrails = GuardrailConfig(avoid_termination_turns=1)   # the opening may not end; any follow-up may
 
-    def simulator_for(seed: int):
-        """Conversation i's simulated user, sampling with its own seed (reproducible, distinct per user)."""
-        return lambda i: UserSimulator(user_model, guardrails, dataclasses.replace(DEFAULT_PARAMS, seed=seed * 100_003 + i))
+    def simulator_for(seed: int) -> UserSimulator:
+        """The simulated user of one set of conversations; each conversation samples with its own seed derived
+        from ``seed`` (reproducible, distinct per user; :func:`converse`)."""
+        return UserSimulator(user_model, guardrails, dataclasses.replace(DEFAULT_PARAMS, seed=seed))
 
     scorer = load_scorer(config.scorer, data)
-    rewriter = TestbedRewriter() if config.rewriter == "testbed" else ModelRewriter(load_model(config.rewriter))
-    judge = ScorerJudge(true_personas) if config.judge == "scorer" else ModelJudge(load_model(config.judge))
+    rewriter = load_role("rewriter", config.rewriter, ModelRewriter)
+    judge = load_role("judge", config.judge, ModelJudge, data=data)
     logged = _with_intent(train)
 
     rounds = _read_rounds(out)
@@ -553,15 +537,13 @@ def _step_progress(advance):
 
 
 def _default_data() -> Path:
-    from userloop.testbed.population import default_data
+    from userloop.testbed.default import default_data
 
     return default_data(prepared=True)
 
 
 def _personas(config: LoopConfig, train, test) -> dict[str, str]:
     """Persona text by user id: the file, or derived offline from each split's own conversations."""
-    from userloop.rlhi.user_rewards import derive_personas, label_followups, read_personas
-
     if config.personas:
         return read_personas(Path(config.personas))
     out: dict[str, str] = {}
@@ -586,6 +568,7 @@ def _check_resume(out: Path, config: LoopConfig) -> None:
         saved = read_user_json(path, "loop config file")
         if not isinstance(saved, dict):
             raise UserError(f"{path} is not a loop config (a JSON object); give a new --out")
+        saved = {k: canonical_spec(k, v) if k in ROLE_FIELDS else v for k, v in saved.items()}  # older spellings
         changed = sorted(k for k in current if saved.get(k) != current[k])
         if changed:
             raise UserError(f"{out} holds a loop run with a different config ({', '.join(changed)}); give a new --out "
@@ -595,18 +578,31 @@ def _check_resume(out: Path, config: LoopConfig) -> None:
 
 
 def _read_rounds(out: Path) -> list[dict]:
-    """The finished rounds in ``rounds.jsonl``; a torn last line (an interrupted write) is dropped."""
+    """The finished rounds in ``rounds.jsonl``; a torn last line (an interrupted write) is dropped, and end
+    reasons an older version wrote (``turn_cap``) are renamed to today's (the file is rewritten so)."""
     path = out / "rounds.jsonl"
     if not path.is_file():
         return []
     rounds = []
     for line in path.read_bytes().splitlines():
         try:
-            rounds.append(orjson.loads(line))
+            rounds.append(_current_ends(orjson.loads(line)))
         except orjson.JSONDecodeError:
             break
     write_atomic(path, b"".join(orjson.dumps(r) + b"\n" for r in rounds))
     return rounds
+
+
+def _current_ends(record: dict) -> dict:
+    """A round record with the ``ends`` counts of its interaction and evaluation in today's end reasons."""
+    for part in ("interaction", "eval"):
+        ends = record.get(part, {}).get("ends")
+        if isinstance(ends, dict):
+            renamed: Counter = Counter()
+            for reason, count in ends.items():
+                renamed[current_end_reason(reason)] += count
+            record[part]["ends"] = dict(renamed)
+    return record
 
 
 def _append_round(out: Path, record: dict) -> None:
@@ -619,7 +615,7 @@ def _report(config: LoopConfig, data: Path, population: LoopUsers, rounds: list[
     return {"config": asdict(config), "data": str(data),
             "roles": {"policy": str(policy_folder(config.policy)), "final_policy": rounds[-1]["policy"],
                       "user": config.user, "scorer": scorer, "rewriter": config.rewriter, "judge": config.judge,
-                      "classifier": "offline",
+                      "classifier": "offline:classifier",
                       "evaluation": "testbed ground truth: true personas (persona match), task checks (task success); "
                                     "held-out users simulated by the same user LM"},
             "source": "logged" if config.baseline == "logged" else "simulated",

@@ -5,7 +5,7 @@ A persona has the testbed's structured fields, the four answer preferences of RL
 ``structure``: prose / structured), the user's interest ``domains`` (the testbed's 12) and ``language``,
 plus a one-sentence ``persona`` text in the style of :meth:`userloop.testbed.Persona.describe`.
 
-Backends: :func:`derive_offline` reads the user's own turns and their classified feedback: what their
+Backends: :func:`derive_offline` (``offline:personas``, :class:`OfflinePersonas`) reads the user's own turns and their classified feedback: what their
 complaints ask for ("shorter", "use bullet points", "explain it more simply", "more professional"),
 preferences they state up front ("keep it short"), how they write (register: lower case, "pls", "thx"
 against "Could you", "Thank you"), what they say about themselves ("I'm new to this", "skip the basics"),
@@ -218,6 +218,21 @@ def derive_offline(history: UserHistory, domain_of: Callable[[Sequence[str]], li
     return DerivedPersona(history.user_id, describe(**fields, domains=domains), **fields, domains=domains,
                           language=languages.most_common(1)[0][0] if languages else None,
                           conversations=len(history.conversations), backend="offline", evidence=evidence)
+
+
+@dataclass(frozen=True)
+class OfflinePersonas:
+    """The ``offline:personas`` provider: :func:`derive_offline` for each history, no model."""
+
+    domain_of: Callable[[Sequence[str]], list[str]]
+
+    def derive(self, histories: Sequence[UserHistory], on_progress: Callable[[int], None] | None = None) -> list[DerivedPersona]:
+        out = []
+        for history in histories:
+            out.append(derive_offline(history, self.domain_of))
+            if on_progress:
+                on_progress(1)
+        return out
 
 
 # ----------------------------------------------------------------------------- the LLM backend

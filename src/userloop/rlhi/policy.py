@@ -19,18 +19,17 @@ from pathlib import Path
 import orjson
 
 from userloop.conversation import Message, read_parquet, write_parquet
+from userloop.data.personas import read_personas
+from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import read_user_json, write_atomic
+from userloop.rlhi.build import output_folder
 from userloop.rlhi.conditioning import with_persona
 
 
 def write_policy_data(data: Path, personas: Path, out: Path) -> dict:
     """Copy the prepared folder ``data`` to ``out`` with every conversation of a user who has a persona in
     ``personas`` (``personas.jsonl``) conditioned on it; returns (and writes into ``report.json``) the counts."""
-    from userloop.data.sources import prepared_splits
-    from userloop.rlhi.build import output_folder
-    from userloop.rlhi.user_rewards import read_personas
-
     splits = prepared_splits(Path(data))
     if "train" not in splits:
         raise UserError(f"{data}: not a prepared folder (run 'userloop data prepare' first)")

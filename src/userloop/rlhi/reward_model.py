@@ -46,8 +46,17 @@ from userloop.config import option, require_at_least_one
 from userloop.config import parse_config as parse_trainer_config
 from userloop.errors import UserError, missing_dependency
 from userloop.files import write_atomic
+from userloop.models.tiny import BEGIN_OF_TEXT, END_OF_TURN, SPECIAL_TOKENS, _llama3_template, train_byte_level_bpe
 from userloop.rlhi.conditioning import with_persona
-from userloop.train.common import TrainResult, step_progress, use_bf16, validate_bf16
+from userloop.rlhi.dpo import read_pairs
+from userloop.rlhi.reward_scorers import RewardModelScorer, ScoreRequest
+from userloop.rlhi.rewrites import TestbedRewriter, substance
+from userloop.rlhi.user_rewards import derive_personas, label_followups, read_split_conversations
+from userloop.rlhi.usereval import TestbedJudge
+from userloop.testbed import read_truth, score
+from userloop.testbed.assistant import STYLE_VALUES, Style, render
+from userloop.testbed.population import truth_folder
+from userloop.train.common import TrainResult, step_progress, trainer_arguments, validate_bf16
 
 PAD_TOKEN = "<|end_of_text|>"
 
@@ -118,12 +127,6 @@ def styled_pairs(data: Path, split: str, limit: int, seed: int, persona_source: 
     """Pairs of two style renderings of each conversation's first answer (module docstring), at most
     ``limit`` (drawn at random with ``seed``), the two true scores at least ``min_margin`` apart (and
     never equal); returns the pairs and the users' true personas."""
-    from userloop.rlhi.build import truth_folder
-    from userloop.rlhi.rewrites import TestbedRewriter, substance
-    from userloop.rlhi.user_rewards import derive_personas, label_followups, read_split_conversations
-    from userloop.testbed import read_truth, score
-    from userloop.testbed.assistant import STYLE_VALUES, Style, render
-
     truth = truth_folder(data)
     if truth is None:
         raise UserError(f"{data} is not the testbed (no truth.jsonl): testbed pairs need the truth; give --pairs PATH")
@@ -183,8 +186,6 @@ def population_oracle_accuracy(pairs: Sequence[dict], true_personas: dict[str, d
     """The accuracy of ordering each pair by the persona-agnostic quality (UserEval's overall score: the
     mean true score over every user's persona): the best a persona-blind reward can do when it knows the
     population's taste exactly."""
-    from userloop.rlhi.usereval import TestbedJudge
-
     if not pairs or not true_personas:
         return None
     quality = TestbedJudge(true_personas).overall_score
@@ -200,8 +201,6 @@ def build_tokenizer(texts, vocab_size: int):
     """A byte-level BPE tokenizer trained on ``texts`` with a Llama-3-style chat template (system
     messages rendered) and ``<|end_of_text|>`` as padding."""
     from transformers import PreTrainedTokenizerFast
-
-    from userloop.models.tiny import BEGIN_OF_TEXT, END_OF_TURN, SPECIAL_TOKENS, _llama3_template, train_byte_level_bpe
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise UserError(f"vocab_size must hold the 256 bytes and the special tokens: at least {256 + len(SPECIAL_TOKENS)}")
@@ -267,20 +266,15 @@ def fits(tokenizer, row: dict, max_length: int) -> bool:
 
 def _trainer(config: RewardTrainConfig, model, tokenizer, rows: list[dict], on_progress):
     import datasets
-    import torch
     from transformers import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
     progress = step_progress(on_progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        args = RewardConfig(
-            output_dir=config.out, seed=config.seed, learning_rate=config.learning_rate,
-            per_device_train_batch_size=config.batch_size, num_train_epochs=config.epochs, max_steps=config.max_steps,
-            warmup_steps=config.warmup, lr_scheduler_type="cosine", weight_decay=0.0, logging_steps=config.logging_steps,
-            save_strategy="no", eval_strategy="no", bf16=use_bf16(config.bf16), use_cpu=not torch.cuda.is_available(),
-            gradient_checkpointing=False, report_to="none", disable_tqdm=True, max_length=None,
-            dataloader_num_workers=0, pad_token=tokenizer.pad_token)
+        args = RewardConfig(**trainer_arguments(config, config.out, config.learning_rate), save_strategy="no",
+                            eval_strategy="no", gradient_checkpointing=False, max_length=None,
+                            pad_token=tokenizer.pad_token)
     trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                             processing_class=tokenizer, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)
@@ -289,8 +283,6 @@ def _trainer(config: RewardTrainConfig, model, tokenizer, rows: list[dict], on_p
 
 def pair_accuracy(scorer, pairs: Sequence[dict]) -> float | None:
     """Share of ``pairs`` whose chosen answer the scorer rates above the rejected one (equal: half)."""
-    from userloop.rlhi.reward_scorers import ScoreRequest
-
     if not pairs:
         return None
     requests = [ScoreRequest(p.get("user_id") or "", p.get("persona"), p["prompt"], p[side][0]["content"])
@@ -309,22 +301,18 @@ def train_reward_model(config: RewardTrainConfig, on_progress: Callable[[int, in
         raise missing_dependency("trl", "train") from None
     import yaml
 
-    from userloop.rlhi.reward_scorers import RewardModelScorer
-
     config.validate()
     started = time.time()
     out = Path(config.out)
     counts: Counter = Counter()
     true_personas: dict[str, dict] = {}
     if config.pairs is not None:
-        from userloop.rlhi.dpo import read_pairs
-
         pairs = read_pairs(config.pairs, counts)
         train_pairs = [p for p in pairs if not held_out_user(p.get("user_id"), config.held_out, config.seed)]
         held_out = [p for p in pairs if held_out_user(p.get("user_id"), config.held_out, config.seed)]
         source = {"pairs": config.pairs, "pairs_skipped_malformed": counts["pairs_skipped_malformed"]}
     else:
-        from userloop.testbed import default_data
+        from userloop.testbed.default import default_data
 
         data = Path(config.data) if config.data else default_data(prepared=True)
         train_pairs, true_personas = styled_pairs(data, "train", config.max_pairs, config.seed, config.persona_source,

@@ -1,9 +1,10 @@
 """Scorers of answers for a user (RLHI section 2.2: user-based rewards, persona-conditioned).
 
 A scorer rates ``response`` as an answer to ``prompt`` for the user behind it; higher is better.
-Three kinds, one :class:`Scorer` interface, chosen by a spec (:func:`load_scorer`):
+Three kinds, one :class:`Scorer` interface, chosen by a spec (:func:`load_scorer`, the ``scorer`` role of
+:func:`userloop.models.registry.load_role`):
 
-* ``testbed`` (:class:`TestbedScorer`): the testbed's ground truth, ``testbed.score(true persona,
+* ``testbed:scorer`` (:class:`TestbedScorer`): the testbed's ground truth, ``testbed.score(true persona,
   response)`` in [0, 1], the true persona looked up by ``user_id`` in ``truth.jsonl``. It ignores the
   derived persona the request carries (that is what a deployed system sees, not the truth).
 * ``rm:PATH`` (:class:`RewardModelScorer`): a reward model trained by ``userloop train reward`` (or any
@@ -24,9 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from userloop.errors import UserError, missing_dependency
+from userloop.models.registry import load_role
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
+from userloop.testbed import read_truth, score
+from userloop.testbed.population import truth_folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +62,10 @@ class TestbedScorer:
     counts: Counter = field(default_factory=Counter)
 
     @classmethod
-    def from_data(cls, data: Path) -> TestbedScorer:
+    def from_data(cls, data: Path | None) -> TestbedScorer:
         """The scorer for testbed ``data`` (a raw testbed folder, or a folder prepared from one)."""
-        from userloop.rlhi.build import truth_folder
-        from userloop.testbed import read_truth
-
+        if data is None:
+            raise UserError("the testbed scorer needs the testbed data (its truth.jsonl)")
         truth = truth_folder(Path(data))
         if truth is None:
             raise UserError(f"{data} is not the testbed (no truth.jsonl beside it or in the inputs it was prepared "
@@ -71,8 +74,6 @@ class TestbedScorer:
         return cls({user_id: record["persona"] for user_id, record in users.items()})
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
-        from userloop.testbed import score
-
         out = []
         for request in requests:
             persona = self.true_personas.get(request.user_id)
@@ -204,22 +205,5 @@ class JudgeScorer:
 
 
 def load_scorer(spec: str, data: Path | None) -> Scorer:
-    """``testbed`` (needs testbed ``data``), ``rm:PATH`` (a reward model folder) or a chat model spec (a judge)."""
-    if spec == "testbed":
-        if data is None:
-            raise UserError("the testbed scorer needs the testbed data (its truth.jsonl)")
-        return TestbedScorer.from_data(data)
-    if spec.startswith("rm:"):
-        path = spec[3:].strip()
-        if not path:
-            raise UserError("scorer spec 'rm:' names no folder: expected rm:PATH (a reward model folder)")
-        return RewardModelScorer.from_path(path)
-    from userloop.models import load_model
-    from userloop.models.registry import PROVIDERS
-
-    if spec.partition(":")[0] not in PROVIDERS:
-        raise UserError(f"unknown scorer {spec!r}: give testbed, rm:PATH or a chat model spec "
-                        f"({', '.join(p + ':' for p in PROVIDERS)})")
-    judge = JudgeScorer(load_model(spec))
-    judge.name = f"judge:{spec}"
-    return judge
+    """``testbed:scorer`` (needs testbed ``data``), ``rm:PATH`` (a reward model folder) or a chat model spec (a judge)."""
+    return load_role("scorer", spec, lambda model: JudgeScorer(model, name=f"judge:{spec}"), data=data)

@@ -6,7 +6,7 @@ up to and including the user's request that the original answered.
 
 Rewriters:
 
-* :class:`TestbedRewriter` (``testbed``, offline): the testbed's scripted assistant. It reads what the
+* :class:`TestbedRewriter` (``testbed:rewriter``, offline): the testbed's scripted assistant. It reads what the
   feedback asks for (``taxonomy.feedback_reasons``: "too long", "use bullet points", ...), measures the
   original's style (length, list or prose, tone, vocabulary), moves the style as the testbed assistant
   does when a user complains (``testbed.assistant.adjust``), and re-renders the original's substance
@@ -18,7 +18,7 @@ Rewriters:
 
 Quality filter (the paper found filtering essential): the rewrite must differ from the original
 (compared lower-cased with whitespace collapsed) and address the feedback, judged by
-:class:`ScorerJudge` (``scorer``, testbed only: the persona-match score of the user's true persona
+:class:`ScorerJudge` (``testbed:judge``, testbed only: the persona-match score of the user's true persona
 must rise) or :class:`ModelJudge` (a chat model answering JSON).
 """
 
@@ -29,14 +29,18 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
 from userloop.rlhi.followups import FollowUp, Labels, clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
+from userloop.rlhi.reward_scorers import TestbedScorer
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK, REASON_PREFERENCE, feedback_reasons
-from userloop.testbed.assistant import CONTRACTIONS
+from userloop.testbed import assistant, score
+from userloop.testbed.assistant import CONTRACTIONS, Style, adjust, render
+from userloop.testbed.persona_match import technicality, text_features
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +80,6 @@ def normalised(text: str) -> str:
 
 # ----------------------------------------------------------------------------- the testbed rewriter
 def _stock_sentences() -> frozenset[str]:
-    from userloop.testbed import assistant
-
     banks = (*assistant.OPENERS.values(), *assistant.CLOSERS.values(), assistant.SIMPLE, assistant.MIXED,
              assistant.TECHNICAL, assistant.LEADS_TECHNICAL)
     sentences = {s for bank in banks for s in bank}
@@ -92,9 +94,6 @@ _CONTRACTED_WORD = re.compile(r"\b(?:" + "|".join(re.escape(s) for s in _EXPAND)
 
 def measured_style(text: str):
     """The testbed assistant's style axes read off any text (with the scorer's own measurements)."""
-    from userloop.testbed.assistant import Style
-    from userloop.testbed.persona_match import technicality, text_features
-
     f = text_features(text)
     formality = (f["formal_markers"] + 0.5) / (f["formal_markers"] + f["casual_markers"] + 1)
     level = technicality(f["long_word_share"])
@@ -132,8 +131,6 @@ class TestbedRewriter:
     _stock: frozenset[str] = field(default_factory=_stock_sentences, repr=False)
 
     def rewrite(self, batch: Sequence[Candidate], personas: Sequence[str | None]) -> list[str | None]:
-        from userloop.testbed.assistant import adjust, render
-
         out: list[str | None] = []
         for candidate in batch:
             reasons = [r for r in feedback_reasons(candidate.labels.feedback_text) if r in REASON_PREFERENCE]
@@ -191,14 +188,17 @@ class ScorerJudge:
     true_personas: dict[str, dict[str, Any]]
     counts: Counter = field(default_factory=Counter)
 
-    def accept(self, batch: Sequence[Candidate], rewrites: Sequence[str]) -> list[bool]:
-        from userloop.testbed import score
+    @classmethod
+    def from_data(cls, data: Path | None) -> ScorerJudge:
+        """The judge for testbed ``data`` (a raw testbed folder, or a folder prepared from one)."""
+        return cls(TestbedScorer.from_data(data).true_personas)
 
+    def accept(self, batch: Sequence[Candidate], rewrites: Sequence[str]) -> list[bool]:
         out = []
         for candidate, rewrite in zip(batch, rewrites, strict=True):
             persona = self.true_personas.get(candidate.followup.user_id or "")
             if persona is None:
-                raise UserError(f"--judge scorer needs the testbed truth of user {candidate.followup.user_id}; "
+                raise UserError(f"--judge testbed:judge needs the testbed truth of user {candidate.followup.user_id}; "
                                 "on other data give --judge SPEC (a chat model)")
             out.append(score(persona, rewrite) > score(persona, candidate.original))
         return out

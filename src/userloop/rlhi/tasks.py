@@ -20,6 +20,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from userloop.simulate.answer_check import score_code, score_math
+from userloop.simulate.scenarios import Scenario
+from userloop.testbed.families.recommend import CATALOGUES
+
 FAMILIES = ("math", "code", "fact", "writing", "recommendation")
 
 
@@ -27,8 +31,6 @@ def passes(task: dict[str, Any], answer: str) -> bool:
     """Whether ``answer`` passes ``task``'s check (``task``: one entry of a truth record's ``tasks``)."""
     family, check = task["family"], task["check"]
     if family == "math":
-        from userloop.simulate.answer_check import score_math
-
         return score_math(answer, f"#### {check['answer']}").passed
     if family == "code":
         return _code_passes(check, answer)
@@ -37,8 +39,6 @@ def passes(task: dict[str, Any], answer: str) -> bool:
     if family == "writing":
         return _writing_passes(check, answer)
     if family == "recommendation":
-        from userloop.testbed.families.recommend import CATALOGUES
-
         named = [name for name, _, _ in CATALOGUES[task["domain"]][2] if _mentions(answer, name)]
         return bool(named) and all(name in check["matching"] for name in named)
     raise ValueError(f"unknown task family {family!r} (known: {', '.join(FAMILIES)})")
@@ -59,9 +59,6 @@ def _writing_passes(check: dict[str, Any], answer: str) -> bool:
 def _code_passes(check: dict[str, Any], answer: str) -> bool:
     """The testbed's asserts as a HumanEval ``check(candidate)`` (they call the function by name, in the
     namespace the sandbox shares with the solution)."""
-    from userloop.simulate.answer_check import score_code
-    from userloop.simulate.scenarios import Scenario
-
     tests = "def check(candidate):\n" + "".join(f"    {line}\n" for line in check["tests"].splitlines() if line.strip())
     scenario = Scenario(id="testbed-code", kind="code", intent="testbed code task", shards=[], full_prompt="testbed code task",
                         tests=tests, entry_point=check["entry_point"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,20 @@ from typing import Any
 import orjson
 
 from userloop.config import require_at_least_one
-from userloop.conversation import Conversation
+from userloop.conversation import Conversation, read_parquet
+from userloop.data.personas import read_personas
+from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import read_user_lines, write_atomic
-from userloop.rlhi.build import Progress, no_progress, output_folder
+from userloop.models import GenerationParams, load_model
+from userloop.models.registry import parse_spec, role_spec
+from userloop.progress import Progress, no_progress
+from userloop.rlhi.build import output_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import FollowUp, Labels, extract_followups
-from userloop.rlhi.reward_scorers import Scorer, ScoreRequest
+from userloop.rlhi.pairs import write_pairs
+from userloop.rlhi.personas import derive_offline, group_histories
+from userloop.rlhi.reward_scorers import Scorer, ScoreRequest, load_scorer
 
 TIE_TOLERANCE = 1e-9
 
@@ -56,9 +63,6 @@ class UserRequest:
 # ----------------------------------------------------------------------------- reading requests
 def read_split_conversations(data: Path, split: str) -> list[Conversation]:
     """One split of a prepared folder (``userloop data prepare``)."""
-    from userloop.conversation import read_parquet
-    from userloop.data.sources import prepared_splits
-
     if not data.exists():
         raise UserError(f"{data}: no such folder")
     splits = prepared_splits(data)
@@ -97,33 +101,10 @@ def label_followups(conversations: Sequence[Conversation], followups_file: Path 
     return list(zip(followups, labels, strict=True))
 
 
-def persona_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of ``personas.jsonl`` (``rlhi build`` / ``userloop personas``), each checked: ``user_id``
-    text or a number, ``persona`` text or null. Blank lines are passed over; a line that is no persona
-    record is a one-line :class:`UserError` naming ``file:line``."""
-    for number, line in read_user_lines(path, "personas file"):
-        try:
-            row = orjson.loads(line)
-            user_id, persona = row["user_id"], row["persona"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{path}:{number}: not a persona record (user_id, persona)") from None
-        if not isinstance(user_id, str | int) or not isinstance(persona, str | None):
-            raise UserError(f"{path}:{number}: user_id must be text and persona text or null")
-        yield row
-
-
-def read_personas(path: Path) -> dict[str, str]:
-    """``personas.jsonl`` as persona text by user id (:func:`persona_records`); a record whose persona is
-    null or empty gives its user no persona (left out)."""
-    return {str(row["user_id"]): row["persona"] for row in persona_records(path)
-            if row["persona"] and row["persona"].strip()}
-
-
 def derive_personas(conversations: Sequence[Conversation], labelled: Sequence[tuple[FollowUp, Labels]],
                     min_conversations: int) -> dict[str, str]:
     """Offline personas (part 1's derivation) of the users with at least ``min_conversations`` conversations."""
     from userloop.rlhi.followup_classifier import load_offline
-    from userloop.rlhi.personas import derive_offline, group_histories
 
     domains = load_offline().domains
     return {h.user_id: derive_offline(h, domains).persona for h in group_histories(conversations, labelled).values()
@@ -178,8 +159,6 @@ def sample_candidates(policy, prompts: Sequence[list[dict]], n: int = 4, tempera
                       on_progress: Callable[[int], None] | None = None) -> list[list[str]]:
     """``n`` sampled answers of ``policy`` (a :class:`~userloop.models.ChatModel`) per prompt; the prompts
     already carry whatever conditioning they need (e.g. :func:`with_persona`)."""
-    from userloop.models import GenerationParams
-
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, n=n)
     out: list[list[str]] = []
     for start in range(0, len(prompts), batch_size):
@@ -236,7 +215,7 @@ class RewardsConfig:
     """How ``userloop rlhi rewards`` runs."""
 
     policy: str = field(default="", metadata={"help": "the policy that samples candidates: a chat model spec (hf:PATH, openai:..., scripted:FILE)"})
-    scorer: str = field(default="testbed", metadata={"help": "testbed (ground truth, testbed only), rm:PATH (a reward model folder) or a chat model spec (LLM judge)"})
+    scorer: str = field(default="testbed:scorer", metadata={"help": "testbed:scorer (ground truth, testbed only), rm:PATH (a reward model folder) or a chat model spec (LLM judge)"})
     split: str = field(default="train", metadata={"help": "split of the prepared data whose requests are used"})
     followups: Path | None = field(default=None, metadata={"help": "followups.jsonl of 'rlhi build' (default: classify follow-ups with the offline classifier)"})
     personas: Path | None = field(default=None, metadata={"help": "personas.jsonl of 'rlhi build' (default: derive them offline from the split)"})
@@ -251,11 +230,10 @@ class RewardsConfig:
     seed: int = field(default=0, metadata={"help": "random seed (request sample, sampling)"})
 
     def validate(self) -> None:
-        from userloop.models.registry import parse_spec
-
         if not self.policy:
             raise UserError("give the policy that samples candidates: --policy SPEC")
         parse_spec(self.policy)
+        role_spec("scorer", self.scorer)
         require_at_least_one(self, ("n", "max_new_tokens", "min_conversations", "batch_size"))
         if self.n < 2:
             raise UserError(f"n must be at least 2 to pair a best and a worst candidate, got {self.n}")
@@ -276,10 +254,6 @@ def sample_requests(requests: list[UserRequest], limit: int, seed: int) -> list[
 def user_based_rewards(data: Path, out: Path, config: RewardsConfig, progress: Progress = no_progress) -> dict[str, Any]:
     """Sample, score and pair (module docstring); writes ``pairs.parquet``, ``pairs_dataset/`` and
     ``report.json`` into ``out`` and returns the report."""
-    from userloop.models import load_model
-    from userloop.rlhi.pairs import write_pairs
-    from userloop.rlhi.reward_scorers import load_scorer
-
     config.validate()
     started = time.perf_counter()
     scorer = load_scorer(config.scorer, data)

@@ -14,7 +14,7 @@ preferred), 0.5 (tie) or 0 (baseline preferred); their sum above 1 is a **win** 
 a **loss** (0). The win rate is the mean verdict over requests, with a 95% bootstrap percentile
 interval over requests (10,000 resamples, seeded).
 
-Judges: ``testbed`` (:class:`TestbedJudge`, exact): personalisation compares the persona-match score
+Judges: ``testbed:judge`` (:class:`TestbedJudge`, exact): personalisation compares the persona-match score
 of the user's TRUE persona; overall compares the persona-agnostic quality, the mean persona-match score
 over the true personas of the whole population of the data (every user in ``truth.jsonl``); equal
 within ``1e-9`` is a tie. Any chat model spec (:class:`ModelJudge`): our prompt with (or without) the
@@ -34,12 +34,27 @@ from typing import Any
 import orjson
 
 from userloop.config import require_at_least_one
+from userloop.data.personas import read_personas
 from userloop.errors import UserError
 from userloop.files import write_atomic
-from userloop.rlhi.build import Progress, no_progress, output_folder
+from userloop.models import GenerationParams, load_model
+from userloop.models.registry import load_role, parse_spec, role_spec
+from userloop.progress import Progress, no_progress
+from userloop.rlhi.build import output_folder
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
+from userloop.rlhi.reward_scorers import TestbedScorer
+from userloop.rlhi.user_rewards import (
+    derive_personas,
+    label_followups,
+    read_split_conversations,
+    sample_requests,
+    user_requests,
+)
+from userloop.statistics import mean_with_bootstrap_interval
+from userloop.testbed import score
+from userloop.testbed.persona_match import fits_from_features, text_features
 
 PREFERENCES = ("A", "B", "tie")     # what a judge says about one order: first shown, second shown, tie
 TIE_TOLERANCE = 1e-9
@@ -76,17 +91,13 @@ def inconsistent(policy_first: Sequence[str], baseline_first: Sequence[str]) -> 
 
 def win_rate(verdicts: Sequence[float], seed: int = 0) -> dict[str, Any]:
     """Mean verdict with its 95% bootstrap interval over requests, and the counts."""
-    import numpy as np
-
     n = len(verdicts)
     counts = {"requests": n, "wins": sum(v == 1.0 for v in verdicts), "ties": sum(v == 0.5 for v in verdicts),
               "losses": sum(v == 0.0 for v in verdicts)}
     if not n:
         return {"win_rate": None, "ci95": None, **counts}
-    values = np.asarray(verdicts, dtype=float)
-    means = values[np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP_SAMPLES, n))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"win_rate": round(float(values.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)], **counts}
+    mean, (low, high) = mean_with_bootstrap_interval(verdicts, BOOTSTRAP_SAMPLES, seed)
+    return {"win_rate": round(mean, 4), "ci95": [round(low, 4), round(high, 4)], **counts}
 
 
 # ----------------------------------------------------------------------------- judges
@@ -117,13 +128,9 @@ class TestbedJudge:
 
     @classmethod
     def from_data(cls, data: Path) -> TestbedJudge:
-        from userloop.rlhi.reward_scorers import TestbedScorer
-
         return cls(TestbedScorer.from_data(data).true_personas)
 
     def personal_score(self, user_id: str, response: str) -> float:
-        from userloop.testbed import score
-
         persona = self.true_personas.get(user_id)
         if persona is None:
             raise UserError(f"the testbed judge has no true persona for user {user_id!r}: the data is not this testbed's")
@@ -131,8 +138,6 @@ class TestbedJudge:
 
     def overall_score(self, response: str) -> float:
         """The mean persona-match score over every true persona of the population (persona-agnostic quality)."""
-        from userloop.testbed.persona_match import fits_from_features, text_features
-
         if self._population is None:   # the population as counts of its (at most 24) preference combinations
             self._population = Counter((p["expertise"], p["detail"], p["tone"], p["structure"]) for p in self.true_personas.values())
         features = text_features(response)
@@ -194,14 +199,8 @@ class ModelJudge:
 
 
 def load_judge(spec: str, data: Path):
-    """``testbed`` (exact, testbed data only) or a chat model spec."""
-    if spec == "testbed":
-        return TestbedJudge.from_data(data)
-    from userloop.models import load_model
-
-    judge = ModelJudge(load_model(spec))
-    judge.name = spec
-    return judge
+    """``testbed:judge`` (exact, testbed data only) or a chat model spec."""
+    return load_role("usereval_judge", spec, lambda model: ModelJudge(model, name=spec), data=data)
 
 
 def judge_both_orders(judge, items: Sequence[tuple[Comparison, Comparison]], personalised: bool) -> dict[str, Any]:
@@ -220,7 +219,7 @@ class UserEvalConfig:
 
     policy: str = field(default="", metadata={"help": "the policy under test: a chat model spec"})
     baseline: str = field(default="", metadata={"help": "the policy it is compared with: a chat model spec"})
-    judge: str = field(default="testbed", metadata={"help": "testbed (exact: true persona-match scores; testbed only) or a chat model spec"})
+    judge: str = field(default="testbed:judge", metadata={"help": "testbed:judge (exact: true persona-match scores; testbed only) or a chat model spec"})
     split: str = field(default="test", metadata={"help": "split of held-out users whose requests are used"})
     personas: Path | None = field(default=None, metadata={"help": "personas.jsonl (default: derived offline from the split's conversations)"})
     max_requests: int = field(default=300, metadata={"help": "use at most this many requests, drawn at random (seeded); 0: all"})
@@ -231,14 +230,11 @@ class UserEvalConfig:
     seed: int = field(default=0, metadata={"help": "random seed (request sample, sampling, bootstrap)"})
 
     def validate(self) -> None:
-        from userloop.models.registry import parse_spec
-
         for name in ("policy", "baseline"):
             if not getattr(self, name):
                 raise UserError(f"give --{name} SPEC (a chat model)")
             parse_spec(getattr(self, name))
-        if self.judge != "testbed":
-            parse_spec(self.judge)
+        role_spec("usereval_judge", self.judge)
         require_at_least_one(self, ("min_conversations", "max_new_tokens", "batch_size"))
         if self.max_requests < 0:
             raise UserError(f"max_requests must be 0 (all) or positive, got {self.max_requests}")
@@ -248,15 +244,6 @@ class UserEvalConfig:
 
 def opening_requests(data: Path, config: UserEvalConfig, counts: Counter):
     """The opening request of every conversation of the split, with its user's derived persona."""
-    from userloop.rlhi.user_rewards import (
-        derive_personas,
-        label_followups,
-        read_personas,
-        read_split_conversations,
-        sample_requests,
-        user_requests,
-    )
-
     conversations = read_split_conversations(data, config.split)
     if config.personas is not None:
         personas = read_personas(config.personas)
@@ -271,8 +258,6 @@ def opening_requests(data: Path, config: UserEvalConfig, counts: Counter):
 
 
 def _answers(spec: str, prompts: list[list[dict]], config: UserEvalConfig, progress: Progress, label: str) -> list[str]:
-    from userloop.models import GenerationParams, load_model
-
     model = load_model(spec)
     params = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed)
     out: list[str] = []

@@ -16,6 +16,7 @@ import re
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
+from userloop.simulate.sandbox import run_tests
 from userloop.simulate.scenarios import Scenario
 
 RELATIVE_TOLERANCE = 1e-6
@@ -255,7 +256,6 @@ def _defines(code: str, name: str) -> bool:
 def score_code(reply: str, scenario: Scenario) -> Score:
     """Run the scenario's tests against the function in ``reply`` in the sandbox, after the prompt's
     import lines (:func:`_prompt_imports`)."""
-    from userloop.simulate.sandbox import run_tests
 
     code = extract_code(reply, scenario.entry_point, scenario.prompt_code)
     if code is None:

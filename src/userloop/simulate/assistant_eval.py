@@ -11,13 +11,12 @@ solved with GPT-4o prompted to play the user, 57.4% with UserLM-8b as the user.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from userloop.files import write_atomic
-from userloop.simulate.runs import Progress, SimulationConfig, flatten, format_value, simulate
+from userloop.progress import Progress, no_progress
+from userloop.simulate.runs import SimulationConfig, flatten, format_value, simulate
 
 SETTINGS = ("single_turn", "multi_turn")
 PAPER_REFERENCE = {
@@ -28,14 +27,12 @@ PAPER_REFERENCE = {
 
 
 def evaluate_assistant(assistant: str, user: str, scenarios: str | Path, out: str | Path, *, n: int = 1,
-                       force: bool = False,
-                       progress_for: Callable[[str], AbstractContextManager[Progress | None]] | None = None,
-                       **options: Any) -> dict[str, Any]:
+                       force: bool = False, progress: Progress = no_progress, **options: Any) -> dict[str, Any]:
     """Run both settings into ``out/single_turn`` and ``out/multi_turn`` (each a resumable run folder)
     and write ``out/report.json`` and ``out/report.md``; returns the report.
 
     ``options`` are further :class:`SimulationConfig` fields (seed, max_user_turns, system_prompt,
-    classifier, ...); ``progress_for(setting)`` may give a context yielding a :class:`Progress`."""
+    classifier, ...); ``progress`` shows each setting's run, named single-turn and multi-turn."""
     import orjson
 
     out = Path(out)
@@ -43,12 +40,17 @@ def evaluate_assistant(assistant: str, user: str, scenarios: str | Path, out: st
     for setting in SETTINGS:
         config = SimulationConfig(assistant=assistant, user=user if setting == "multi_turn" else None,
                                   scenarios=str(scenarios), n=n, **options)
-        with (progress_for(setting) if progress_for else nullcontext()) as progress:
-            summaries[setting] = simulate(config, out / setting, force=force, progress=progress).summary
+        summaries[setting] = simulate(config, out / setting, force=force,
+                                      progress=_named(progress, setting.replace("_", "-"))).summary
     report = build_report(summaries["single_turn"], summaries["multi_turn"])
     write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     write_atomic(out / "report.md", report_markdown(report))
     return report
+
+
+def _named(progress: Progress, name: str) -> Progress:
+    """``progress`` with every step called ``name``."""
+    return lambda description, total=None: progress(name, total)
 
 
 def build_report(single: dict, multi: dict) -> dict[str, Any]:

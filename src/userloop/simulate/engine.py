@@ -5,20 +5,29 @@ A conversation is a (scenario, sample) pair. Up to ``concurrency`` of them are l
 1. **user**: every live conversation gets its next user turn from the :class:`UserSimulator`, all
    requests in flight together (the ``hf`` provider coalesces them into padded batches, ``openai``
    sends them as concurrent requests). A turn containing ``<|endconversation|>`` ends the
-   conversation (``user_ended``). A scenario with ``metadata["persona"]`` is played by a
-   persona-conditioned user: its system message is the intent and the persona
-   (:func:`userloop.userlm.flip.user_system_message`, the text such a user LM was trained on).
+   conversation (``user_ended``; with ``empty_turn_ends``, so does a turn with no text). A scenario
+   with ``metadata["persona"]`` is played by a persona-conditioned user: its system message is the
+   intent and the persona (:func:`userloop.userlm.flip.user_system_message`, the text such a user LM
+   was trained on). With ``last_word="user"``, a conversation whose user has now written its cap of
+   turns ends here (``max_turns``): the last message is the user's reaction to the last reply.
 2. **assistant**: every conversation still open gets the assistant's reply, again all at once.
 3. **classify** all new replies in one classifier call; **score** the answer attempts of scenarios
-   with a checker, concurrently in worker threads. A passed score ends the conversation
-   (``solved``: the Lost-in-Conversation rule, a correct answer attempt ends the task).
-4. a conversation at its user-turn cap ends (``max_turns``); a model error on one conversation ends
-   that one (``error``, with the message) and the run goes on.
+   with a checker, concurrently in worker threads (each phase only with a classifier / scorer). A
+   passed score ends the conversation (``solved``: the Lost-in-Conversation rule, a correct answer
+   attempt ends the task).
+4. a conversation at its user-turn cap ends (``max_turns``); a prompt too long for the user's or the
+   assistant's context ends that conversation (``context``), any other model error too (``error``,
+   with the message), and the run goes on.
+
+:class:`EndReason` is the one vocabulary of end reasons (docs/simulate.md, "End reasons"). A
+:class:`Job` may carry its own assistant system message and fixed sampling seeds: what callers that
+are not ``userloop simulate`` (the RLHI loop) need to drive their conversations through this engine.
 
 Finished conversations are handed to ``on_finished`` as records the moment their phase ends, and
 free slots are refilled from the queue at the start of the next step. Sampling is deterministic: the
 conversation seed is derived from (run seed, scenario id, sample) and each turn's seed from it, so a
-conversation is the same whatever else is in flight (up to the floating-point effects of padding).
+conversation is the same whatever else is in flight (up to the floating-point effects of padding);
+a job's ``user_seed`` / ``assistant_seed`` replace the derived seeds of every turn of that role.
 Without a user simulator the engine runs the single-turn setting: the one user turn is the
 scenario's ``full_prompt``.
 """
@@ -31,15 +40,40 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
-from userloop.models.base import ChatMessages, ChatModel, Completion, GenerationParams
+from userloop.models.base import ChatMessages, ChatModel, Completion, ContextLengthError, GenerationParams
 from userloop.models.metered import MeteredModel
+from userloop.simulate.records import SimulatedConversation, SimulatedMessage, TokenCount
 from userloop.simulate.scenarios import Scenario
 from userloop.userlm.flip import user_system_message
 from userloop.userlm.simulator import UserSimulator, UserTurn
 
-END_REASONS = ("user_ended", "max_turns", "solved", "error")
+
+class EndReason(StrEnum):
+    """How a simulated conversation ended: the one vocabulary, documented in docs/simulate.md ("End reasons")."""
+
+    USER_ENDED = "user_ended"   # the user wrote <|endconversation|> (with empty_turn_ends: or a turn with no text)
+    MAX_TURNS = "max_turns"     # it reached its user-turn cap
+    SOLVED = "solved"           # an answer attempt passed the scenario's check
+    ERROR = "error"             # a model, the reply classifier or the scorer failed on it (message in ``error``)
+    CONTEXT = "context"         # the next prompt no longer fit the user's or the assistant's context
+
+
+END_REASONS = tuple(reason.value for reason in EndReason)
+# The end reasons of conversations cut short by a failed model call: statistics over finished conversations
+# (persona fidelity, Table 3, report charts) leave them out.
+FAILED_END_REASONS = frozenset({EndReason.ERROR.value, EndReason.CONTEXT.value})
+# Spellings older versions wrote (the RLHI loop's own loop, before it ran on this engine) -> today's.
+RENAMED_END_REASONS = {"turn_cap": EndReason.MAX_TURNS.value}
+
+
+def current_end_reason(name: str) -> str:
+    """An end reason read from an existing folder, in today's vocabulary (an old spelling is renamed)."""
+    return RENAMED_END_REASONS.get(name, name)
+
+
 PHASES = ("user", "assistant", "classify", "scoring")
 
 
@@ -51,10 +85,16 @@ def derive_seed(*parts: object) -> int:
 
 @dataclass(frozen=True)
 class Job:
-    """Sample ``sample`` (0..N-1) of ``scenario``."""
+    """Sample ``sample`` (0..N-1) of ``scenario``, and what this conversation does differently from the
+    engine's defaults: the assistant's ``system_prompt`` (None: the engine's), and a fixed sampling seed
+    for every user turn (``user_seed``) or assistant turn (``assistant_seed``) instead of one derived
+    per turn (None)."""
 
     scenario: Scenario
     sample: int
+    system_prompt: str | None = None
+    user_seed: int | None = None
+    assistant_seed: int | None = None
 
 
 @dataclass
@@ -89,47 +129,54 @@ class _Conversation:
     seed: int
     cap: int
     started: float = field(default_factory=time.perf_counter)
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[SimulatedMessage] = field(default_factory=list)
     user_turns: int = 0
     end_reason: str | None = None
     error: str | None = None
     solved: bool = False
     end_events: list[dict[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
-    tokens: dict[str, dict[str, int]] = field(default_factory=lambda: {
-        "user": {"prompt": 0, "completion": 0}, "assistant": {"prompt": 0, "completion": 0}})
+    tokens: dict[str, TokenCount] = field(default_factory=lambda: {"user": TokenCount(), "assistant": TokenCount()})
 
     def chat(self) -> ChatMessages:
-        return [{"role": m["role"], "content": m["content"]} for m in self.messages]
+        return [{"role": m.role, "content": m.content} for m in self.messages]
 
-    def end(self, reason: str, error: str | None = None) -> None:
-        self.end_reason, self.error = reason, error
+    def end(self, reason: EndReason, error: str | None = None) -> None:
+        self.end_reason, self.error = reason.value, error
 
-    def add_tokens(self, role: str, prompt: int, completion: int) -> dict[str, int]:
-        self.tokens[role]["prompt"] += prompt
-        self.tokens[role]["completion"] += completion
-        return {"prompt": prompt, "completion": completion}
+    def add_tokens(self, role: str, prompt: int, completion: int) -> TokenCount:
+        self.tokens[role].add(prompt, completion)
+        return TokenCount(prompt, completion)
 
 
 class SimulationEngine:
     """Runs many simulated conversations in lock-step (see the module docstring).
 
     ``user`` is a :class:`UserSimulator` (``None``: the single-turn setting), ``assistant`` any
-    :class:`ChatModel` (it sees ``system_prompt``, when given, then the user and assistant turns),
-    ``classifier`` an object with ``aclassify(scenarios, histories, replies)`` and ``score`` a blocking,
-    thread-safe ``score(scenario, reply) -> Score | None``.
+    :class:`ChatModel` (it sees the job's or else the engine's ``system_prompt``, when given, then the
+    user and assistant turns), ``classifier`` (optional) an object with
+    ``aclassify(scenarios, histories, replies)`` and ``score`` (optional) a blocking, thread-safe
+    ``score(scenario, reply) -> Score | None``. ``max_user_turns`` caps every conversation (a
+    scenario's own ``max_user_turns`` may lower it); ``last_word`` says who writes the last message of
+    a conversation that reaches the cap: the assistant (its reply to the last user turn) or the user
+    (the last user turn is not answered). ``empty_turn_ends``: a user turn with no text ends the
+    conversation (``user_ended``) instead of reaching the assistant.
     """
 
-    def __init__(self, assistant: ChatModel, user: UserSimulator | None, classifier, score: Callable, *,
-                 assistant_params: GenerationParams, system_prompt: str | None = None, max_user_turns: int = 6,
-                 seed: int = 0, concurrency: int = 256) -> None:
+    def __init__(self, assistant: ChatModel, user: UserSimulator | None, classifier=None, score: Callable | None = None,
+                 *, assistant_params: GenerationParams, system_prompt: str | None = None, max_user_turns: int = 6,
+                 last_word: Literal["assistant", "user"] = "assistant", empty_turn_ends: bool = False, seed: int = 0,
+                 concurrency: int = 256) -> None:
+        if last_word not in ("assistant", "user"):
+            raise ValueError(f"last_word must be 'assistant' or 'user', got {last_word!r}")
         self.assistant, self.user, self.classifier, self.score = assistant, user, classifier, score
         self.assistant_params, self.system_prompt = assistant_params, system_prompt
         self.max_user_turns = 1 if user is None else max_user_turns
+        self.last_word, self.empty_turn_ends = last_word, empty_turn_ends
         self.seed, self.concurrency = seed, concurrency
         self.timings = EngineTimings()
 
-    async def run(self, jobs: Iterable[Job], on_finished: Callable[[dict[str, Any]], None],
+    async def run(self, jobs: Iterable[Job], on_finished: Callable[[SimulatedConversation], None],
                   on_turns: Callable[[int], None] | None = None) -> EngineTimings:
         """Simulate every job; each finished conversation's record goes to ``on_finished`` at once."""
         self._on_finished, self._on_turns_callback = on_finished, on_turns
@@ -151,14 +198,14 @@ class SimulationEngine:
 
     async def _step(self, live: list[_Conversation]) -> list[_Conversation]:
         await self._timed("user", self._user_phase(live))
+        if self.last_word == "user":
+            _end_at_cap(live)
         live = self._finish(live)
         await self._timed("assistant", self._assistant_phase(live))
         live = self._finish(live)
         await self._timed("classify", self._classify_phase(live))
         await self._timed("scoring", self._scoring_phase(live))
-        for conversation in live:
-            if conversation.end_reason is None and conversation.user_turns >= conversation.cap:
-                conversation.end("max_turns")
+        _end_at_cap(live)
         return self._finish(live)
 
     async def _timed(self, phase: str, coroutine) -> None:
@@ -193,15 +240,16 @@ class SimulationEngine:
         results = await asyncio.gather(*(self._user_turn(c) for c in live), return_exceptions=True)
         for conversation, result in zip(live, results):
             if isinstance(result, Exception):
-                conversation.end("error", f"user model: {_describe(result)}")
+                conversation.end(*_model_failure("user model", result))
             else:
                 self._add_user_turn(conversation, *result)
-        self._on_turns(sum(1 for c in live if c.end_reason != "error"))
+        self._on_turns(sum(1 for result in results if not isinstance(result, Exception)))
 
     async def _user_turn(self, conversation: _Conversation) -> tuple[UserTurn, float, dict[str, int]]:
-        turn_number = conversation.user_turns + 1
+        turn_number, job = conversation.user_turns + 1, conversation.job
         meter = MeteredModel(self.user.model)  # one per conversation and turn
-        params = replace(self.user.params, seed=derive_seed(conversation.seed, turn_number, "user"))
+        seed = job.user_seed if job.user_seed is not None else derive_seed(conversation.seed, turn_number, "user")
+        params = replace(self.user.params, seed=seed)
         simulator = UserSimulator(meter, self.user.guardrails, params)
         started = time.perf_counter()
         scenario = conversation.job.scenario
@@ -211,96 +259,107 @@ class SimulationEngine:
                                                                           meter.completion_tokens)
 
     def _add_user_turn(self, conversation: _Conversation, turn: UserTurn, seconds: float,
-                       tokens: dict[str, int] | None) -> None:
+                       tokens: TokenCount | None) -> None:
         conversation.seconds["user"] += seconds
-        if turn.ended:
-            conversation.end("user_ended")
+        if turn.ended or (self.empty_turn_ends and not turn.text):
+            conversation.end(EndReason.USER_ENDED)
             if not turn.text:  # the usual ending: <|endconversation|> alone is no message
                 conversation.end_events = turn.events
                 return
-        message = {"role": "user", "content": turn.text, "events": turn.events, "latency_s": round(seconds, 4)}
-        if tokens is not None:
-            message["tokens"] = tokens
-        if turn.ended:
-            message["ended"] = True
-        conversation.messages.append(message)
+        conversation.messages.append(SimulatedMessage("user", turn.text, events=turn.events,
+                                                      latency_s=round(seconds, 4), tokens=tokens, ended=turn.ended))
         conversation.user_turns += 1
 
     async def _assistant_phase(self, live: list[_Conversation]) -> None:
         results = await asyncio.gather(*(self._reply(c) for c in live), return_exceptions=True)
         for conversation, result in zip(live, results):
             if isinstance(result, Exception):
-                conversation.end("error", f"assistant model: {_describe(result)}")
+                conversation.end(*_model_failure("assistant model", result))
                 continue
             completion, seconds = result
             conversation.seconds["assistant"] += seconds
             tokens = conversation.add_tokens("assistant", completion.prompt_tokens, completion.completion_tokens)
-            conversation.messages.append({"role": "assistant", "content": completion.text, "events": [],
-                                          "finish_reason": completion.finish_reason,
-                                          "latency_s": round(seconds, 4), "tokens": tokens})
+            conversation.messages.append(SimulatedMessage("assistant", completion.text,
+                                                          finish_reason=completion.finish_reason,
+                                                          latency_s=round(seconds, 4), tokens=tokens))
         self._on_turns(sum(1 for c in live if c.end_reason is None))
 
     async def _reply(self, conversation: _Conversation) -> tuple[Completion, float]:
-        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        params = replace(self.assistant_params,
-                         seed=derive_seed(conversation.seed, conversation.user_turns, "assistant"))
+        job = conversation.job
+        system_prompt = job.system_prompt if job.system_prompt is not None else self.system_prompt
+        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        seed = (job.assistant_seed if job.assistant_seed is not None
+                else derive_seed(conversation.seed, conversation.user_turns, "assistant"))
+        params = replace(self.assistant_params, seed=seed)
         started = time.perf_counter()
         [completion] = await self.assistant.agenerate([system + conversation.chat()], params)
         return completion, time.perf_counter() - started
 
     async def _classify_phase(self, live: list[_Conversation]) -> None:
-        if not live:
+        if not live or self.classifier is None:
             return
         started = time.perf_counter()
         try:
             labels = await self.classifier.aclassify([c.job.scenario for c in live], [c.chat()[:-1] for c in live],
-                                                     [c.messages[-1]["content"] for c in live])
+                                                     [c.messages[-1].content for c in live])
         except Exception as err:  # noqa: BLE001 - a failed judge call ends these conversations, not the run
             for conversation in live:
-                conversation.end("error", f"reply classifier: {_describe(err)}")
+                conversation.end(EndReason.ERROR, f"reply classifier: {_describe(err)}")
             return
         seconds = (time.perf_counter() - started) / len(live)
         for conversation, label in zip(live, labels):
-            conversation.messages[-1]["classification"] = label
+            conversation.messages[-1].classification = label
             conversation.seconds["classify"] += seconds
 
     async def _scoring_phase(self, live: list[_Conversation]) -> None:
+        if self.score is None:
+            return
         attempts = [c for c in live if c.end_reason is None and c.job.scenario.kind != "open"
-                    and c.messages[-1].get("classification") == "answer_attempt"]
+                    and c.messages[-1].classification == "answer_attempt"]
         results = await asyncio.gather(*(self._score(c) for c in attempts), return_exceptions=True)
         for conversation, result in zip(attempts, results):
             if isinstance(result, Exception):
-                conversation.end("error", f"scoring: {_describe(result)}")
+                conversation.end(EndReason.ERROR, f"scoring: {_describe(result)}")
                 continue
             score, seconds = result
             conversation.seconds["scoring"] += seconds
             if score is None:
                 continue
-            conversation.messages[-1]["score"] = score.to_dict()
+            conversation.messages[-1].score = score
             if score.passed:
                 conversation.solved = True
-                conversation.end("solved")
+                conversation.end(EndReason.SOLVED)
 
     async def _score(self, conversation: _Conversation):
         started = time.perf_counter()
-        score = await asyncio.to_thread(self.score, conversation.job.scenario, conversation.messages[-1]["content"])
+        score = await asyncio.to_thread(self.score, conversation.job.scenario, conversation.messages[-1].content)
         return score, time.perf_counter() - started
 
     # ------------------------------------------------------------------ records
-    def _record(self, conversation: _Conversation) -> dict[str, Any]:
+    def _record(self, conversation: _Conversation) -> SimulatedConversation:
         scenario = conversation.job.scenario
-        return {
-            "scenario_id": scenario.id, "sample": conversation.job.sample, "kind": scenario.kind,
-            "intent": scenario.intent, "setting": "multi_turn" if self.user is not None else "single_turn",
-            "messages": conversation.messages, "end_reason": conversation.end_reason,
-            "error": conversation.error, "end_events": conversation.end_events,
-            "solved": conversation.solved if scenario.kind != "open" else None,
-            "user_turns": conversation.user_turns, "max_user_turns": conversation.cap, "seed": conversation.seed,
-            "timings": {"wall_s": round(time.perf_counter() - conversation.started, 4),
-                        **{f"{phase}_s": round(s, 4) for phase, s in conversation.seconds.items()}},
-            "tokens": conversation.tokens,
-            "user": self.user.model.name if self.user is not None else None, "assistant": self.assistant.name,
-        }
+        return SimulatedConversation(
+            conversation.messages, scenario_id=scenario.id, sample=conversation.job.sample, kind=scenario.kind,
+            intent=scenario.intent, setting="multi_turn" if self.user is not None else "single_turn",
+            end_reason=conversation.end_reason, error=conversation.error, end_events=conversation.end_events,
+            solved=conversation.solved if scenario.kind != "open" else None, max_user_turns=conversation.cap,
+            seed=conversation.seed,
+            timings={"wall_s": round(time.perf_counter() - conversation.started, 4),
+                     **{f"{phase}_s": round(s, 4) for phase, s in conversation.seconds.items()}},
+            tokens=conversation.tokens, user_model=self.user.model.name if self.user is not None else None,
+            model=self.assistant.name)
+
+
+def _end_at_cap(live: list[_Conversation]) -> None:
+    for conversation in live:
+        if conversation.end_reason is None and conversation.user_turns >= conversation.cap:
+            conversation.end(EndReason.MAX_TURNS)
+
+
+def _model_failure(role: str, error: BaseException) -> tuple[EndReason, str]:
+    """The end reason and message of a conversation whose ``role`` call failed with ``error``."""
+    reason = EndReason.CONTEXT if isinstance(error, ContextLengthError) else EndReason.ERROR
+    return reason, f"{role}: {_describe(error)}"
 
 
 def _describe(error: BaseException) -> str:

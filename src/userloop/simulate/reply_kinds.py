@@ -14,8 +14,9 @@ import json
 import re
 from collections.abc import Sequence
 
-from userloop.errors import UserError
+from userloop.models import load_model
 from userloop.models.base import ChatModel, GenerationParams
+from userloop.models.registry import load_role
 from userloop.simulate.answer_check import extract_final_number
 from userloop.simulate.scenarios import Scenario
 
@@ -92,8 +93,6 @@ class ModelReplyClassifier:
 
     def __init__(self, model: ChatModel | str, params: GenerationParams | None = None) -> None:
         if isinstance(model, str):
-            from userloop.models import load_model
-
             model = load_model(model)
         self.model = model
         self.name = model.name
@@ -152,9 +151,5 @@ def _same_length(*sequences: Sequence) -> None:
 
 
 def load_reply_classifier(spec: str | None) -> RuleReplyClassifier | ModelReplyClassifier:
-    """``None`` or ``"rules"``: the rule-based default; any model spec: an LLM judge through that model."""
-    if spec is None or spec == "rules":
-        return RuleReplyClassifier()
-    if not isinstance(spec, str) or not spec.strip():
-        raise UserError(f"reply classifier must be 'rules' or a model spec, got {spec!r}")
-    return ModelReplyClassifier(spec)
+    """``None`` or ``rules:classifier``: the rule-based default; any chat model spec: an LLM judge through that model."""
+    return load_role("reply_classifier", "rules:classifier" if spec is None else spec, ModelReplyClassifier)

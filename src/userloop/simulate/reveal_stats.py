@@ -20,6 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from userloop.models import load_model
+from userloop.models.base import GenerationParams
+from userloop.simulate.engine import FAILED_END_REASONS
+from userloop.simulate.records import SimulatedConversation
 from userloop.simulate.scenarios import Scenario
 from userloop.userlm.intents import INTENT_PREFIX
 
@@ -99,11 +103,6 @@ def required_pieces(scenario: Scenario) -> list[str]:
     return [scenario.intent.removeprefix(INTENT_PREFIX).strip() or scenario.intent]
 
 
-def user_turns(record: dict) -> list[str]:
-    """The user turns of a run record, in order."""
-    return [m["content"] for m in record.get("messages", []) if m.get("role") == "user"]
-
-
 def intent_coverage(scenario: Scenario, turns: Sequence[str]) -> float:
     """Share of the scenario's required pieces (:func:`required_pieces`) covered (:func:`covers`) by the
     union of the user turns (Table 3 "intent coverage": did the simulated user convey the whole task)."""
@@ -140,7 +139,7 @@ class TurnFlags:
 class TurnJudge(Protocol):
     """Flags the user turns of many conversations at once (rules, or an LLM judge)."""
 
-    def flag_turns(self, items: Sequence[tuple[Scenario, dict]]) -> list[TurnFlags]: ...
+    def flag_turns(self, items: Sequence[tuple[Scenario, SimulatedConversation]]) -> list[TurnFlags]: ...
 
 
 def repeated_turns(scenario: Scenario, turns: Sequence[str]) -> list[bool]:
@@ -156,7 +155,7 @@ def repeated_turns(scenario: Scenario, turns: Sequence[str]) -> list[bool]:
     return flags
 
 
-def demand_turns(scenario: Scenario, record: dict) -> list[bool]:
+def demand_turns(scenario: Scenario, record: SimulatedConversation) -> list[bool]:
     """Per user turn, whether it adds a demand not in the intent: one of its sentences reads as a
     request (a question, an imperative opening, "can you", "I want", "please", "make sure") and fewer
     than half of that sentence's content words appear in the task (intent, shards, full prompt) or in
@@ -164,11 +163,11 @@ def demand_turns(scenario: Scenario, record: dict) -> list[bool]:
     A sentence with no content words adds nothing."""
     known = content_words(" ".join([scenario.intent, scenario.full_prompt, *scenario.shards]))
     flags = []
-    for message in record.get("messages", []):
-        if message.get("role") == "assistant":
-            known |= content_words(message["content"])
-        elif message.get("role") == "user":
-            flags.append(any(_new_demand(sentence, known) for sentence in _SENTENCE.split(message["content"])))
+    for message in record.messages:
+        if message.role == "assistant":
+            known |= content_words(message.content)
+        elif message.role == "user":
+            flags.append(any(_new_demand(sentence, known) for sentence in _SENTENCE.split(message.content)))
     return flags
 
 
@@ -184,8 +183,8 @@ class RuleTurnJudge:
 
     name = "rules"
 
-    def flag_turns(self, items: Sequence[tuple[Scenario, dict]]) -> list[TurnFlags]:
-        return [TurnFlags(repeated_turns(s, user_turns(r)), demand_turns(s, r)) for s, r in items]
+    def flag_turns(self, items: Sequence[tuple[Scenario, SimulatedConversation]]) -> list[TurnFlags]:
+        return [TurnFlags(repeated_turns(s, r.user_turns), demand_turns(s, r)) for s, r in items]
 
 
 class ModelTurnJudge:
@@ -195,18 +194,15 @@ class ModelTurnJudge:
     counted in :attr:`fallbacks`. Blocking (call it outside an event loop)."""
 
     def __init__(self, model, params=None) -> None:
-        from userloop.models import load_model
-        from userloop.models.base import GenerationParams
-
         self.model = load_model(model) if isinstance(model, str) else model
         self.name = self.model.name
         self.params = params or GenerationParams(max_new_tokens=32, temperature=0)
         self.fallbacks = 0
 
-    def flag_turns(self, items: Sequence[tuple[Scenario, dict]]) -> list[TurnFlags]:
+    def flag_turns(self, items: Sequence[tuple[Scenario, SimulatedConversation]]) -> list[TurnFlags]:
         rules = RuleTurnJudge().flag_turns(items)
-        prompts = [turn_judge_prompt(scenario, user_turns(record), index)
-                   for scenario, record in items for index in range(len(user_turns(record)))]
+        prompts = [turn_judge_prompt(scenario, record.user_turns, index)
+                   for scenario, record in items for index in range(record.n_user_turns)]
         answers = iter(c.text for c in self.model.generate(prompts, self.params)) if prompts else iter(())
         flagged = []
         for rule in rules:
@@ -248,29 +244,29 @@ def _verdict(answer: str) -> tuple[bool, bool] | None:
     return value["repeats"], value["new_demand"]
 
 
-def simulation_statistics(scenarios: Sequence[Scenario], records: Sequence[dict],
+def simulation_statistics(scenarios: Sequence[Scenario], records: Sequence[SimulatedConversation],
                           judge: TurnJudge | None = None) -> dict:
     """Table 3's statistics over finished run records (one per conversation).
 
     ``intent_coverage``, ``unigram_difference`` and ``unigram_jaccard_distance`` are means over
     conversations; ``turns`` has the mean, population variance, min and max of user turns per
-    conversation; ``repetition_rate`` and ``new_demand_rate`` are shares of all user turns. Records that
-    ended in ``error`` or whose scenario is unknown are excluded and counted.
+    conversation; ``repetition_rate`` and ``new_demand_rate`` are shares of all user turns. Records cut
+    short by a failed model call (``error``, ``context``) or whose scenario is unknown are excluded and counted.
     """
     by_id = {scenario.id: scenario for scenario in scenarios}
     usable, errors, unknown = [], 0, 0
     for record in records:
-        if record.get("end_reason") == "error":
+        if record.end_reason in FAILED_END_REASONS:
             errors += 1
-        elif record.get("scenario_id") not in by_id:
+        elif record.scenario_id not in by_id:
             unknown += 1
         else:
-            usable.append((by_id[record["scenario_id"]], record))
+            usable.append((by_id[record.scenario_id], record))
     result = {"conversations": len(usable), "excluded_errors": errors, "excluded_unknown_scenario": unknown}
     if not usable:
         return result
     judge = judge or RuleTurnJudge()
-    turns_of = [user_turns(record) for _, record in usable]
+    turns_of = [record.user_turns for _, record in usable]
     counts = [len(turns) for turns in turns_of]
     flags = judge.flag_turns(usable)
     all_turns = sum(counts)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,6 +21,18 @@ from typing import Any
 from userloop.config import option
 from userloop.errors import UserError
 from userloop.files import read_user_bytes, read_user_json, write_atomic
+from userloop.models import GenerationParams, load_model
+from userloop.models.registry import canonical_spec, parse_spec, role_spec
+from userloop.progress import Progress, no_progress
+from userloop.simulate.answer_check import score_reply
+from userloop.simulate.engine import END_REASONS, SimulationEngine, pending_jobs
+from userloop.simulate.records import RecordError, SimulatedConversation
+from userloop.simulate.reply_kinds import REPLY_KINDS, load_reply_classifier
+from userloop.simulate.reveal_stats import simulation_statistics
+from userloop.simulate.scenarios import load_scenarios
+from userloop.statistics import wilson_interval
+from userloop.userlm.simulator import UserSimulator
+from userloop.version import __version__
 
 RECORDS = "conversations.jsonl"
 RUN_FILE = "run.json"
@@ -43,7 +54,7 @@ class SimulationConfig:
     max_user_turns: int = option(6, "most user turns per conversation (a scenario's own max_user_turns can lower it)")
     seed: int = option(0, "run seed: sample k of scenario s samples with a seed derived from (seed, s, k)")
     system_prompt: str | None = option(None, "the assistant's system prompt (none by default)")
-    classifier: str = option("rules", "reply classifier: 'rules' or a model spec for an LLM judge")
+    classifier: str = option("rules:classifier", "reply classifier: rules:classifier or a model spec for an LLM judge")
     assistant_max_new_tokens: int = option(512, "most tokens per assistant reply")
     assistant_temperature: float | None = option(None, "assistant sampling temperature (None: the model's default)")
     user_max_new_tokens: int = option(96, "most tokens per user-turn sample")
@@ -65,12 +76,10 @@ class SimulationConfig:
                 raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.max_batch_size is not None and (not isinstance(self.max_batch_size, int) or self.max_batch_size < 1):
             raise UserError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size!r}")
-        from userloop.models.base import GenerationParams
-        from userloop.models.registry import parse_spec
-
-        for spec in (self.assistant, self.user, None if self.classifier == "rules" else self.classifier):
+        for spec in (self.assistant, self.user):
             if spec is not None:
                 parse_spec(spec)
+        role_spec("reply_classifier", self.classifier)
         GenerationParams(temperature=self.assistant_temperature, seed=self.seed)
         GenerationParams(temperature=self.user_temperature, top_p=self.user_top_p)
         if self.shard is not None:
@@ -82,17 +91,9 @@ class SimulationConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what the run produces (what a resume must match)."""
-        return {k: v for k, v in asdict(self).items()
-                if k not in NOT_IDENTITY and not (k == "shard" and v is None)}  # run.json files from before shards
-
-
-@dataclass
-class Progress:
-    """Callbacks a caller may pass to follow a run (a progress bar)."""
-
-    on_total: Callable[[int, int], None] = lambda total, done: None  # conversations in the run, already done
-    on_conversation: Callable[[], None] = lambda: None
-    on_turns: Callable[[int], None] = lambda n: None
+        identity = {k: v for k, v in asdict(self).items()
+                    if k not in NOT_IDENTITY and not (k == "shard" and v is None)}  # run.json files from before shards
+        return {**identity, "classifier": canonical_spec("reply_classifier", self.classifier)}
 
 
 @dataclass
@@ -105,7 +106,7 @@ class SimulationResult:
 
 
 def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, max_conversations: int | None = None,
-             retry_errors: bool = False, progress: Progress | None = None) -> SimulationResult:
+             retry_errors: bool = False, progress: Progress = no_progress) -> SimulationResult:
     """Simulate every (scenario, sample) of ``config`` not yet in ``out``; write records and the summary.
 
     ``max_conversations`` stops after that many new conversations (the rest stay for a resume).
@@ -116,12 +117,9 @@ def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, 
     """
     import orjson
 
-    from userloop.simulate.scenarios import load_scenarios
-
     config.validate()
     if max_conversations is not None and max_conversations < 0:
         raise UserError(f"max_conversations must be >= 0, got {max_conversations}")
-    progress = progress or Progress()
     scenarios = load_scenarios(config.scenarios)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -134,39 +132,38 @@ def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, 
     resumed = len(records)
     if max_conversations is not None:
         jobs = jobs[:max_conversations]
-    progress.on_total(resumed + len(jobs), resumed)
-    engine = _engine(config) if jobs else None
-    if run_file is not None:  # only once the models loaded: a typo in a spec leaves no run behind
-        write_atomic(out / RUN_FILE, run_file)
-    finished_now = 0
-    try:
-        if engine is not None:
-            with (out / RECORDS).open("ab") as file:
-                def write(record: dict) -> None:
-                    nonlocal finished_now
-                    file.write(orjson.dumps(record) + b"\n")
-                    file.flush()
-                    records.append(record)
-                    finished_now += 1
-                    progress.on_conversation()
+    with progress("simulating", resumed + len(jobs)) as task:
+        task.set(resumed, resumed + len(jobs))
+        engine = _engine(config) if jobs else None
+        if run_file is not None:  # only once the models loaded: a typo in a spec leaves no run behind
+            write_atomic(out / RUN_FILE, run_file)
+        finished_now = 0
+        try:
+            if engine is not None:
+                with (out / RECORDS).open("ab") as file:
+                    def write(record: SimulatedConversation) -> None:
+                        nonlocal finished_now
+                        file.write(orjson.dumps(record.to_dict()) + b"\n")
+                        file.flush()
+                        records.append(record)
+                        finished_now += 1
+                        task.advance()
 
-                asyncio.run(_run(engine, jobs, write, progress.on_turns))
-    finally:
-        timings = engine.timings.to_dict() if engine is not None else _previous_timings(out)
-        summary = summarize(records, scenarios, config, timings=timings,
-                            resume={"records_before": resumed, "finished_now": finished_now, "torn_lines_repaired": torn,
-                                    "errors_removed": errors_removed,
-                                    "pending": len(_pending(scenarios, config, records))},
-                            classifier=engine.classifier if engine is not None else None)
-        write_summary(out, summary)
+                    asyncio.run(_run(engine, jobs, write, task.count))
+        finally:
+            timings = engine.timings.to_dict() if engine is not None else _previous_timings(out)
+            summary = summarize(records, scenarios, config, timings=timings,
+                                resume={"records_before": resumed, "finished_now": finished_now, "torn_lines_repaired": torn,
+                                        "errors_removed": errors_removed,
+                                        "pending": len(_pending(scenarios, config, records))},
+                                classifier=engine.classifier if engine is not None else None)
+            write_summary(out, summary)
     return SimulationResult(out, summary, finished_now, resumed, torn)
 
 
-def _pending(scenarios, config: SimulationConfig, records: Sequence[dict]) -> list:
+def _pending(scenarios, config: SimulationConfig, records: Sequence[SimulatedConversation]) -> list:
     """The jobs of the run (of its shard, with ``config.shard``) that have no record yet, scenario-major."""
-    from userloop.simulate.engine import pending_jobs
-
-    done = {(r["scenario_id"], r["sample"]) for r in records}
+    done = {r.key for r in records}
     jobs = pending_jobs(scenarios, config.n, set())
     if config.shard is not None:
         index, count = parse_shard(config.shard)
@@ -182,15 +179,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
-def _without_errors(path: Path, records: list[dict]) -> int:
+def _without_errors(path: Path, records: list[SimulatedConversation]) -> int:
     """Rewrite the records file (atomically) without the conversations that ended in error, and drop them from
     ``records``; returns how many were removed."""
     import orjson
 
-    kept = [record for record in records if not record.get("error")]
+    kept = [record for record in records if not record.error]
     removed = len(records) - len(kept)
     if removed:
-        write_atomic(path, b"".join(orjson.dumps(record) + b"\n" for record in kept))
+        write_atomic(path, b"".join(orjson.dumps(record.to_dict()) + b"\n" for record in kept))
         records[:] = kept
     return removed
 
@@ -217,12 +214,6 @@ async def _run(engine, jobs, write, on_turns) -> None:
 
 def _engine(config: SimulationConfig):
     """The engine with its models loaded (hf: models get ``max_batch_size`` when set)."""
-    from userloop.models import GenerationParams, load_model
-    from userloop.simulate.answer_check import score_reply
-    from userloop.simulate.engine import SimulationEngine
-    from userloop.simulate.reply_kinds import load_reply_classifier
-    from userloop.userlm.simulator import UserSimulator
-
     def load(spec: str):
         options = {"max_batch_size": config.max_batch_size} if spec.startswith("hf:") and config.max_batch_size else {}
         return load_model(spec, **options)
@@ -245,8 +236,6 @@ def _checked_run_file(out: Path, config: SimulationConfig, force: bool) -> bytes
     and so is a damaged ``run.json`` (``force`` replaces it). The scenario file is the same when its
     content is (its SHA-256), whatever path names it; ``run.json`` records its resolved path."""
     import orjson
-
-    from userloop import __version__
 
     scenarios = Path(config.scenarios)
     current = {"config": {**config.identity(), "scenarios": str(scenarios.resolve())},
@@ -279,7 +268,10 @@ def _checked_run_file(out: Path, config: SimulationConfig, force: bool) -> bytes
 def _run_identity(run: dict) -> tuple:
     """What a resume must match: the configuration but the scenario file's path, and that file's content."""
     config = run["config"] if isinstance(run["config"], dict) else {}
-    return {k: v for k, v in config.items() if k != "scenarios"}, run["scenarios_sha256"]
+    identity = {k: v for k, v in config.items() if k != "scenarios"}
+    if "classifier" in identity:  # run.json files written before the role providers say "rules"
+        identity["classifier"] = canonical_spec("reply_classifier", identity["classifier"])
+    return identity, run["scenarios_sha256"]
 
 
 def _first_difference(recorded: dict, current: dict) -> str:
@@ -299,12 +291,16 @@ def _first_difference(recorded: dict, current: dict) -> str:
 _MISSING = object()
 
 
-def read_records(path: str | Path, repair: bool = False) -> tuple[list[dict], int]:
-    """The records of a ``conversations.jsonl`` and how many torn last lines there were (0 or 1).
+def read_records(path: str | Path, repair: bool = False, on_bad: Callable[[str], None] | None = None
+                 ) -> tuple[list[SimulatedConversation], int]:
+    """The records of a ``conversations.jsonl`` (:class:`SimulatedConversation`) and how many torn last lines
+    there were (0 or 1).
 
     A last line without its newline is a write cut short: it is not a record; with ``repair`` the
     file is truncated after the last complete line. Any other unreadable line, or a conversation
-    recorded twice, is a :class:`UserError` naming the line (the file was edited by hand)."""
+    recorded twice, is a :class:`UserError` naming the line (the file was edited by hand). With ``on_bad``,
+    a line that names its conversation (scenario_id, sample) but is not a whole record is passed over and
+    what is wrong with it ("without 'messages'", ...) goes to ``on_bad`` instead."""
     import orjson
 
     path = Path(path)
@@ -322,81 +318,71 @@ def read_records(path: str | Path, repair: bool = False) -> tuple[list[dict], in
         if not line.strip():
             continue
         try:
-            record = orjson.loads(line)
-            key = (record["scenario_id"], record["sample"])
+            data = orjson.loads(line)
+            key = (data["scenario_id"], data["sample"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise UserError(f"{path}:{number}: not a conversation record (the file was edited?)") from None
         if key in seen:
             raise UserError(f"{path}:{number}: conversation {key[0]!r} sample {key[1]} is already on line {seen[key]}")
         seen[key] = number
-        records.append(record)
+        try:
+            records.append(SimulatedConversation.from_dict(data))
+        except RecordError as err:
+            if on_bad is None:
+                raise UserError(f"{path}:{number}: not a conversation record: a record {err}; remove that line (a "
+                                "resume simulates its conversation again) or simulate into a new --out") from None
+            on_bad(str(err))
     return records, torn
 
 
 # ---------------------------------------------------------------------- summaries
-def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion (95% for the default ``z``)."""
-    if trials == 0:
-        return (0.0, 0.0)
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def summarize(records: Sequence[dict], scenarios=None, config: SimulationConfig | None = None, *,
+def summarize(records: Sequence[SimulatedConversation], scenarios=None, config: SimulationConfig | None = None, *,
               timings: dict | None = None, resume: dict | None = None, classifier=None) -> dict[str, Any]:
     """Per kind and overall: conversations, solved rate with its 95% Wilson interval (scenarios with a
     checker), user-turn mean/variance/min/max, end reasons, reply-classification shares, tokens; plus
     the run's timings and throughput, and the Table-3 simulation statistics of multi-turn runs."""
-    kinds = sorted({r["kind"] for r in records})
+    kinds = sorted({r.kind for r in records})
     summary: dict[str, Any] = {
         "setting": config.setting if config else None,
         "user": config.user if config else None, "assistant": config.assistant if config else None,
         "scenarios": config.scenarios if config else None, "n": config.n if config else None,
         "conversations": len(records),
         "overall": group_summary(records),
-        "by_kind": {kind: group_summary([r for r in records if r["kind"] == kind]) for kind in kinds},
+        "by_kind": {kind: group_summary([r for r in records if r.kind == kind]) for kind in kinds},
         "timings": timings,
         "resume": resume,
     }
     if classifier is not None and hasattr(classifier, "fallbacks"):
         summary["classifier_fallbacks"] = classifier.fallbacks
     if scenarios is not None and records and (config is None or config.user is not None):
-        from userloop.simulate.reveal_stats import simulation_statistics
-
         summary["simulation_statistics"] = simulation_statistics(scenarios, list(records))
     return summary
 
 
-def group_summary(records: Sequence[dict]) -> dict[str, Any]:
+def group_summary(records: Sequence[SimulatedConversation]) -> dict[str, Any]:
     """The summary of one group of records (see :func:`summarize`)."""
-    from userloop.simulate.engine import END_REASONS
-    from userloop.simulate.reply_kinds import REPLY_KINDS
-
-    turns = [r["user_turns"] for r in records]
-    scored = [r for r in records if r["solved"] is not None]
-    solved = sum(1 for r in scored if r["solved"])
-    labels = Counter(m.get("classification") for r in records for m in r["messages"] if m["role"] == "assistant")
+    turns = [r.n_user_turns for r in records]
+    scored = [r for r in records if r.solved is not None]
+    solved = sum(1 for r in scored if r.solved)
+    labels = Counter(m.classification for r in records for m in r.messages if m.role == "assistant")
     replies = sum(labels.values())
-    events = Counter(e.get("action") for r in records for m in r["messages"] if m["role"] == "user"
-                     for e in m.get("events", []))
-    tokens = {role: {part: sum(r["tokens"][role][part] for r in records) for part in ("prompt", "completion")}
+    events = Counter(e.get("action") for r in records for m in r.messages if m.role == "user" for e in m.events)
+    tokens = {role: {part: sum(getattr(r.tokens[role], part) for r in records) for part in ("prompt", "completion")}
               for role in ("user", "assistant")}
-    errors = Counter(r["error"] for r in records if r.get("error"))
+    errors = Counter(r.error for r in records if r.error)
     return {
         "conversations": len(records),
         "solved": {"solved": solved, "scored": len(scored), "rate": solved / len(scored),
                    "ci95": list(wilson_interval(solved, len(scored)))} if scored else None,
         "user_turns": {"mean": statistics.fmean(turns), "variance": statistics.pvariance(turns),
                        "min": min(turns), "max": max(turns)} if turns else None,
-        "end_reasons": {reason: sum(1 for r in records if r["end_reason"] == reason) for reason in END_REASONS},
+        "end_reasons": {reason: sum(1 for r in records if r.end_reason == reason) for reason in END_REASONS},
         "reply_classification": {"replies": replies, **{kind: labels[kind] / replies if replies else 0.0
                                                         for kind in REPLY_KINDS}},
         "guardrail_events": {"resample": events["resample"], "fallback": events["fallback"]},
         "tokens": tokens,
         "errors": dict(errors.most_common(5)),
-        "first_error": next((r["error"] for r in records if r.get("error")), None),
+        "first_error": next((r.error for r in records if r.error), None),
     }
 
 
@@ -528,9 +514,6 @@ def merge_runs(shards: Sequence[str | Path], out: str | Path, scenarios: str | P
     Returns the summary."""
     import orjson
 
-    from userloop.simulate.engine import pending_jobs
-    from userloop.simulate.scenarios import load_scenarios
-
     runs = [(Path(shard), _shard_run(Path(shard))) for shard in shards]
     if not runs:
         raise UserError("give the run folders of the shards to merge")
@@ -563,10 +546,10 @@ def merge_runs(shards: Sequence[str | Path], out: str | Path, scenarios: str | P
     config = _merged_config(run["config"], scenario_file)
     scenario_list = load_scenarios(scenario_file)
     position = {(job.scenario.id, job.sample): k for k, job in enumerate(pending_jobs(scenario_list, config.n, set()))}
-    records: dict[tuple[str, int], dict] = {}
+    records: dict[tuple[str, int], SimulatedConversation] = {}
     for index, folder in sorted(by_index.items()):
         for record in read_records(folder / RECORDS)[0]:
-            key = (record["scenario_id"], record["sample"])
+            key = record.key
             if key not in position:
                 raise UserError(f"{folder}: conversation {key[0]!r} sample {key[1]} is not in {scenario_file}")
             owner = position[key] % count + 1
@@ -585,11 +568,11 @@ def merge_runs(shards: Sequence[str | Path], out: str | Path, scenarios: str | P
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not empty: merge into a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    ordered = sorted(records.values(), key=lambda r: position[(r["scenario_id"], r["sample"])])
+    ordered = sorted(records.values(), key=lambda r: position[r.key])
     merged_from = [{"shard": f"{index}/{count}", "run": str(folder),
                     "conversations": sum(1 for key in records if position[key] % count + 1 == index)}
                    for index, folder in sorted(by_index.items())]
-    write_atomic(out / RECORDS, b"".join(orjson.dumps(record) + b"\n" for record in ordered))
+    write_atomic(out / RECORDS, b"".join(orjson.dumps(record.to_dict()) + b"\n" for record in ordered))
     run_file = orjson.loads(_checked_run_file(out, config, force=False))
     write_atomic(out / RUN_FILE, orjson.dumps({**run_file, "merged_from": merged_from}, option=orjson.OPT_INDENT_2))
     summary = {**summarize(ordered, scenario_list, config), "merged_from": merged_from}

@@ -14,9 +14,12 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from userloop.conversation import read_parquet
+from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import open_user_file, read_user_lines, read_user_text
-from userloop.userlm.intents import INTENT_PREFIX
+from userloop.testbed.population import truth_folder
+from userloop.userlm.intents import INTENT_PREFIX, offline_intent
 
 KINDS = ("open", "math", "code")
 # Fields of the task files that scenarios are built from (none is a scenario field).
@@ -181,7 +184,7 @@ def build_scenarios(source: str | Path | None, kind: str | None = None, limit: i
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
     if source is None:
-        from userloop.testbed.population import default_data
+        from userloop.testbed.default import default_data
 
         source = default_data(prepared=True)
     path = Path(source)
@@ -364,10 +367,6 @@ def _split_examples(docstring: str) -> tuple[str, str]:
 
 
 def _open_intents(folder: Path, split: str) -> BuildResult:
-    from userloop.conversation import read_parquet
-    from userloop.data.sources import prepared_splits
-    from userloop.userlm.intents import offline_intent
-
     splits = prepared_splits(folder)
     if not splits:
         raise UserError(f"{folder} is not a prepared data folder (run 'userloop data prepare' first)")
@@ -397,8 +396,6 @@ def _testbed_math(folder: Path, split: str | None) -> BuildResult:
     problem as ``full_prompt`` and the computed integer answer as gold. A prepared folder keeps the problems
     of the conversations in ``split`` (default ``test``: users no model trained on); a raw testbed folder
     keeps them all."""
-    from userloop.rlhi.build import truth_folder
-
     truth = truth_folder(folder)
     if truth is None:
         raise UserError(f"{folder}: --kind math on a folder needs the testbed (its truth.jsonl, beside the raw "
@@ -430,9 +427,6 @@ def _testbed_math(folder: Path, split: str | None) -> BuildResult:
 
 def _split_ids(folder: Path, split: str | None) -> set[str] | None:
     """The conversation ids of ``split`` of a prepared folder; None for a raw testbed folder (no split)."""
-    from userloop.conversation import read_parquet
-    from userloop.data.sources import prepared_splits
-
     splits = prepared_splits(folder)
     if not splits:
         if split is not None:

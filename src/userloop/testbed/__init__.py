@@ -6,6 +6,6 @@ persona-match scorer. See ``docs/testbed.md`` for the generative story and measu
 
 from userloop.testbed.persona import Persona
 from userloop.testbed.persona_match import score, score_components
-from userloop.testbed.population import Population, SimulatedUser, default_data, generate, read_truth
+from userloop.testbed.population import Population, SimulatedUser, generate, read_truth
 
-__all__ = ["Persona", "Population", "SimulatedUser", "default_data", "generate", "read_truth", "score", "score_components"]
+__all__ = ["Persona", "Population", "SimulatedUser", "generate", "read_truth", "score", "score_components"]

@@ -25,8 +25,10 @@ from typing import Any
 import orjson
 
 from userloop.conversation import Conversation
+from userloop.data.formats import wildchat
 from userloop.errors import UserError
-from userloop.files import open_user_file, write_atomic
+from userloop.files import open_user_file, read_user_json, write_atomic
+from userloop.statistics import first_turn_diversity
 from userloop.testbed.dialogue import Dialogue, choose_task, converse
 from userloop.testbed.persona import Persona, pick_weighted, sample_persona
 
@@ -70,8 +72,6 @@ class Population:
 
     def conversations(self) -> list[Conversation]:
         """The conversations as :class:`Conversation`, exactly as the WildChat reader returns them."""
-        from userloop.data.formats import wildchat
-
         # the reader consumes the record it is given, so it reads a copy
         return [wildchat(orjson.loads(orjson.dumps(record)), "testbed")[0] for record in self.records]
 
@@ -190,6 +190,19 @@ def read_truth(path: str | Path) -> tuple[dict[str, dict], dict[str, dict]]:
     return users, conversations
 
 
+def truth_folder(data: Path) -> Path | None:
+    """Where the testbed truth of ``data`` is: the folder itself, or the input a prepared folder was made from."""
+    if (data / "truth.jsonl").is_file():
+        return data
+    report = data / "report.json"
+    if report.is_file():
+        for source in read_user_json(report, "prepared data report").get("inputs", []):
+            folder = Path(source) if Path(source).is_dir() else Path(source).parent
+            if (folder / "truth.jsonl").is_file():
+                return folder
+    return None
+
+
 def first_turn_diversity_sample(population: Population, n: int = 2000, seed: int = 0) -> list[str]:
     turns = [r["conversation"][0]["content"] for r in population.records]
     return random.Random(seed).sample(turns, min(n, len(turns)))
@@ -197,8 +210,6 @@ def first_turn_diversity_sample(population: Population, n: int = 2000, seed: int
 
 def summarise(population: Population) -> dict[str, Any]:
     """The population's measured figures (``docs/testbed.md`` reports those of the default population)."""
-    from userloop.metrics.diversity import first_turn_diversity
-
     users = [t for t in population.truth if t["type"] == "user"]
     conversations = [t for t in population.truth if t["type"] == "conversation"]
     per_user = sorted(u["conversations"] for u in users)
@@ -237,43 +248,3 @@ def _distribution(values: list[int]) -> dict[str, float]:
     return {"mean": round(sum(values) / n, 2), "median": values[n // 2], "p95": values[min(n - 1, math.ceil(0.95 * n) - 1)],
             "max": values[-1]}
 
-
-DEFAULT_USERS = 2000
-DEFAULT_SEED = 0
-
-
-def cache_dir() -> Path:
-    """Where the default testbed lives: ``$USERLOOP_CACHE`` or ``~/.cache/userloop``."""
-    import os
-
-    return Path(os.environ.get("USERLOOP_CACHE") or Path.home() / ".cache" / "userloop")
-
-
-def cached_pickle(path: Path, build):
-    """The object pickled at ``path``, or ``build()``'s result, pickled there first (written atomically,
-    so an interrupted write never leaves a truncated cache)."""
-    import pickle
-
-    if path.is_file():
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    value = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, pickle.dumps(value))
-    return value
-
-
-def default_data(prepared: bool = True) -> Path:
-    """The default data of every command: the testbed population (2,000 users, seed 0), generated
-    once into the cache; with ``prepared`` the folder that ``userloop data prepare`` made of it."""
-    root = cache_dir() / f"testbed-v{TESTBED_VERSION}-users{DEFAULT_USERS}-seed{DEFAULT_SEED}"
-    raw, out = root / "raw", root / "prepared"
-    if not (raw / "summary.json").is_file():
-        generate(DEFAULT_USERS, DEFAULT_SEED).write(raw)
-    if not prepared:
-        return raw
-    if not (out / "report.json").is_file():
-        from userloop.data.prepare import PrepareConfig, prepare
-
-        prepare([str(raw / "conversations.jsonl")], out, PrepareConfig())
-    return out

@@ -1,11 +1,15 @@
 """What the trainers share (``train user-lm``/``assistant``, ``train reward``, ``train dpo``): the result type,
-bf16 choice, library quieting, step progress, and the CPU LM head that scores only labelled positions."""
+loading a pretrained model, the training arguments they set alike, bf16 choice, library quieting, step
+progress, the loss curve rows, and the CPU LM head that scores only labelled positions."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from userloop.errors import UserError
 
@@ -16,6 +20,64 @@ class TrainResult:
 
     out: Path
     report: dict
+
+
+class TrainerSettings(Protocol):
+    """The config fields every trainer has (:func:`trainer_arguments` reads them)."""
+
+    seed: int
+    batch_size: int
+    epochs: float
+    max_steps: int
+    warmup: float
+    logging_steps: int
+    bf16: str
+
+
+def trainer_arguments(config: TrainerSettings, out: str | Path, learning_rate: float) -> dict[str, Any]:
+    """The transformers ``TrainingArguments`` every trainer sets the same way: output folder, seed, learning
+    rate with warmup and cosine decay, no weight decay, batch size, length (epochs or steps), logging, bf16
+    (:func:`use_bf16`), the CPU when there is no GPU, and no reporting, tqdm or data-loader workers."""
+    import torch
+
+    return {"output_dir": str(out), "seed": config.seed, "learning_rate": learning_rate,
+            "per_device_train_batch_size": config.batch_size, "num_train_epochs": config.epochs,
+            "max_steps": config.max_steps, "warmup_steps": config.warmup, "lr_scheduler_type": "cosine",
+            "weight_decay": 0.0, "logging_steps": config.logging_steps, "bf16": use_bf16(config.bf16),
+            "use_cpu": not torch.cuda.is_available(), "report_to": "none", "disable_tqdm": True,
+            "dataloader_num_workers": 0}
+
+
+def load_pretrained(source: str | Path, dtype: str = "auto"):
+    """``(tokenizer, model)`` of a local folder or Hub id (``owner/name``) with stock transformers; the
+    weights in ``dtype`` (``auto``: as stored).
+
+    A name that is neither an existing folder nor a Hub id is refused at once (no Hub look-up, which
+    offline would retry for a minute); a load failure is a :class:`UserError` of one line.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(source)
+    if not Path(source).expanduser().is_dir() and not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        raise UserError(f"no such model folder: {source} (give a folder or a Hub id such as owner/name)")
+    source = str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source
+    try:
+        return AutoTokenizer.from_pretrained(source), AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError, KeyError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise UserError(f"cannot load {source!r} with transformers: {(lines or [type(err).__name__])[0][:300]}") from None
+
+
+def curve_rows(log_history: list[dict]) -> list[dict]:
+    """One row per logged step: ``step``, ``epoch`` and ``loss`` (training) or ``eval_loss`` (validation)."""
+    return [{"step": entry["step"], "epoch": entry.get("epoch"), **{k: entry[k] for k in ("loss", "eval_loss") if k in entry}}
+            for entry in log_history if "loss" in entry or "eval_loss" in entry]
+
+
+def write_curve_rows(rows: list[dict], out: Path) -> None:
+    """``loss_curve.jsonl`` in ``out``: the rows of :func:`curve_rows`, one JSON object a line."""
+    with open(out / "loss_curve.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def validate_bf16(setting: str) -> None:

@@ -38,7 +38,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from userloop.conversation import Conversation, read_parquet
+from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
+from userloop.userlm.intents import offline_intent
 from userloop.userlm.template import (
     BEGIN_OF_TEXT,
     END_CONVERSATION,
@@ -261,9 +263,6 @@ def flip(conversations: Iterable[Conversation], tokenizer, scheme: str = "packed
 def read_split(data: str | Path, split: str) -> tuple[list[Conversation], int]:
     """One split of a prepared folder, every conversation with an intent: a missing one gets the
     rule-based offline intent (:func:`userloop.userlm.intents.offline_intent`); returns how many did."""
-    from userloop.data.sources import prepared_splits
-    from userloop.userlm.intents import offline_intent
-
     splits = prepared_splits(Path(data))
     if split not in splits:
         raise UserError(f"{data}: not a prepared folder with a {split} split (run 'userloop data prepare' first)")

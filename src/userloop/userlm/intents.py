@@ -24,8 +24,10 @@ from typing import Any
 import orjson
 
 from userloop.conversation import Conversation, read_parquet, write_parquet
+from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import read_user_json, write_atomic
+from userloop.models import GenerationParams, load_model
 
 INTENT_PREFIX = "You are a user chatting with an assistant language model to"
 MAX_INTENT_WORDS = 60
@@ -238,8 +240,6 @@ def count_conversations(data: str | Path) -> int:
     """How many conversations the prepared folder ``data`` holds (from the Parquet metadata)."""
     import pyarrow.parquet as pq
 
-    from userloop.data.sources import prepared_splits
-
     return sum(pq.ParquetFile(path).metadata.num_rows for path in prepared_splits(Path(data)).values())
 
 
@@ -251,8 +251,6 @@ def write_intents(data: str | Path, out: str | Path, model=None, overwrite: bool
     from :func:`offline_intent`. ``out/report.json`` is ``data``'s report plus an ``intents`` section
     counting how each conversation got its intent; ``on_progress`` gets the number of conversations done.
     """
-    from userloop.data.sources import prepared_splits
-
     data, out = Path(data), Path(out)
     splits = prepared_splits(data)
     if not splits:
@@ -261,8 +259,6 @@ def write_intents(data: str | Path, out: str | Path, model=None, overwrite: bool
     if out.resolve() == data.resolve():
         raise UserError("--out must differ from --data (the prepared folder is read while the copy is written)")
     if isinstance(model, str):
-        from userloop.models import load_model
-
         model = load_model(model)
     out.mkdir(parents=True, exist_ok=True)
     counts = _Counts()
@@ -318,8 +314,6 @@ def _fill_batch(batch: list[Conversation], model, overwrite: bool, seed: int, co
 
 async def _ask_model(conversations: Sequence[Conversation], model, seed: int, counts: _Counts) -> None:
     """Ask once, ask the failures again, and give the offline intent to those that failed twice."""
-    from userloop.models import GenerationParams
-
     pending = list(conversations)
     for attempt in range(2):
         if not pending:

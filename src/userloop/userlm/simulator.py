@@ -46,7 +46,8 @@ from userloop.config import option
 from userloop.conversation import Message
 from userloop.errors import UserError
 from userloop.files import read_user_json
-from userloop.models.base import END_CONVERSATION_REASON, ChatModel, GenerationParams
+from userloop.models import load_model
+from userloop.models.base import END_CONVERSATION_REASON, ChatModel, GenerationParams, chat_messages
 from userloop.userlm.template import END_CONVERSATION
 
 # Model card sampling: temperature 1.0, top-p 0.8. A 25-word turn is about 35 tokens; a sample cut
@@ -166,8 +167,6 @@ class UserSimulator:
     def __init__(self, model: ChatModel | str, guardrails: GuardrailConfig | None = None,
                  params: GenerationParams | None = None) -> None:
         if isinstance(model, str):
-            from userloop.models import load_model
-
             model = load_model(model)
         if not isinstance(model, ChatModel):
             raise UserError(f"a user simulator needs a ChatModel or a model spec, got {type(model).__name__}")
@@ -336,8 +335,6 @@ def user_prompt(intent: str, history: Sequence[Message | Mapping[str, str]]) -> 
     starting with the user and ending with the assistant (the user LM writes the turn after an assistant
     turn; a history ending on a user turn is refused rather than guessed at). The intent is the only
     system message: a system message in the history (the assistant's prompt) is refused too."""
-    from userloop.models.base import chat_messages
-
     if not isinstance(intent, str) or not intent.strip():
         raise UserError("the intent must be a non-empty string")
     messages = chat_messages(history) if len(history) else []

@@ -17,6 +17,7 @@ from typing import Any
 
 from userloop.models.base import ChatModel, GenerationParams
 from userloop.models.metered import MeteredModel
+from userloop.models.serve import build_app, serve
 from userloop.models.serve.simulator_protocol import HarnessOptions
 from userloop.models.serve.simulator_serving import ServedTurn, SimulatorServing
 from userloop.userlm.flip import user_system_message
@@ -57,8 +58,6 @@ def simulator_serving(simulator: UserSimulator, model_name: str, api_key: str | 
 def build_simulator_app(simulator: UserSimulator, model_name: str, api_key: str | None = None,
                         harness: HarnessOptions | None = None, **app_options):
     """The FastAPI app serving ``simulator`` (``app_options`` as :func:`userloop.models.serve.build_app`'s)."""
-    from userloop.models.serve import build_app
-
     return build_app(simulator.model, model_name, api_key,
                      serving=simulator_serving(simulator, model_name, api_key, harness), **app_options)
 
@@ -68,8 +67,6 @@ def serve_simulator(spec: str, guardrails: GuardrailConfig | None = None, params
     """Load the user LM ``spec`` and serve it behind the guardrails, for harnesses calling it as ``harness``
     says, until interrupted (``serve_options`` as :func:`userloop.models.serve.serve`'s: ``host``, ``port``,
     ``api_key``, ``model_name``, ``on_ready``, model options)."""
-    from userloop.models.serve import serve
-
     def serving_for(model: ChatModel, model_name: str, api_key: str | None) -> SimulatorServing:
         return simulator_serving(UserSimulator(model, guardrails, params), model_name, api_key, harness)
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from userloop.errors import UserError
+from userloop.models.tiny import build_tiny_chat_model
+
 BEGIN_OF_TEXT = "<|begin_of_text|>"
 END_OF_TEXT = "<|end_of_text|>"
 START_HEADER = "<|start_header_id|>"
@@ -49,8 +52,6 @@ GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max
 
 def special_token_ids(tokenizer) -> dict[str, int]:
     """Every UserLM special token's id in ``tokenizer``; a missing one raises :class:`UserError`."""
-    from userloop.errors import UserError
-
     ids = {}
     for token in SPECIAL_TOKENS:
         token_id = tokenizer.convert_tokens_to_ids(token)
@@ -76,8 +77,6 @@ def build_userlm_lookalike(path: str | Path, seed: int = 0, hidden_size: int = 6
     ``AutoModelForCausalLM`` (no ``trust_remote_code``) and with ``load_model("hf:PATH")``.
     """
     from transformers import AutoTokenizer, GenerationConfig
-
-    from userloop.models.tiny import build_tiny_chat_model
 
     path = build_tiny_chat_model(path, hidden_size=hidden_size, layers=layers, extra_special_tokens=[END_CONVERSATION],
                                  chat_template=USERLM_CHAT_TEMPLATE, seed=seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from userloop.errors import UserError
+from userloop.models.tiny import train_byte_level_bpe
 from userloop.userlm.template import (
     BEGIN_OF_TEXT,
     END_CONVERSATION,
@@ -24,8 +25,6 @@ from userloop.userlm.template import (
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
     """A UserLM-compatible ``PreTrainedTokenizerFast`` with a BPE vocabulary of ``vocab_size`` learned from ``texts``."""
     from transformers import PreTrainedTokenizerFast
-
-    from userloop.models.tiny import train_byte_level_bpe
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise UserError(f"the tokenizer vocabulary must hold the 256 bytes and the special tokens: vocab size >= "

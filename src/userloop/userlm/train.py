@@ -35,9 +35,19 @@ from pathlib import Path
 from userloop.config import option, require_at_least_one
 from userloop.config import parse_config as parse_trainer_config
 from userloop.conversation import Conversation
+from userloop.data.personas import read_personas
 from userloop.errors import UserError
 from userloop.files import write_atomic
-from userloop.train.common import TrainResult, score_labelled_positions, step_progress, use_bf16, validate_bf16
+from userloop.train.common import (
+    TrainResult,
+    curve_rows,
+    load_pretrained,
+    score_labelled_positions,
+    step_progress,
+    trainer_arguments,
+    validate_bf16,
+    write_curve_rows,
+)
 from userloop.userlm.flip import ROLES, SCHEMES, Sample, flip, read_split, user_system_message
 from userloop.userlm.template import (
     BEGIN_OF_TEXT,
@@ -49,6 +59,7 @@ from userloop.userlm.template import (
     save_tokenizer,
     special_token_ids,
 )
+from userloop.userlm.tokenizer import train_tokenizer
 
 
 @dataclass
@@ -202,7 +213,7 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
 # ---------------------------------------------------------------------- data
 def _read_data(config: UserLMTrainConfig) -> tuple[list[Conversation], list[Conversation], int]:
     if config.data is None:
-        from userloop.testbed.population import default_data
+        from userloop.testbed.default import default_data
 
         config.data = str(default_data(prepared=True))
     train, filled_train = read_split(config.data, "train")
@@ -216,8 +227,6 @@ def _read_personas(config: UserLMTrainConfig, conversations: list[Conversation])
     matches no user is refused: its personas were derived from other data."""
     if config.personas is None:
         return None, {}
-    from userloop.rlhi.user_rewards import read_personas
-
     personas = read_personas(Path(config.personas))
     users = {conv.user_id for conv in conversations if conv.user_id}
     matched = len(personas.keys() & users)
@@ -257,8 +266,6 @@ def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], c
         if checkpoint is not None:  # the trainer restores the weights; the tokenizer must be the saved one
             tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         else:
-            from userloop.userlm.tokenizer import train_tokenizer
-
             tokenizer = train_tokenizer(_texts(train, personas or {}), config.vocab_size)
             tokenizer.chat_template = CHAT_TEMPLATES[config.role]
         ids = special_token_ids(tokenizer)
@@ -282,28 +289,6 @@ def _tokenizer_and_model(config: UserLMTrainConfig, train: list[Conversation], c
     tokenizer.pad_token = tokenizer.pad_token or END_OF_TEXT
     tokenizer.chat_template = CHAT_TEMPLATES[config.role]
     return tokenizer, model, added
-
-
-def load_pretrained(source: str | Path, dtype: str = "auto"):
-    """``(tokenizer, model)`` of a local folder or Hub id (``owner/name``) with stock transformers; the
-    weights in ``dtype`` (``auto``: as stored).
-
-    A name that is neither an existing folder nor a Hub id is refused at once (no Hub look-up, which
-    offline would retry for a minute); a load failure is a :class:`UserError` of one line.
-    """
-    import re
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = str(source)
-    if not Path(source).expanduser().is_dir() and not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
-        raise UserError(f"no such model folder: {source} (give a folder or a Hub id such as owner/name)")
-    source = str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source
-    try:
-        return AutoTokenizer.from_pretrained(source), AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except (OSError, ValueError, KeyError) as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise UserError(f"cannot load {source!r} with transformers: {(lines or [type(err).__name__])[0][:300]}") from None
 
 
 def _texts(conversations: list[Conversation], personas: dict[str, str]):
@@ -367,20 +352,16 @@ def _length_grouped_sft_trainer():
 def _sft_config(config: UserLMTrainConfig):
     """TRL's training arguments for ``config``: completion-only loss on pre-tokenised rows, length-grouped batches
     (for evaluation transformers' own sampler; for training :func:`_length_grouped_sft_trainer`'s)."""
-    import torch
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=config.out, seed=config.seed, learning_rate=config.peak_learning_rate,
-        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, num_train_epochs=config.epochs,
-        max_steps=config.max_steps, warmup_steps=config.warmup, lr_scheduler_type="cosine", weight_decay=0.0,
-        logging_steps=config.logging_steps, eval_strategy="steps" if config.eval_steps else "no",
-        eval_steps=config.eval_steps or None, save_strategy="steps" if config.save_steps else "no",
-        save_steps=config.save_steps or 500, bf16=use_bf16(config.bf16), use_cpu=not torch.cuda.is_available(),
-        report_to="none", disable_tqdm=True, max_length=config.max_length, completion_only_loss=True,
-        packing=False, dataloader_num_workers=0, train_sampling_strategy="group_by_length",
-        gradient_checkpointing=config.gradient_checkpointing, ddp_find_unused_parameters=False,  # every weight is used
+        **trainer_arguments(config, config.out, config.peak_learning_rate),
+        per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        eval_strategy="steps" if config.eval_steps else "no", eval_steps=config.eval_steps or None,
+        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
+        max_length=config.max_length, completion_only_loss=True, packing=False,
+        train_sampling_strategy="group_by_length", gradient_checkpointing=config.gradient_checkpointing,
+        ddp_find_unused_parameters=False,  # every weight is used
     )
 
 
@@ -408,22 +389,15 @@ def _save_final(trainer, tokenizer, config: UserLMTrainConfig, out: Path) -> Non
         (out / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
-def curve_rows(log_history: list[dict]) -> list[dict]:
-    """One row per logged step: ``step``, ``epoch`` and ``loss`` (training) or ``eval_loss`` (validation)."""
-    return [{"step": entry["step"], "epoch": entry.get("epoch"), **{k: entry[k] for k in ("loss", "eval_loss") if k in entry}}
-            for entry in log_history if "loss" in entry or "eval_loss" in entry]
-
-
 def write_loss_curve(rows: list[dict], out: Path, unigram: float, title: str = "user LM training") -> None:
-    """``loss_curve.jsonl`` (the rows of :func:`curve_rows`) and ``loss_curve.png`` in ``out`` (with the
-    unigram baseline as a dashed line)."""
+    """``loss_curve.jsonl`` (:func:`~userloop.train.common.write_curve_rows`) and ``loss_curve.png`` in ``out``
+    (with the unigram baseline as a dashed line)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(out / "loss_curve.jsonl", "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
+    write_curve_rows(rows, out)
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("loss", "train"), ("eval_loss", "validation")):
         points = [(row["step"], row[key]) for row in rows if key in row]
