@@ -320,9 +320,9 @@ class _Report:
     def metrics(self) -> str:
         if self.paths.get("metrics") is None:
             return self.not_run("metrics")
-        return _part(self._metrics, self.paths["metrics"])
+        return _part(self._metrics_tables, self.paths["metrics"])
 
-    def _metrics(self, folder: Path) -> str:
+    def _metrics_tables(self, folder: Path) -> str:
         metrics = read_json(folder / "metrics.json")
         if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
             raise UserError(f"{folder / 'metrics.json'} is not a {{simulator: {{metric: value}}}} object")
@@ -359,7 +359,7 @@ class _Report:
             return self.not_run("prepared")
         if not self.simulations():
             return self.not_run("simulations")
-        return _part(self._distributions)
+        return _part(self._distribution_charts)
 
     @functools.cached_property
     def samples(self) -> tuple[list, dict[str, list[SimulatedConversation]]]:
@@ -367,7 +367,7 @@ class _Report:
         real = real_conversations(self.paths["prepared"])
         return real, {name: simulated_records(path) for name, path in self.simulations().items()}
 
-    def _distributions(self) -> str:
+    def _distribution_charts(self) -> str:
         real, simulated = self.samples
         turns = {"real": [turn_words(t) for c in real for t in c.user_turns]}
         lengths = {"real": [c.n_user_turns for c in real]}
@@ -393,9 +393,9 @@ class _Report:
             return self.not_run("simulations")
         if self.paths.get("prepared") is None:
             return self.not_run("prepared")
-        return _part(self._endings)
+        return _part(self._ending_table)
 
-    def _endings(self) -> str:
+    def _ending_table(self) -> str:
         real, simulated = self.samples
         ended = {"real": [c.n_user_turns for c in real]}
         totals = {"real": len(real)}
@@ -433,9 +433,9 @@ class _Report:
     def assistant(self) -> str:
         if self.paths.get("evaluate_assistant") is None:
             return self.not_run("evaluate_assistant")
-        return _part(self._assistant, self.paths["evaluate_assistant"])
+        return _part(self._assistant_scores, self.paths["evaluate_assistant"])
 
-    def _assistant(self, folder: Path) -> str:
+    def _assistant_scores(self, folder: Path) -> str:
         report = read_json(folder / "report.json")
         scores, reference = report["scores"], report["paper_reference"]
         groups = list(scores)
@@ -466,12 +466,12 @@ class _Report:
         if self.paths.get("rlhi") is None:
             parts.append(self.not_run("rlhi"))
         else:
-            parts.append(_part(self._rlhi, self.paths["rlhi"]))
+            parts.append(_part(self._rlhi_build, self.paths["rlhi"]))
         parts.append("<h3>Persona-conditioned DPO</h3>")
         parts.append(self.not_run("dpo") if self.paths.get("dpo") is None else _part(self._dpo, self.paths["dpo"]))
         return "".join(parts)
 
-    def _rlhi(self, folder: Path) -> str:
+    def _rlhi_build(self, folder: Path) -> str:
         report = read_json(folder / "report.json")
         followups, personas, rewrites = report["followups"], report["personas"], report["rewrites"]
         funnel = [("conversations read", report["conversations"]), ("follow-up user turns", followups["followups"]),
@@ -520,9 +520,9 @@ class _Report:
     def usereval(self) -> str:
         if self.paths.get("usereval") is None:
             return self.not_run("usereval")
-        return _part(self._usereval, self.paths["usereval"])
+        return _part(self._usereval_results, self.paths["usereval"])
 
-    def _usereval(self, folder: Path) -> str:
+    def _usereval_results(self, folder: Path) -> str:
         report = read_json(folder / "report.json")
         kinds = (("personalisation", "personalised (judged for this user)"), ("overall", "overall (any user)"))
         rates = [report[k]["win_rate"] for k, _ in kinds]
