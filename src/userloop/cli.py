@@ -55,9 +55,8 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=print_vers
          language=Flag(type=str, to_field=lambda language: None if language.lower() == "any" else language),
          drop_toxic=Flag(("--drop-toxic/--keep-toxic",)), drop_redacted=Flag(("--drop-redacted/--keep-redacted",)),
          drop_synthetic=Flag(("--drop-synthetic/--keep-synthetic",)))
-def prepare_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder: train/validation/test.parquet, report.json, bad_lines.jsonl")],
-    inputs: Annotated[list[str] | None, typer.Argument(help="files (.jsonl, .jsonl.gz, .json, .parquet), folders of shards, or dataset ids (hf:NAME[:SPLIT]); default: the built-in testbed")] = None, *, config) -> None:
+def prepare_command(out: Annotated[Path, typer.Option("--out", "-o", help="output folder: train/validation/test.parquet, report.json, bad_lines.jsonl")],
+                    inputs: Annotated[list[str] | None, typer.Argument(help="files (.jsonl, .jsonl.gz, .json, .parquet), folders of shards, or dataset ids (hf:NAME[:SPLIT]); default: the built-in testbed")] = None, *, config) -> None:
     """Filter, dedupe and split chat logs into Parquet (the UserLM paper's recipe)."""
     from userloop.data.prepare import prepare
     from userloop.data.sources import expand_inputs
@@ -70,10 +69,9 @@ def prepare_command(
 
 
 @command(data_app, "stats")
-def stats_command(
-    paths: Annotated[list[str] | None, typer.Argument(help="inputs as for 'prepare', or a prepared folder; default: the built-in testbed, prepared")] = None,
-    format: Annotated[str | None, typer.Option("--format", help="force the input format")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False) -> None:
+def stats_command(paths: Annotated[list[str] | None, typer.Argument(help="inputs as for 'prepare', or a prepared folder; default: the built-in testbed, prepared")] = None,
+                  format: Annotated[str | None, typer.Option("--format", help="force the input format")] = None,
+                  as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False) -> None:
     """Summarise conversations: counts, turns, lengths, languages, users."""
     from userloop.data.sources import expand_inputs
     from userloop.data.summary import stats
@@ -86,10 +84,9 @@ def stats_command(
 
 
 @command(data_app, "synthetic")
-def synthetic_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="file to write (.jsonl or .jsonl.gz)")],
-    n: Annotated[int, typer.Option("--n", help="number of conversations")] = 5000,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0) -> None:
+def synthetic_command(out: Annotated[Path, typer.Option("--out", "-o", help="file to write (.jsonl or .jsonl.gz)")],
+                      n: Annotated[int, typer.Option("--n", help="number of conversations")] = 5000,
+                      seed: Annotated[int, typer.Option(help="random seed")] = 0) -> None:
     """Write random conversations in the WildChat layout (for trying the pipeline; no behaviour)."""
     from userloop.data.synthetic import write_wildchat
 
@@ -101,10 +98,9 @@ def synthetic_command(
 
 
 @command(testbed_app, "generate")
-def testbed_generate_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for conversations.jsonl, truth.jsonl and summary.json")],
-    users: Annotated[int, typer.Option("--users", help="number of simulated users")] = 2000,
-    seed: Annotated[int, typer.Option(help="random seed (the same seed gives the same population)")] = 0) -> None:
+def testbed_generate_command(out: Annotated[Path, typer.Option("--out", "-o", help="folder for conversations.jsonl, truth.jsonl and summary.json")],
+                             users: Annotated[int, typer.Option("--users", help="number of simulated users")] = 2000,
+                             seed: Annotated[int, typer.Option(help="random seed (the same seed gives the same population)")] = 0) -> None:
     """Generate simulated users with known personas and their conversations (WildChat layout) plus the truth."""
     from userloop.testbed import generate
 
@@ -116,8 +112,7 @@ def testbed_generate_command(
 
 # --------------------------------------------------------------------------- models and user LMs
 @command(app, "serve", SERVE)
-def serve_command(
-    spec: Annotated[str, typer.Argument(help="model to serve: hf:PATH_OR_HUB_ID (or scripted:FILE.json for demos); with --simulator any user-LM spec (hf:, openai:, vllm:, prompted:, scripted:)")], *, config) -> None:
+def serve_command(spec: Annotated[str, typer.Argument(help="model to serve: hf:PATH_OR_HUB_ID (or scripted:FILE.json for demos); with --simulator any user-LM spec (hf:, openai:, vllm:, prompted:, scripted:)")], *, config) -> None:
     """Serve a model over the OpenAI chat-completions API (/v1/chat/completions, /v1/models, /health)."""
     from userloop.userlm.serving import serve_model
 
@@ -125,12 +120,11 @@ def serve_command(
 
 
 @command(app, "intents", models=True, config_file=True)
-def intents_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder: a copy of DATA (same splits) with every conversation's intent filled")],
-    data: Annotated[Path | None, typer.Option("--data", help="a folder written by 'userloop data prepare' (default: the built-in testbed, prepared)")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="model that writes the intents (hf:, openai:, vllm:, scripted:); without it, the offline rules")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace intents the conversations already carry (the testbed's are true ones)")] = False,
-    seed: Annotated[int, typer.Option(help="sampling seed of the model")] = 0) -> None:
+def intents_command(out: Annotated[Path, typer.Option("--out", "-o", help="output folder: a copy of DATA (same splits) with every conversation's intent filled")],
+                    data: Annotated[Path | None, typer.Option("--data", help="a folder written by 'userloop data prepare' (default: the built-in testbed, prepared)")] = None,
+                    model: Annotated[str | None, typer.Option("--model", help="model that writes the intents (hf:, openai:, vllm:, scripted:); without it, the offline rules")] = None,
+                    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace intents the conversations already carry (the testbed's are true ones)")] = False,
+                    seed: Annotated[int, typer.Option(help="sampling seed of the model")] = 0) -> None:
     """Write one high-level intent per conversation, as the UserLM paper conditions its user LM."""
     from userloop.userlm.intents import count_conversations, write_intents
 
@@ -143,15 +137,14 @@ def intents_command(
 @command(app, "user-turn", GUARDRAILS, models=True, end_token_ids=Flag(("--end-token-id",)),
          avoid_termination_turns=Flag(type=str, default="2", to_field=avoid_termination_turns,
                                       help="how many user turns may not end the conversation: a number, or 'always'"))
-def user_turn_command(
-    user: Annotated[str, typer.Option("--user", help="the user LM: hf:PATH, openai:MODEL@URL (served with the UserLM chat template), scripted:FILE.json")],
-    intent: Annotated[str, typer.Option("--intent", help="the task intent (the system message), e.g. 'You are a user chatting with an assistant language model to ...'")],
-    history: Annotated[Path | None, typer.Option("--history", help="JSON file: a list of messages (user first, alternating, ending with the assistant) or an object with 'messages'")] = None,
-    *, config,
-    seed: Annotated[int | None, typer.Option(help="sampling seed (the same seed gives the same turn)")] = None,
-    temperature: Annotated[float, typer.Option(help="sampling temperature (model card: 1.0)")] = 1.0,
-    top_p: Annotated[float, typer.Option(help="nucleus sampling (model card: 0.8)")] = 0.8,
-    max_new_tokens: Annotated[int, typer.Option(help="most tokens per sample")] = 96) -> None:
+def user_turn_command(user: Annotated[str, typer.Option("--user", help="the user LM: hf:PATH, openai:MODEL@URL (served with the UserLM chat template), scripted:FILE.json")],
+                      intent: Annotated[str, typer.Option("--intent", help="the task intent (the system message), e.g. 'You are a user chatting with an assistant language model to ...'")],
+                      history: Annotated[Path | None, typer.Option("--history", help="JSON file: a list of messages (user first, alternating, ending with the assistant) or an object with 'messages'")] = None,
+                      *, config,
+                      seed: Annotated[int | None, typer.Option(help="sampling seed (the same seed gives the same turn)")] = None,
+                      temperature: Annotated[float, typer.Option(help="sampling temperature (model card: 1.0)")] = 1.0,
+                      top_p: Annotated[float, typer.Option(help="nucleus sampling (model card: 0.8)")] = 0.8,
+                      max_new_tokens: Annotated[int, typer.Option(help="most tokens per sample")] = 96) -> None:
     """Write the user's next turn and print {"text", "ended", "events"} as one JSON object."""
     import orjson
 
@@ -171,9 +164,8 @@ _PREPARED_HELP = "a prepared folder; default: the built-in testbed, prepared"
 
 
 @command(app, "personas", BUILD, fields=("min_conversations", "persona_model", "classifier"), models=True)
-def personas_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file: one persona per user (user_id, persona, structured fields)")],
-    data: Annotated[Path | None, typer.Option("--data", help=_DATA_HELP)] = None, *, config) -> None:
+def personas_command(out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file: one persona per user (user_id, persona, structured fields)")],
+                     data: Annotated[Path | None, typer.Option("--data", help=_DATA_HELP)] = None, *, config) -> None:
     """Derive each user's persona from their conversation history (RLHI)."""
     from userloop.rlhi.build import derive_personas
 
@@ -183,9 +175,8 @@ def personas_command(
 
 
 @command(rlhi_app, "build", BUILD, models=True)
-def rlhi_build_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder: followups.jsonl, personas.jsonl, pairs.parquet, pairs_dataset/, report.json")],
-    data: Annotated[Path | None, typer.Option("--data", help=_DATA_HELP)] = None, *, config) -> None:
+def rlhi_build_command(out: Annotated[Path, typer.Option("--out", "-o", help="folder: followups.jsonl, personas.jsonl, pairs.parquet, pairs_dataset/, report.json")],
+                       data: Annotated[Path | None, typer.Option("--data", help=_DATA_HELP)] = None, *, config) -> None:
     """Classify follow-ups, derive personas, rewrite answers the users complained about, write preference pairs."""
     from userloop.rlhi.build import build
 
@@ -195,11 +186,10 @@ def rlhi_build_command(
 
 
 @command(rlhi_app, "evaluate")
-def rlhi_evaluate_command(
-    data: Annotated[Path | None, typer.Option("--data", help="a testbed folder (raw or prepared, with its truth); default: the built-in testbed, prepared")] = None,
-    real_labels: Annotated[Path | None, typer.Option(help="hand-labelled OASST follow-ups (JSONL of message ids, labels, span offsets)")] = None,
-    oasst: Annotated[Path | None, typer.Option(help="folder of the OASST trees the labels refer to")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False) -> None:
+def rlhi_evaluate_command(data: Annotated[Path | None, typer.Option("--data", help="a testbed folder (raw or prepared, with its truth); default: the built-in testbed, prepared")] = None,
+                          real_labels: Annotated[Path | None, typer.Option(help="hand-labelled OASST follow-ups (JSONL of message ids, labels, span offsets)")] = None,
+                          oasst: Annotated[Path | None, typer.Option(help="folder of the OASST trees the labels refer to")] = None,
+                          as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False) -> None:
     """Precision / recall / F1 per class of the offline follow-up classifier, and persona accuracy."""
     from userloop.rlhi.extraction_eval import evaluate
 
@@ -208,10 +198,9 @@ def rlhi_evaluate_command(
 
 
 @command(rlhi_app, "policy-data")
-def rlhi_policy_data_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder: the prepared splits with each user's persona as a system message")],
-    personas: Annotated[Path, typer.Option("--personas", help="personas.jsonl of 'rlhi build' (derived personas)")],
-    data: Annotated[Path | None, typer.Option("--data", help=_PREPARED_HELP)] = None) -> None:
+def rlhi_policy_data_command(out: Annotated[Path, typer.Option("--out", "-o", help="folder: the prepared splits with each user's persona as a system message")],
+                             personas: Annotated[Path, typer.Option("--personas", help="personas.jsonl of 'rlhi build' (derived personas)")],
+                             data: Annotated[Path | None, typer.Option("--data", help=_PREPARED_HELP)] = None) -> None:
     """Write the base policy's training data: conversations conditioned on the user's derived persona."""
     from userloop.rlhi.policy import write_policy_data
 
@@ -219,9 +208,8 @@ def rlhi_policy_data_command(
 
 
 @command(rlhi_app, "rewards", "userloop.rlhi.user_rewards:RewardsConfig", first=("policy", "out", "scorer", "data", "n"), policy=REQUIRED, models=True)
-def rlhi_rewards_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder: pairs.parquet, pairs_dataset/, report.json")],
-    data: Annotated[Path | None, typer.Option("--data", help=_PREPARED_HELP)] = None, *, config) -> None:
+def rlhi_rewards_command(out: Annotated[Path, typer.Option("--out", "-o", help="folder: pairs.parquet, pairs_dataset/, report.json")],
+                         data: Annotated[Path | None, typer.Option("--data", help=_PREPARED_HELP)] = None, *, config) -> None:
     """User-based rewards: sample N answers for requests without feedback, score them for the user, pair best with worst."""
     from userloop.rlhi.user_rewards import user_based_rewards
 
@@ -232,8 +220,7 @@ def rlhi_rewards_command(
 
 @command(rlhi_app, "loop", "userloop.rlhi.loop:LoopConfig", first=("policy", "user", "out"), policy=REQUIRED, user=REQUIRED,
          data=PATH, personas=PATH, models=True)
-def rlhi_loop_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder: config.json, users.json, rounds.jsonl, round-K/, report.json, report.md (a re-run resumes)")], *, config) -> None:
+def rlhi_loop_command(out: Annotated[Path, typer.Option("--out", "-o", help="folder: config.json, users.json, rounds.jsonl, round-K/, report.json, report.md (a re-run resumes)")], *, config) -> None:
     """Close the loop: simulated users talk to the policy, their follow-ups become RLHI pairs, DPO, repeat; evaluated on held-out users."""
     from userloop.rlhi.loop import run_loop
 
@@ -246,9 +233,8 @@ def rlhi_loop_command(
 
 @command(app, "eval-personal", "userloop.rlhi.usereval:UserEvalConfig", first=("policy", "baseline", "out", "judge", "data"),
          policy=REQUIRED, baseline=REQUIRED, models=True)
-def eval_personal_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder: report.json and comparisons.jsonl (every answer and verdict)")],
-    data: Annotated[Path | None, typer.Option("--data", help=_PREPARED_HELP)] = None, *, config) -> None:
+def eval_personal_command(out: Annotated[Path, typer.Option("--out", "-o", help="folder: report.json and comparisons.jsonl (every answer and verdict)")],
+                          data: Annotated[Path | None, typer.Option("--data", help=_PREPARED_HELP)] = None, *, config) -> None:
     """UserEval: personalised and overall win rates of a policy against a baseline on held-out users (both orders, ties half)."""
     from userloop.rlhi.usereval import eval_personal
 
@@ -314,15 +300,14 @@ def train_reward_command(ctx: typer.Context) -> None:
 
 # --------------------------------------------------------------------------- simulations and their metrics
 @command(app, "eval-ppl", config_file=True)
-def eval_ppl_command(
-    checkpoint: Annotated[Path, typer.Argument(help="a user LM folder (UserLM special tokens), e.g. from 'userloop train user-lm'")],
-    data: Annotated[Path | None, typer.Option(help="prepared folder; default: the built-in testbed, prepared")] = None,
-    split: Annotated[str, typer.Option(help="split to score: train, validation or test")] = "test",
-    max_conversations: Annotated[int | None, typer.Option(help="score only the first N conversations")] = None,
-    batch_size: Annotated[int, typer.Option(help="conversations per forward pass")] = 8,
-    max_length: Annotated[int, typer.Option(help="longest sequence in tokens; turns beyond it are not scored")] = 2048,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+def eval_ppl_command(checkpoint: Annotated[Path, typer.Argument(help="a user LM folder (UserLM special tokens), e.g. from 'userloop train user-lm'")],
+                     data: Annotated[Path | None, typer.Option(help="prepared folder; default: the built-in testbed, prepared")] = None,
+                     split: Annotated[str, typer.Option(help="split to score: train, validation or test")] = "test",
+                     max_conversations: Annotated[int | None, typer.Option(help="score only the first N conversations")] = None,
+                     batch_size: Annotated[int, typer.Option(help="conversations per forward pass")] = 8,
+                     max_length: Annotated[int, typer.Option(help="longest sequence in tokens; turns beyond it are not scored")] = 2048,
+                     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+                     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Per-token perplexity of real user turns, with and without the intent (the paper's Table 1)."""
     from userloop.metrics.perplexity import user_turn_perplexity
 
@@ -336,21 +321,20 @@ def eval_ppl_command(
 @command(app, "simulate", SIMULATION, first=("user", "assistant", "scenarios", "out"), assistant=REQUIRED,
          user=Flag(type=str, required=True, help="the simulated user LM: hf:PATH, openai:MODEL@URL (UserLM template), prompted:SPEC, scripted:FILE.json"),
          scenarios=Flag(type=Path, required=True, to_field=as_text), max_user_turns=Flag(("--max-turns",)), models=True)
-def simulate_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="run folder: conversations.jsonl, run.json, summary.json, summary.md (an existing run is resumed)")],
-    *, config,
-    max_conversations: Annotated[int | None, typer.Option(help="stop after this many new conversations (resume later)")] = None,
-    force: Annotated[bool, typer.Option("--force", help="continue a run folder made with a different configuration")] = False,
-    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="run again the conversations of this run folder that ended in error")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print summary.json instead of the summary lines")] = False) -> None:
+def simulate_command(out: Annotated[Path, typer.Option("--out", "-o", help="run folder: conversations.jsonl, run.json, summary.json, summary.md (an existing run is resumed)")],
+                     *, config,
+                     max_conversations: Annotated[int | None, typer.Option(help="stop after this many new conversations (resume later)")] = None,
+                     force: Annotated[bool, typer.Option("--force", help="continue a run folder made with a different configuration")] = False,
+                     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="run again the conversations of this run folder that ended in error")] = False,
+                     as_json: Annotated[bool, typer.Option("--json", help="print summary.json instead of the summary lines")] = False) -> None:
     """Simulate N conversations per scenario between a user LM and an assistant (resumable run folder).
 
     Exits 1 when every conversation in the run ended in error (the first error is printed), else 0."""
-    from userloop.simulate.runs import simulate
+    from userloop.metrics.run_realism import simulate_with_realism
 
     with resumable(out), display.bars(log_to=out) as progress:
-        result = simulate(config, out, force=force, max_conversations=max_conversations, retry_errors=retry_errors,
-                          progress=progress)
+        result = simulate_with_realism(config, out, force=force, max_conversations=max_conversations,
+                                       retry_errors=retry_errors, progress=progress)
     display.echo_json(result.summary) if as_json else display.simulation_summary(result)
     overall = result.summary["overall"]
     if overall["end_reasons"]["error"] and overall["end_reasons"]["error"] == result.summary["conversations"]:
@@ -364,10 +348,9 @@ def simulate_command(
          user=Flag(type=str, required=True, help="the simulated user of the multi-turn setting (a model spec)"),
          scenarios=Flag(type=Path, required=True, help="JSONL file of math/code scenarios (see docs/scenarios.md)"),
          max_user_turns=Flag(("--max-turns",)), models=True)
-def evaluate_assistant_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder: single_turn/ and multi_turn/ run folders, report.json, report.md")],
-    force: Annotated[bool, typer.Option("--force", help="continue run folders made with a different configuration")] = False,
-    **options) -> None:
+def evaluate_assistant_command(out: Annotated[Path, typer.Option("--out", "-o", help="folder: single_turn/ and multi_turn/ run folders, report.json, report.md")],
+                               force: Annotated[bool, typer.Option("--force", help="continue run folders made with a different configuration")] = False,
+                               **options) -> None:
     """Score an assistant on the same problems fully specified in one turn vs revealed by a simulated user."""
     from userloop.simulate.assistant_eval import evaluate_assistant, report_markdown
 
@@ -378,9 +361,8 @@ def evaluate_assistant_command(
 
 
 @command(runs_app, "compare")
-def runs_compare_command(
-    run_a: Annotated[Path, typer.Argument(help="a run folder (with summary.json)")],
-    run_b: Annotated[Path, typer.Argument(help="another run folder")]) -> None:
+def runs_compare_command(run_a: Annotated[Path, typer.Argument(help="a run folder (with summary.json)")],
+                         run_b: Annotated[Path, typer.Argument(help="another run folder")]) -> None:
     """Two simulation runs side by side (Markdown), with the differences."""
     from userloop.simulate.runs import compare_runs
 
@@ -416,10 +398,20 @@ def eval_sim_command(
     display.eval_sim_summary(out)
 
 
+@command(app, "eval-validity", "userloop.metrics.validity:ValidityConfig", models=True, panel=PATH, data=PATH)
+def eval_validity_command(out: Annotated[Path, typer.Option("--out", "-o", help="folder: report.json, report.md, scenarios.jsonl, runs/ (resumed when rerun)")], *, config,
+                          as_json: Annotated[bool, typer.Option("--json", help="print report.json instead of the tables")] = False) -> None:
+    """Rank a panel of assistants with each user simulator and with the ground-truth testbed users: rank correlation, outcome errors, multi-turn drop."""
+    from userloop.metrics.validity import eval_validity
+
+    with resumable(out), display.bars(log_to=out) as progress:
+        report = eval_validity(config, out, progress=progress)
+    display.validity_summary(report, out, as_json)
+
+
 @command(app, "eval-persona-sim", "userloop.metrics.persona_fidelity:PersonaSimConfig", personas=Flag(type=Path, required=True, to_field=as_text),
          assistant=REQUIRED, data=PATH, truth=PATH, max_user_turns=Flag(("--max-turns",)), models=True)
-def eval_persona_sim_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder: report.json, report.md, scenario files, sim-NAME/ run folders (resumed when rerun)")], *, config) -> None:
+def eval_persona_sim_command(out: Annotated[Path, typer.Option("--out", "-o", help="output folder: report.json, report.md, scenario files, sim-NAME/ run folders (resumed when rerun)")], *, config) -> None:
     """Do simulated users given persona P behave like the real users with P? Per persona field, against an unconditioned user LM."""
     from userloop.metrics.persona_fidelity import evaluate_persona_sim
 
@@ -434,17 +426,25 @@ def eval_persona_sim_command(
 @command(scenarios_app, "build")
 def scenarios_build_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="scenario file to write (JSONL)")],
-    source: Annotated[Path | None, typer.Option(help="a Lost-in-Conversation sharded math file, a GSM8K JSONL, a HumanEval JSONL(.gz), a prepared data folder, or with --kind math a testbed folder (its sharded word problems); default: the built-in testbed")] = None,
-    kind: Annotated[str | None, typer.Option(help="expected kind: open, math or code (checked against the source)")] = None,
+    source: Annotated[Path | None, typer.Option(help="a Lost-in-Conversation sharded math file, a GSM8K JSONL, a HumanEval JSONL(.gz), a prepared data folder, with --kind math a testbed folder (its sharded word problems), with --kind tool a domain: shop or tau:FOLDER; default: the built-in testbed (--kind tool: shop)")] = None,
+    kind: Annotated[str | None, typer.Option(help="expected kind: open, math, code or tool (checked against the source)")] = None,
     limit: Annotated[int | None, typer.Option(help="keep this many scenarios, drawn at random with --seed")] = None,
     split: Annotated[str | None, typer.Option(help="split of a prepared data folder (default: test)")] = None,
-    seed: Annotated[int, typer.Option(help="random seed for --limit")] = 0) -> None:
+    seed: Annotated[int, typer.Option(help="random seed for --limit")] = 0,
+    testbed_users: Annotated[bool, typer.Option(help="one scenario per conversation of a testbed folder (or a folder prepared from one) for --user testbed:users (docs/testbed.md)")] = False) -> None:
     """Build a scenario file (docs/scenarios.md) from a task dataset or prepared conversations."""
-    from userloop.simulate.scenarios import build_scenario_file
+    from userloop.simulate.scenarios import build_scenario_file, write_scenarios
+    from userloop.simulate.testbed_users import testbed_scenarios
 
     check_output_file(out, "scenarios.jsonl")
-    result = build_scenario_file(out, source or default_data(prepared=True), kind=kind, limit=limit, split=split,
-                                 seed=seed)
+    source = source if source or kind == "tool" else default_data(prepared=True)
+    if testbed_users:
+        if kind is not None:
+            raise UserError("--testbed-users builds the scenarios of its own kinds: leave out --kind")
+        result = testbed_scenarios(source, split=split, limit=limit, seed=seed)
+        write_scenarios(result.scenarios, out)
+    else:
+        result = build_scenario_file(out, source, kind=kind, limit=limit, split=split, seed=seed)
     display.scenarios_summary(result, out)
 
 

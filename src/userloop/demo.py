@@ -32,6 +32,7 @@ from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import read_user_json, write_atomic
 from userloop.metrics.evalsim import EvalSimConfig, eval_sim
+from userloop.metrics.run_realism import simulate_with_realism
 from userloop.models.registry import canonical_spec, needs_testbed, parse_spec, role_spec
 from userloop.progress import Progress, Task, no_progress
 from userloop.report import build_report
@@ -40,7 +41,7 @@ from userloop.rlhi.build import BuildConfig, build
 from userloop.rlhi.dpo import DPOTrainConfig, train_dpo
 from userloop.rlhi.usereval import UserEvalConfig, eval_personal
 from userloop.simulate.assistant_eval import evaluate_assistant
-from userloop.simulate.runs import SUMMARY_JSON, SimulationConfig, simulate
+from userloop.simulate.runs import SUMMARY_JSON, SimulationConfig
 from userloop.simulate.scenarios import build_scenario_file
 from userloop.testbed import generate
 from userloop.testbed.population import truth_folder
@@ -393,8 +394,9 @@ class _Demo:
     def _stage_simulate(self, bar: Task) -> str:
         scenarios = self._scenarios("open", self.config.conversations)
         config = SimulationConfig(assistant=self.assistant_spec, user=self.user_spec, scenarios=str(scenarios),
-                                  **self._simulation_options())
-        summary = simulate(config, self._path("simulate"), progress=self._phases(bar, "conversations")).summary
+                                  data=str(self.prepared), **self._simulation_options())
+        summary = simulate_with_realism(config, self._path("simulate"),
+                                        progress=self._phases(bar, "conversations")).summary
         ends = ", ".join(f"{reason} {count:,}" for reason, count in summary["overall"]["end_reasons"].items())
         return f"{summary['conversations']:,} conversations ({ends})"
 

@@ -172,6 +172,14 @@ def eval_sim_summary(out: Path) -> None:
     typer.echo(f"wrote {out}/ (metrics.json, details.json, table.md, charts/)")
 
 
+def validity_summary(report: dict, out: Path, as_json: bool) -> None:
+    """eval-validity: report.json (``--json``) or its tables (report.md) and where the files are."""
+    if as_json:
+        return echo_json(report)
+    typer.echo((out / "report.md").read_text(), nl=False)
+    typer.echo(f"wrote {out}/ (report.json, report.md, scenarios.jsonl, runs/)")
+
+
 def prepare_summary(report: dict, out: Path) -> None:
     conversations, lines = report["conversations"], report["lines"]
     dropped = ", ".join(f"{k} {v:,}" for k, v in conversations["dropped"].items() if v) or "none"
@@ -346,6 +354,25 @@ def simulation_summary(result) -> None:
     if errored:
         typer.echo(f"errors: {errored:,} of {s['conversations']:,} conversations ended in error; "
                    f"the first: {s['overall']['first_error']}")
+    from userloop.metrics.run_realism import realism_line  # not at the top: `userloop --help` stays fast
+
+    if s.get("tool_tasks"):
+        tools = s["tool_tasks"]
+        typer.echo(f"tool tasks: {tools['tasks']:,} tasks, {tools['trials']:,} trials; "
+                   + ", ".join(f"pass^{k} {value:.3f}" for k, value in tools["pass_hat_k"].items()))
+        typer.echo("per task (successes/trials): " + ", ".join(
+            f"{row['scenario_id']} {row['successes']}/{row['trials']}" for row in tools["per_task"]))
+    if s.get("realism"):
+        typer.echo(realism_line(s["realism"]))
+    tokens = s["overall"]["tokens"]
+    typer.echo("tokens (prompt/completion): " + "; ".join(
+        f"{role} {count['prompt']:,}/{count['completion']:,}" for role, count in tokens.items()))
+    if s.get("cost"):
+        cost = s["cost"]
+        typer.echo("cost: " + ", ".join(f"{role} {part['total']:.4g}" for role, part in cost["by_role"].items())
+                   + f"; total {cost['total']:.4g}" + (f" ({cost['per_conversation']:.4g} per conversation)"
+                                                        if cost["per_conversation"] is not None else "")
+                   + f" (prices per 1M tokens: {cost['prices']})")
     typer.echo(f"wrote {result.out}/ (conversations.jsonl, summary.json, summary.md)")
 
 

@@ -5,6 +5,10 @@
 * :func:`mean_se`: the standard error of a mean, the sample standard deviation (n - 1) over sqrt(n).
 * :func:`mean_with_bootstrap_interval`: a mean and its percentile bootstrap interval (Efron and Tibshirani 1993,
   ch. 13).
+* :func:`spearman`, :func:`kendall_tau_b`: rank correlations of two paired samples (Spearman 1904: Pearson's r of
+  the average ranks; Kendall 1945: tau-b, ties corrected); ``None`` when one side is constant.
+* :func:`bootstrap_resamples`, :func:`percentile_interval`: shared resamples of units and the 95% percentile
+  bootstrap interval of any statistic's replicates on them.
 * :func:`first_turn_diversity`: "Flipping the Dialogue" (arXiv 2510.06552, Table 2): 1 - the mean pairwise
   Jaccard similarity of the unigram sets of N first turns, x100 (the paper uses N = 2,000; real WildChat users
   score 94.01, UserLM-8b 94.55, GPT-4o 74.42). Unigrams are lower-cased word tokens (``\\w+``). Vectorised
@@ -53,6 +57,76 @@ def mean_with_bootstrap_interval(values: Sequence[float], samples: int, seed: in
     means = array[np.random.default_rng(seed).integers(0, n, size=(samples, n))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(array.mean()), (float(low), float(high))
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values``, ties sharing the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of paired ``x`` and ``y``: Pearson's r of their average ranks (ties
+    handled); ``None`` with fewer than two pairs or when either side is constant."""
+    if len(x) != len(y):
+        raise ValueError("spearman needs paired samples of the same length")
+    rx, ry = average_ranks(x), average_ranks(y)
+    n = len(rx)
+    if n < 2:
+        return None
+    mx, my = sum(rx) / n, sum(ry) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return None if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's tau-b of paired ``x`` and ``y``: (concordant - discordant) / sqrt((n0 - tx)(n0 - ty)) over all
+    pairs, tx and ty the pairs tied in x and in y; ``None`` with fewer than two pairs or a constant side."""
+    if len(x) != len(y):
+        raise ValueError("kendall_tau_b needs paired samples of the same length")
+    concordant = discordant = tied_x = tied_y = pairs = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            pairs += 1
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            tied_x += dx == 0
+            tied_y += dy == 0
+            if dx * dy > 0:
+                concordant += 1
+            elif dx * dy < 0:
+                discordant += 1
+    denominator = math.sqrt((pairs - tied_x) * (pairs - tied_y))
+    return None if denominator == 0 else (concordant - discordant) / denominator
+
+
+def bootstrap_resamples(units: int, samples: int, seed: int) -> list[list[int]]:
+    """``samples`` resamples of ``units`` units (index lists drawn with replacement by a seeded NumPy generator),
+    for statistics that must share their resamples (Efron and Tibshirani 1993, ch. 6)."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, units, size=(samples, units)).tolist()
+
+
+def percentile_interval(replicates: Sequence[float | None]) -> tuple[float, float] | None:
+    """The 95% percentile bootstrap interval (Efron and Tibshirani 1993, ch. 13): the 2.5% and 97.5% quantiles of
+    a statistic's bootstrap replicates, those where it is undefined (``None``) left out; ``None`` if all are."""
+    import numpy as np
+
+    values = [value for value in replicates if value is not None]
+    if not values:
+        return None
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def unigram_sets(texts: Sequence[str]) -> list[set[str]]:

@@ -66,12 +66,12 @@ class FaultServer:
     Actions: ``"ok"``, ``"slow"`` (ok after 0.2 s), an HTTP status such as ``"500"`` or ``"429"`` (with
     ``retry_after`` as its Retry-After header when set), ``"hang"`` (never answers, until the server
     stops), ``"drop"`` (closes the connection without answering), ``"trickle"`` (ok, one byte every
-    0.05 s) and the broken 200 answers of :data:`BROKEN_REPLIES`. When the script runs out, every
-    request gets ``"ok"``. ``max_active`` is the most requests it was answering at once.
+    0.05 s), the broken 200 answers of :data:`BROKEN_REPLIES`, or a dict: that JSON body as a 200 answer.
+    When the script runs out, every request gets ``"ok"``. ``max_active`` is the most requests it was answering at once.
     """
 
     def __init__(self) -> None:
-        self.script: list[str] = []
+        self.script: list[str | dict] = []
         self.retry_after: str | None = None
         self.requests: list[dict] = []
         self.stopping = threading.Event()
@@ -97,7 +97,10 @@ class FaultServer:
                     with fault.lock:
                         fault.active -= 1
 
-            def _act(self, action: str, body: dict) -> None:
+            def _act(self, action: str | dict, body: dict) -> None:
+                if isinstance(action, dict):
+                    self._send(200, action)
+                    return
                 if action == "slow":
                     time.sleep(0.2)
                     action = "ok"

@@ -407,3 +407,15 @@ def test_checkpoint_without_chat_template(tiny_model_path, tmp_path):
 def test_bad_options(tiny_model_path, options, fragment):
     with pytest.raises(UserError, match=fragment):
         load_model(f"hf:{tiny_model_path}", **options)
+
+
+def test_loading_a_local_folder_draws_no_progress_bar(tiny_model_path, capfd):
+    import transformers
+
+    transformers.utils.logging.enable_progress_bar()
+    try:
+        model = load_model(f"hf:{tiny_model_path}")
+        asyncio.run(model.aclose())
+        assert "Loading weights" not in capfd.readouterr().err
+    finally:
+        transformers.utils.logging.enable_progress_bar()

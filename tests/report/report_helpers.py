@@ -30,12 +30,13 @@ def _build(root: Path) -> None:
     from userloop.data.prepare import PrepareConfig, prepare
     from userloop.demo import OUTPUTS, STAGES
     from userloop.metrics.evalsim import EvalSimConfig, eval_sim
+    from userloop.metrics.run_realism import simulate_with_realism
     from userloop.rlhi import followup_classifier
     from userloop.rlhi.build import BuildConfig, build
     from userloop.rlhi.dpo import DPOTrainConfig, train_dpo
     from userloop.rlhi.usereval import UserEvalConfig, eval_personal
     from userloop.simulate.assistant_eval import evaluate_assistant
-    from userloop.simulate.runs import SimulationConfig, simulate
+    from userloop.simulate.runs import SimulationConfig
     from userloop.simulate.scenarios import build_scenario_file
     from userloop.testbed import generate
     from userloop.userlm.train import UserLMTrainConfig, train_user_lm
@@ -50,8 +51,8 @@ def _build(root: Path) -> None:
     user, assistant = f"hf:{out['user_lm']}", f"hf:{out['assistant']}"
     short = {"max_user_turns": 3, "assistant_max_new_tokens": 16, "user_max_new_tokens": 12}
     build_scenario_file(root / "open-scenarios.jsonl", out["prepare"], limit=6)
-    simulate(SimulationConfig(assistant=assistant, user=user, scenarios=str(root / "open-scenarios.jsonl"), **short),
-             out["simulate"])
+    simulate_with_realism(SimulationConfig(assistant=assistant, user=user, scenarios=str(root / "open-scenarios.jsonl"),
+                                           data=str(out["prepare"]), **short), out["simulate"])
     (root / "math-scenarios.jsonl").write_text("".join(json.dumps(task) + "\n" for task in MATH))
     evaluate_assistant(assistant, user, root / "math-scenarios.jsonl", out["evaluate_assistant"], **short)
     eval_sim({"tiny user LM": user}, out["prepare"], out["metrics"],

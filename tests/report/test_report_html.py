@@ -58,6 +58,9 @@ def test_sections_show_the_numbers_of_their_files(demo, html):
     assert "DPO loss" in training and "No loss curve" not in training
     assistant = text(section(html, "assistant"))
     assert "74.6%" in assistant or "paper, GPT-4o assistant, GPT-4o user" in assistant
+    assert "Realism of the simulated users" in assistant   # beside the scores: the realism of their users
+    realism = json.loads((demo / "sims" / "open" / "summary.json").read_text())["realism"]
+    assert "real users (test split)" in text(section(html, "endings")) and realism["human"]["conversations"] > 0
     usereval = json.loads((demo / "usereval" / "report.json").read_text())
     assert f"{usereval['personalisation']['win_rate']:.1%}" in text(section(html, "usereval"))
     metrics = text(section(html, "metrics"))

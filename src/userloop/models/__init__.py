@@ -11,5 +11,7 @@ Providers are imported only when a spec names them (see :mod:`userloop.models.re
 
 from userloop.models.base import Capabilities, ChatModel, Choice, Completion, GenerationParams, ModelError
 from userloop.models.registry import load_model
+from userloop.models.tools import ToolCall, ToolError
 
-__all__ = ["Capabilities", "ChatModel", "Choice", "Completion", "GenerationParams", "ModelError", "load_model"]
+__all__ = ["Capabilities", "ChatModel", "Choice", "Completion", "GenerationParams", "ModelError", "ToolCall",
+           "ToolError", "load_model"]

@@ -12,12 +12,15 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 from userloop.conversation import Message
 from userloop.errors import UserError
+from userloop.models.tools import ToolCall
 
-ChatMessages = list[dict[str, str]]
+# ``{"role", "content"}`` dicts; an assistant message may add ``tool_calls`` and a ``tool`` message has
+# ``tool_call_id`` and ``name`` (OpenAI's shapes, see :mod:`userloop.models.tools`).
+ChatMessages = list[dict[str, Any]]
 
 
 # How long a request to a model server may take and how often a failed one is retried, unless set otherwise
@@ -133,11 +136,13 @@ def _logit_bias(value) -> tuple[tuple[int, float], ...]:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """Which :class:`GenerationParams` fields a model enforces (the others are rejected, never ignored)."""
+    """Which :class:`GenerationParams` fields a model enforces (the others are rejected, never ignored), and
+    whether it takes ``tools=`` (a model without ``tools`` given tools raises :class:`UserError`)."""
 
     banned_tokens: bool = False
     banned_first_tokens: bool = False
     logit_bias: bool = False
+    tools: bool = False
 
 
 # A user-simulator server's wire format (docs/integrations.md): the finish reason of a turn in which the
@@ -152,12 +157,15 @@ SIMULATOR_KIND = "user_simulator"
 class Choice:
     """One sample: its text, why it ended (``"stop"`` or ``"length"``; from a user-simulator server,
     ``"end_conversation"`` when the simulated user ended) and how many tokens it took. ``events`` are a
-    user-simulator server's guardrail events for the turn (docs/integrations.md); none from a language model."""
+    user-simulator server's guardrail events for the turn (docs/integrations.md); none from a language model.
+    ``tool_calls`` are the calls the sample asked for when the model was given ``tools`` (its ``text`` is then
+    what it said besides, often empty)."""
 
     text: str
     finish_reason: str
     completion_tokens: int
     events: tuple[Mapping[str, str], ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,10 @@ class Completion:
     def finish_reason(self) -> str:
         return self.choices[0].finish_reason
 
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return self.choices[0].tool_calls
+
 
 class ChatModel(ABC):
     """A chat model behind one interface; made by :func:`userloop.models.load_model` from a spec string.
@@ -189,18 +201,23 @@ class ChatModel(ABC):
     name: str
     supports: Capabilities = Capabilities()
 
-    async def agenerate(self, conversations: Sequence[Sequence[Message | Mapping[str, str]]],
-                        params: GenerationParams | None = None) -> list[Completion]:
-        """One :class:`Completion` per conversation, in order."""
+    async def agenerate(self, conversations: Sequence[Sequence[Message | Mapping[str, Any]]],
+                        params: GenerationParams | None = None, tools: list[dict] | None = None) -> list[Completion]:
+        """One :class:`Completion` per conversation, in order. ``tools`` (OpenAI function schemas) let the
+        model answer with :attr:`Choice.tool_calls`; only a model whose ``supports.tools`` is set takes them."""
         params = params or GenerationParams()
         self._check_supported(params)
         batch = [chat_messages(conversation) for conversation in conversations]
         if not batch:
             return []
+        if tools:
+            if not self.supports.tools:
+                raise UserError(f"{self.name} cannot call tools; use an hf:, openai:, scripted: or mock assistant")
+            return await self._agenerate(batch, params, tools=checked_tools(tools))
         return await self._agenerate(batch, params)
 
-    def generate(self, conversations: Sequence[Sequence[Message | Mapping[str, str]]],
-                 params: GenerationParams | None = None) -> list[Completion]:
+    def generate(self, conversations: Sequence[Sequence[Message | Mapping[str, Any]]],
+                 params: GenerationParams | None = None, tools: list[dict] | None = None) -> list[Completion]:
         """Blocking :meth:`agenerate`, for scripts; inside a running event loop, await ``agenerate``."""
         try:
             asyncio.get_running_loop()
@@ -209,17 +226,18 @@ class ChatModel(ABC):
         else:
             raise RuntimeError("ChatModel.generate() blocks, so it cannot run inside an event loop: "
                                "use 'await model.agenerate(...)'")
-        return asyncio.run(self._generate_once(conversations, params))
+        return asyncio.run(self._generate_once(conversations, params, tools))
 
-    async def _generate_once(self, conversations, params) -> list[Completion]:
+    async def _generate_once(self, conversations, params, tools) -> list[Completion]:
         try:
-            return await self.agenerate(conversations, params)
+            return await self.agenerate(conversations, params, tools)
         finally:
             await self.aclose()
 
     @abstractmethod
     async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams) -> list[Completion]:
-        """Generate for validated conversations (each a non-empty list of role/content dicts)."""
+        """Generate for validated conversations (each a non-empty list of role/content dicts). A model whose
+        ``supports.tools`` is set also takes ``tools=`` (checked OpenAI function schemas), passed only when given."""
 
     async def aclose(self) -> None:
         """Release connections and background tasks bound to the running event loop."""
@@ -246,8 +264,9 @@ class ChatModel(ABC):
         return f"<{type(self).__name__} {self.name}>"
 
 
-def chat_messages(conversation: Sequence[Message | Mapping[str, str]]) -> ChatMessages:
-    """Validate one conversation and turn it into ``[{"role", "content"}]`` dicts."""
+def chat_messages(conversation: Sequence[Message | Mapping[str, Any]]) -> ChatMessages:
+    """Validate one conversation and turn it into ``[{"role", "content"}]`` dicts, keeping an assistant
+    message's ``tool_calls`` and a tool message's ``tool_call_id`` and ``name``."""
     if isinstance(conversation, (str, bytes, Mapping)) or not isinstance(conversation, Sequence):
         raise UserError(f"a conversation must be a list of messages, got {type(conversation).__name__}")
     if not conversation:
@@ -262,8 +281,41 @@ def chat_messages(conversation: Sequence[Message | Mapping[str, str]]) -> ChatMe
             raise UserError(f"a message must be a Message or a {{'role', 'content'}} dict, got {message!r:.80}")
         if not isinstance(role, str) or not role or not isinstance(content, str):
             raise UserError(f"a message needs a non-empty string 'role' and a string 'content', got {message!r:.80}")
-        messages.append({"role": role, "content": content})
+        messages.append({"role": role, "content": content} | _tool_fields(message))
     return messages
+
+
+def _tool_fields(message) -> dict[str, Any]:
+    """An assistant message's ``tool_calls`` and a tool message's ``tool_call_id`` and ``name`` (OpenAI's
+    shapes), checked; nothing for any other message."""
+    if not isinstance(message, Mapping):
+        return {}
+    fields: dict[str, Any] = {}
+    if message.get("role") == "assistant" and message.get("tool_calls"):
+        calls = message["tool_calls"]
+        if not isinstance(calls, (list, tuple)) or not all(isinstance(call, (Mapping, ToolCall)) for call in calls):
+            raise UserError(f"a message's 'tool_calls' must be a list of calls, got {calls!r:.80}")
+        fields["tool_calls"] = [(call if isinstance(call, ToolCall) else ToolCall.from_message(call)).to_message()
+                                for call in calls]
+    if message.get("role") == "tool":
+        for name in ("tool_call_id", "name"):
+            if not isinstance(message.get(name), str):
+                raise UserError(f"a tool message needs a string {name!r}, got {message!r:.80}")
+            fields[name] = message[name]
+    return fields
+
+
+def checked_tools(tools) -> list[dict]:
+    """``tools`` as a list of OpenAI function schemas (``{"type": "function", "function": {"name", ...}}``);
+    anything else raises :class:`UserError`."""
+    if not isinstance(tools, (list, tuple)):
+        raise UserError(f"tools must be a list of function schemas, got {type(tools).__name__}")
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise UserError('a tool must look like {"type": "function", "function": {"name": ..., "parameters": ...}}, '
+                            f"got {tool!r:.80}")
+    return [dict(tool) for tool in tools]
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -23,6 +23,13 @@ generation config's eos ids, the tokenizer's eos and the end-of-turn token the c
 after a message. That stop token is not part of the text; every other token is decoded as it is,
 special or not, so a user LM's ``<|endconversation|>`` reaches the caller.
 
+Tools: given ``tools``, a chat template that takes them (its source names ``tools``) gets them as
+``apply_chat_template(..., tools=...)`` and assistant calls in transformers' shape (``arguments`` a dict);
+any other template gets them as a system-prompt block (:func:`~userloop.models.tools.tool_block`) and calls
+written as ``<tool_call>`` blocks. Calls are read back from the generated text by
+:func:`~userloop.models.tools.calls_in_text` (``<tool_call>{"name", "arguments"}</tool_call>`` blocks, or the
+whole text as one bare JSON object with ``name`` and ``arguments``).
+
 Sampling runs in a logits processor with one random generator per row, so a request's ``seed`` gives
 the same output whatever else is in its batch (up to floating-point differences from padding).
 Unset ``temperature`` / ``top_p`` come from the checkpoint's generation config (greedy when it does
@@ -71,6 +78,7 @@ from userloop.models.base import (
     cut_at_stop,
 )
 from userloop.models.prefix_cache import LayerStates, PrefixCache, right_aligned
+from userloop.models.tools import calls_in_text, template_messages
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NUCLEUS_CANDIDATES = 64  # top-p ranks these most probable tokens first, the whole vocabulary only when needed
@@ -82,6 +90,7 @@ class _Request:
     messages: ChatMessages
     params: GenerationParams
     future: asyncio.Future
+    tools: list[dict] | None = None
     submitted: float = field(default_factory=time.perf_counter)
     prompt_ids: list[int] = field(default_factory=list)  # made by the worker (:meth:`HFChatModel._with_prompts`)
 
@@ -89,7 +98,7 @@ class _Request:
 class HFChatModel(ChatModel):
     """A transformers causal LM with its chat template; concurrent calls are batched together."""
 
-    supports = Capabilities(banned_tokens=True, banned_first_tokens=True, logit_bias=True)
+    supports = Capabilities(banned_tokens=True, banned_first_tokens=True, logit_bias=True, tools=True)
 
     def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", max_batch_size: int = 64,
                  batch_wait_ms: float = 5.0, max_batch_wait_ms: float = 100.0, prefix_cache_mb: float = 1024.0,
@@ -108,6 +117,7 @@ class HFChatModel(ChatModel):
         self.max_batch_wait_ms = max(batch_wait_ms, max_batch_wait_ms)
         self.device = _device(device)
         self.tokenizer, self.model = _load(path, self.device, _dtype(dtype, self.device), trust_remote_code)
+        self.template_takes_tools = _takes_tools(self.tokenizer.chat_template)
         self.generation_defaults = self.model.generation_config  # the checkpoint's own, read by _sampling
         self.model.generation_config = _without_sampling_and_length(self.generation_defaults)
         self.stop_ids = self._find_stop_ids()
@@ -129,13 +139,14 @@ class HFChatModel(ChatModel):
         self._worker_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ public
-    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams) -> list[Completion]:
+    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams,
+                         tools: list[dict] | None = None) -> list[Completion]:
         for token, _ in params.logit_bias:
             if token >= self.vocab_size:
                 raise UserError(f"logit_bias token id {token} is outside the vocabulary of {self.name} "
                                 f"({self.vocab_size} tokens)")
         loop = asyncio.get_running_loop()
-        requests = [_Request(messages, params, loop.create_future()) for messages in conversations]
+        requests = [_Request(messages, params, loop.create_future(), tools) for messages in conversations]
         self._ensure_worker(loop)
         self._pending.extend(requests)
         self._pending_rows += len(requests) * params.n
@@ -162,10 +173,14 @@ class HFChatModel(ChatModel):
         self._pending.clear()
         self._pending_rows = 0
 
-    def prompt_ids(self, messages: ChatMessages, max_new_tokens: int) -> list[int]:
-        """Token ids of the chat-template prompt; too long for the model's context -> :class:`ContextLengthError`."""
+    def prompt_ids(self, messages: ChatMessages, max_new_tokens: int, tools: list[dict] | None = None) -> list[int]:
+        """Token ids of the chat-template prompt (with ``tools``, see the module's doc); too long for the model's
+        context -> :class:`ContextLengthError`."""
+        takes_tools = self.template_takes_tools
+        shown = template_messages(messages, tools, takes_tools)
         try:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(shown, tools=tools if takes_tools else None, tokenize=False,
+                                                      add_generation_prompt=True)
         except Exception as err:  # noqa: BLE001 - the template is the checkpoint's code: failures are about the input
             raise UserError(f"{self.name}: the chat template rejected the conversation: {_first_line(err)}") from None
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -243,7 +258,7 @@ class HFChatModel(ChatModel):
         prompts: list[list[int] | Exception] = []
         for request in requests:
             try:
-                prompts.append(self.prompt_ids(request.messages, request.params.max_new_tokens))
+                prompts.append(self.prompt_ids(request.messages, request.params.max_new_tokens, request.tools))
             except Exception as err:  # noqa: BLE001 - handed to the waiting caller, who re-raises it
                 prompts.append(err)
         return prompts
@@ -259,6 +274,8 @@ class HFChatModel(ChatModel):
             return
         finished = time.perf_counter()
         for request, choices in zip(requests, results):
+            if request.tools:
+                choices = [_with_tool_calls(choice) for choice in choices]
             if not request.future.done():
                 request.future.set_result(Completion(
                     choices=choices, prompt_tokens=len(request.prompt_ids),
@@ -650,6 +667,8 @@ def _load(path: str, device: str, dtype: torch.dtype, trust_remote_code: bool):
     if not local.exists() and path.startswith(("/", "./", "../", "~", ".")):
         raise UserError(f"no such model folder: {path}")
     source = str(local) if local.exists() else path
+    if local.exists():  # no "Loading weights" bar for a local folder (a Hub download keeps its progress)
+        transformers.utils.logging.disable_progress_bar()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype,
@@ -672,6 +691,18 @@ def _without_sampling_and_length(config):
     """The checkpoint's generation config without the fields each call sets (penalties and the like stay)."""
     kept = {k: v for k, v in config.to_diff_dict().items() if k not in _PER_CALL_FIELDS}
     return transformers.GenerationConfig.from_dict(kept)
+
+
+def _takes_tools(chat_template: str | dict | None) -> bool:
+    """Whether a chat template (or any of a tokenizer's named templates) reads a ``tools`` variable."""
+    sources = chat_template.values() if isinstance(chat_template, dict) else [chat_template or ""]
+    return any(re.search(r"\btools\b", source) for source in sources)
+
+
+def _with_tool_calls(choice: Choice) -> Choice:
+    """``choice`` with the tool calls its text holds moved into :attr:`Choice.tool_calls`."""
+    text, calls = calls_in_text(choice.text)
+    return replace(choice, text=text, tool_calls=calls) if calls else choice
 
 
 def _first_line(err: BaseException) -> str:

@@ -15,8 +15,9 @@ class MeteredModel(ChatModel):
         self.model, self.name, self.supports = model, model.name, model.supports
         self.prompt_tokens = self.completion_tokens = 0
 
-    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams) -> list[Completion]:
-        completions = await self.model.agenerate(conversations, params)
+    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams,
+                         tools: list[dict] | None = None) -> list[Completion]:
+        completions = await self.model.agenerate(conversations, params, tools)
         self.prompt_tokens += sum(c.prompt_tokens for c in completions)
         self.completion_tokens += sum(c.completion_tokens for c in completions)
         return completions

@@ -23,6 +23,12 @@ body: anything but a chat completion with ``n`` choices that each carry text (a 
 JSON, a JSON array, an ``{"error": ...}`` object, a choice without ``message``, ``"content": null``)
 raises ``ModelError(model, server, what is wrong)`` at once, without retrying.
 
+Given ``tools``, the request carries them (``"tools": [...]``) and each choice's ``message.tool_calls`` become
+:attr:`Choice.tool_calls <userloop.models.Choice>` (``"content": null`` is then empty text). A call whose
+``arguments`` are not a JSON object is kept with its text in :attr:`ToolCall.raw
+<userloop.models.tools.ToolCall>` for the caller to answer with an error; a ``tool_calls`` field that is not a
+list of ``{"id", "function": {"name", "arguments"}}`` objects is a malformed reply like the others.
+
 A ``userloop serve --simulator`` server is recognised by its ``/v1/models`` entry
 (:meth:`OpenAIChatModel.simulator_settings`, asked once); its replies' guardrail events become
 :attr:`Choice.events <userloop.models.Choice>` and its ``"end_conversation"`` finish reason is kept.
@@ -65,6 +71,7 @@ from userloop.models.base import (
     checked_timeout,
     cut_at_stop,
 )
+from userloop.models.tools import ToolCall
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "EMPTY"
@@ -104,18 +111,20 @@ class OpenAIChatModel(ChatModel):
         self.backoff_base, self.backoff_max = float(backoff_base), float(backoff_max)
         self.extra_body = dict(extra_body or {})
         # with server_bans the server is trusted to take userloop's ban fields (e.g. `userloop serve`)
-        self.supports = Capabilities(banned_tokens=server_bans, banned_first_tokens=server_bans, logit_bias=True)
+        self.supports = Capabilities(banned_tokens=server_bans, banned_first_tokens=server_bans, logit_bias=True,
+                                     tools=True)
         self._replicas = [_Replica(url) for url in base_urls]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         self._asking_settings: asyncio.Lock | None = None
         self._settings: tuple[Mapping | None] | None = None  # (simulator settings,) once a server answered
 
-    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams) -> list[Completion]:
+    async def _agenerate(self, conversations: list[ChatMessages], params: GenerationParams,
+                         tools: list[dict] | None = None) -> list[Completion]:
         self._bind_to_running_loop()
         try:
             async with asyncio.TaskGroup() as group:  # the first failure cancels the other requests
-                tasks = [group.create_task(self._complete(messages, params)) for messages in conversations]
+                tasks = [group.create_task(self._complete(messages, params, tools)) for messages in conversations]
         except BaseExceptionGroup as failures:
             raise failures.exceptions[0] from None
         return [task.result() for task in tasks]
@@ -128,9 +137,9 @@ class OpenAIChatModel(ChatModel):
         self._loop = self._slots = None
 
     # ------------------------------------------------------------------ one request, retried
-    async def _complete(self, messages: ChatMessages, params: GenerationParams) -> Completion:
+    async def _complete(self, messages: ChatMessages, params: GenerationParams, tools: list[dict] | None) -> Completion:
         started = time.perf_counter()
-        request = self._request(messages, params)
+        request = self._request(messages, params, tools)
         previous: _Replica | None = None
         for attempt in range(1, self.max_retries + 2):
             replica = self._pick_replica(avoid=previous)
@@ -157,8 +166,10 @@ class OpenAIChatModel(ChatModel):
             await asyncio.sleep(min(wait, self.backoff_max) if wait is not None else backoff)
         raise self._error(replica, f"{failure} after {attempt} attempt{'s' if attempt > 1 else ''}")
 
-    def _request(self, messages: ChatMessages, params: GenerationParams) -> dict:
+    def _request(self, messages: ChatMessages, params: GenerationParams, tools: list[dict] | None) -> dict:
         request: dict = {"model": self.model_id, "messages": messages, "max_tokens": params.max_new_tokens}
+        if tools:
+            request["tools"] = tools
         for name in ("temperature", "top_p", "seed"):
             if getattr(params, name) is not None:
                 request[name] = getattr(params, name)
@@ -188,8 +199,8 @@ class OpenAIChatModel(ChatModel):
             texts.append(text)
             reasons.append("stop" if stopped else reason)
         counts = _split(reply.completion_tokens, [len(t) for t in texts])
-        choices = [Choice(text, reason, count, reply.events if i == 0 else ())
-                   for i, (text, reason, count) in enumerate(zip(texts, reasons, counts))]
+        choices = [Choice(text, reason, count, reply.events if i == 0 else (), calls)
+                   for i, (text, reason, count, calls) in enumerate(zip(texts, reasons, counts, reply.tool_calls))]
         return Completion(choices=choices,
                           prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                           seconds=time.perf_counter() - started, model=self.name)
@@ -249,10 +260,12 @@ class InvalidReply(ValueError):
 
 @dataclass(frozen=True)
 class Reply:
-    """A checked chat-completion body: each choice's text and finish reason in index order, and token counts."""
+    """A checked chat-completion body: each choice's text, finish reason and tool calls in index order, and
+    token counts."""
 
     texts: list[str]
     finish_reasons: list[str]
+    tool_calls: list[tuple[ToolCall, ...]]  # each choice's calls (none unless the request had tools)
     prompt_tokens: int
     completion_tokens: int
     events: tuple[Mapping[str, str], ...] = ()  # a user-simulator server's guardrail events (its 'userloop' field)
@@ -276,12 +289,15 @@ def parse_reply(body: bytes, n: int) -> Reply:
         raise InvalidReply(f"the reply has no 'choices' list: {_excerpt(body)}")
     if len(choices) != n:
         raise InvalidReply(f"the reply has {len(choices)} choices for n={n}")
-    by_index: dict[int, tuple[str, str]] = {}
+    by_index: dict[int, tuple[str, str, tuple[ToolCall, ...]]] = {}
     for position, choice in enumerate(choices):
         where = f"choice {position} of the reply"
         if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
             raise InvalidReply(f"{where} has no 'message' object: {_excerpt(json.dumps(choice))}")
         content, reason = choice["message"].get("content"), choice.get("finish_reason") or "stop"
+        calls = _tool_calls(choice["message"].get("tool_calls"), where)
+        if content is None and calls:
+            content = ""
         if not isinstance(content, str):
             raise InvalidReply(f"{where} has no text: its content is {json.dumps(content)[:60]} "
                                f"(finish_reason {json.dumps(choice.get('finish_reason'))[:40]})")
@@ -290,14 +306,31 @@ def parse_reply(body: bytes, n: int) -> Reply:
         index = choice.get("index", position)
         if isinstance(index, bool) or index not in range(n) or index in by_index:
             raise InvalidReply(f"{where} has index {json.dumps(index)[:40]}: expected distinct indexes 0..{n - 1}")
-        by_index[index] = (content, reason)
+        by_index[index] = (content, reason, calls)
     usage = data.get("usage") or {}
     tokens = [usage.get(name) or 0 for name in ("prompt_tokens", "completion_tokens")] if isinstance(usage, dict) else []
     if len(tokens) != 2 or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens):
         raise InvalidReply(f"the reply's usage is not token counts: {_excerpt(json.dumps(usage))}")
     ordered = [by_index[index] for index in range(n)]
-    return Reply([text for text, _ in ordered], [reason for _, reason in ordered], *tokens,
-                 _simulator_events(data.get(SIMULATOR_FIELD)))
+    return Reply([text for text, _, _ in ordered], [reason for _, reason, _ in ordered],
+                 [calls for _, _, calls in ordered], *tokens, _simulator_events(data.get(SIMULATOR_FIELD)))
+
+
+def _tool_calls(listed, where: str) -> tuple[ToolCall, ...]:
+    """A choice's ``message.tool_calls`` (absent or null: none). Arguments that are not a JSON object are kept
+    as the call's ``raw`` text; a list that is not calls raises :class:`InvalidReply`."""
+    if listed is None:
+        return ()
+    if not isinstance(listed, list):
+        raise InvalidReply(f"{where} has 'tool_calls' that are not a list: {_excerpt(json.dumps(listed))}")
+    calls = []
+    for number, call in enumerate(listed):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidReply(f"{where} has a tool call without a function name: {_excerpt(json.dumps(call))}")
+        calls.append(ToolCall.parsed(str(call.get("id") or f"call_{number}"), function["name"],
+                                     function.get("arguments")))
+    return tuple(calls)
 
 
 def _simulator_events(extension) -> tuple[Mapping[str, str], ...]:

@@ -27,7 +27,11 @@ PROVIDERS: dict[str, tuple[str, str, str]] = {
     "scripted": ("userloop.models.scripted", "ScriptedChatModel", "scripted:FILE.json"),
     "mock": ("userloop.models.mock", "MockModel", "mock[:NAME] (replies= a list or a function)"),
     "prompted": ("userloop.userlm.prompted", "PromptedUserModel", "prompted:INNER_SPEC, e.g. prompted:hf:PATH"),
+    "testbed": ("userloop.simulate.panel", "testbed_chat_model", "testbed:graded[?KNOB=VALUE&...] (docs/validity.md)"),
 }
+# Prefixes shared with built-in providers: their chat models are these names only (testbed:graded?..., while
+# testbed:judge is a built-in and testbed:nothing an unknown spec).
+NAMED_TARGETS = {"testbed": ("graded",)}
 # Providers whose spec may be the bare prefix: the target they get then.
 DEFAULT_TARGETS = {"mock": "mock"}
 # Prefixes whose target is another spec: the inner model is loaded (with the options) and wrapped.
@@ -54,6 +58,8 @@ BUILTIN_PROVIDERS: dict[str, dict[str, str]] = {
     "offline:classifier": {"followup_classifier": "userloop.rlhi.followup_classifier:loaded_offline"},
     "offline:personas": {"persona_model": "userloop.rlhi.personas:OfflinePersonas"},
     "rules:classifier": {"reply_classifier": "userloop.simulate.reply_kinds:RuleReplyClassifier"},
+    "testbed:users": {"user": "userloop.simulate.testbed_users:TestbedUsers"},
+    "testbed:assistant": {"assistant": "userloop.simulate.testbed_users:TestbedAssistant"},
     "rm:": {"scorer": "userloop.rlhi.reward_scorers:RewardModelScorer.from_path"},
 }
 BUILTIN_TARGETS = {"rm:": "rm:PATH (a reward model folder)"}
@@ -84,6 +90,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
         raise UserError(f"unknown model spec {spec!r}: it must start with one of {known}")
     if not target.strip():
         raise UserError(f"model spec {spec!r} names no model: expected {PROVIDERS[prefix][2]}")
+    if not _named_target(prefix, target):
+        raise UserError(f"unknown model spec {spec!r}: expected {PROVIDERS[prefix][2]}")
     return prefix, target.strip()
 
 
@@ -125,7 +133,8 @@ def role_spec(role: str, spec: str) -> str:
     spec = canonical_spec(role, spec)
     key, target = _builtin(spec)
     if key is None:
-        if spec.partition(":")[0] not in PROVIDERS and spec not in DEFAULT_TARGETS:
+        prefix, _, target = spec.partition(":")
+        if (prefix not in PROVIDERS or not _named_target(prefix, target)) and spec not in DEFAULT_TARGETS:
             raise UserError(f"unknown model spec {spec!r} for the {ROLES[role]}: give {_choices(role)}")
         parse_spec(spec)
     elif role not in BUILTIN_PROVIDERS[key]:
@@ -166,6 +175,11 @@ def _builtin(spec: str) -> tuple[str | None, str | None]:
     if sep and f"{prefix}:" in BUILTIN_PROVIDERS:
         return f"{prefix}:", target.strip()
     return None, None
+
+
+def _named_target(prefix: str, target: str) -> bool:
+    """Whether ``target`` names a chat model of ``prefix`` (any target does, but for :data:`NAMED_TARGETS`)."""
+    return prefix not in NAMED_TARGETS or target.partition("?")[0].strip() in NAMED_TARGETS[prefix]
 
 
 def _choices(role: str) -> str:

@@ -28,6 +28,7 @@ from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import check_output_file, read_user_json, read_user_lines, write_atomic
 from userloop.metrics.evalsim import METRICS, PAPER_REFERENCE
+from userloop.metrics.run_realism import run_realism
 from userloop.report import svg
 from userloop.report.manifest import read_manifest
 from userloop.simulate.engine import FAILED_END_REASONS
@@ -427,7 +428,8 @@ class _Report:
                    "run's turn cap, stopped on a solved task, or failed, so the simulated bars sum to the share the "
                    "user ended. Real: the prepared test split; simulated: each run's conversations.jsonl.")
                 + _figure(chart) + "<h3>How the simulated conversations ended</h3>"
-                + _table(["run", "end", "conversations", "share", "detail"], rows))
+                + _table(["run", "end", "conversations", "share", "detail"], rows)
+                + _part(realism_table, self.simulations()) + _part(tool_tasks_table, self.simulations()))
 
     # ------------------------------------------------------------------ assistant
     def assistant(self) -> str:
@@ -458,7 +460,8 @@ class _Report:
                 + _figure(chart)
                 + _table(["tasks", "single-turn solved (95% CI)", "multi-turn solved (95% CI)", "drop (points)"], rows)
                 + (_p(f"Simulated user turns per conversation: mean {turns['mean']:.2f}, range {turns['min']}-"
-                      f"{turns['max']}; assistant {report.get('assistant')}, user {report.get('user')}.") if turns else ""))
+                      f"{turns['max']}; assistant {report.get('assistant')}, user {report.get('user')}.") if turns else "")
+                + (_part(realism_table, {"multi-turn": folder / "multi_turn"}) if (folder / "multi_turn").is_dir() else ""))
 
     # ------------------------------------------------------------------ RLHI
     def rlhi(self) -> str:
@@ -543,6 +546,52 @@ class _Report:
                 + _table(["judged", "win rate (95% CI)", "wins", "ties", "losses", "inconsistent orders"], rows)
                 + (_p(f"Mean persona-match score (testbed scorer, 0-1): policy {match['policy']:.3f}, baseline "
                       f"{match['baseline']:.3f}.") if match else ""))
+
+
+def realism_table(runs: dict[str, Path]) -> str:
+    """Each run's success beside the realism of its simulated users (summary.json's ``realism``, or computed from the
+    records of a run written before it had one), and the real users of the reference split when a run has them."""
+    rows, human = [], None
+    for name, run in runs.items():
+        summary = read_json(run / "summary.json")
+        block = summary["realism"] if "realism" in summary else run_realism(simulated_records(run))
+        if block:
+            human = human or block.get("human")
+            rows.append(_realism_row(name, _interval(summary["overall"]["solved"]), block))
+    if human:
+        rows.append(_realism_row(f"real users ({human['split']} split)", None, human))
+    if not rows:
+        return ""
+    return ("<h3>Realism of the simulated users</h3>"
+            + _p("How human-like the users behind each score were (summary.json's realism block, docs/simulate.md): "
+                 "first-turn diversity (higher is more diverse) and intent decomposition (lower copies less of the "
+                 "intent) as in Flipping the Dialogue's Table 2, the share of conversations the user ended, user turns "
+                 "per conversation and words per user turn. Failed conversations are left out.")
+            + _table(["run", "conversations", "solved (95% CI)", "first-turn diversity", "decomposition", "user ended",
+                      "user turns (mean)", "words per turn (median)"], rows))
+
+
+def tool_tasks_table(runs: dict[str, Path]) -> str:
+    """pass^k of the runs with tool tasks (summary.json's ``tool_tasks``, docs/agents.md); empty when none has them."""
+    rows = []
+    for name, run in runs.items():
+        tools = read_json(run / "summary.json").get("tool_tasks")
+        if tools:
+            rows.append((name, tools["tasks"], tools["trials"],
+                         ", ".join(f"pass^{k} {value:.3f}" for k, value in tools["pass_hat_k"].items())))
+    if not rows:
+        return ""
+    return ("<h3>Tool tasks: pass^k</h3>"
+            + _p("Tasks where the assistant calls tools on a database: a trial succeeds when the final database equals "
+                 "the task's goal state and the user was told what it had to be told; pass^k is the chance that k "
+                 "trials of a task all succeed (tau-bench), averaged over tasks. Per-task counts: the run's summary.md.")
+            + _table(["run", "tasks", "trials", "pass^k"], rows))
+
+
+def _realism_row(name: str, solved: str | None, stats: dict) -> tuple:
+    return (name, stats["conversations"], solved, stats["first_turn_diversity"], stats["intent_decomposition"],
+            _pct(stats["termination"]["user_ended"]), (stats["user_turns"] or {}).get("mean"),
+            (stats["user_turn_words"] or {}).get("p50"))
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from userloop.data.readers import ReadReport, read_conversations
 from userloop.data.sources import expand_inputs, prepared_splits
 from userloop.errors import UserError
+from userloop.metrics.run_realism import realism_line
 from userloop.report.manifest import read_manifest
-from userloop.simulate.runs import RECORDS, RUN_FILE, read_records
+from userloop.simulate.runs import RECORDS, RUN_FILE, SUMMARY_JSON, read_records
 from userloop.simulate.scenarios import load_scenarios
 from userloop.testbed import read_truth
 from userloop.testbed.population import truth_folder
@@ -58,10 +59,11 @@ class Entry:
     outcome: str                     # solved / failed / unscored
     ended: str                       # how the conversation ended (see SIMULATED_ENDINGS, TESTBED_ENDINGS)
     user_turns: int
-    messages: list[dict[str, Any]]   # {role, content, events, classification?, score?}
+    messages: list[dict[str, Any]]   # {role, content, events, classification?, score?, tool_steps?}
     end_events: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     source_conversation: str | None = None  # open scenarios: the real conversation the intent came from
+    task_score: dict[str, Any] | None = None  # tool scenarios: goal state reached and outputs told (Score)
     text: str = ""                   # lower-cased search text
 
     def facet(self, name: str) -> str:
@@ -75,7 +77,8 @@ class Entry:
 
     def detail(self) -> dict[str, Any]:
         return {**self.summary(), "conversation_id": self.conversation_id, "messages": self.messages,
-                "end_events": self.end_events, "error": self.error, "source_conversation": self.source_conversation}
+                "end_events": self.end_events, "error": self.error, "source_conversation": self.source_conversation,
+                "task_score": self.task_score}
 
 
 @dataclass(frozen=True)
@@ -111,10 +114,11 @@ class SourceSummary:
     conversations: int = 0
     unreadable: int = 0
     notes: list[str] = field(default_factory=list)
+    headline: str | None = None      # a simulation run's success and the realism of its users (summary.json)
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "path": self.path, "conversations": self.conversations,
-                "unreadable": self.unreadable, "notes": self.notes}
+                "unreadable": self.unreadable, "notes": self.notes, "headline": self.headline}
 
 
 class ViewerIndex:
@@ -326,7 +330,7 @@ def _search_text(intent: str, identifier: str, user: str, messages: list[dict[st
 
 # ---------------------------------------------------------------------- simulated conversations
 def _run_source(run: Path, name: str) -> tuple[SourceSummary, Iterable[Entry]]:
-    source = SourceSummary(f"simulated: {name}", str(run))
+    source = SourceSummary(f"simulated: {name}", str(run), headline=_run_headline(run))
 
     def entries() -> Iterable[Entry]:
         bad: Counter[str] = Counter()
@@ -349,6 +353,24 @@ def _run_source(run: Path, name: str) -> tuple[SourceSummary, Iterable[Entry]]:
                 f"{reason} {count}" for reason, count in bad.most_common()) + ")")
 
     return source, entries()
+
+
+def _run_headline(run: Path) -> str | None:
+    """The run's solved count, pass^k (tool tasks) and the realism line of its users, from its summary.json (None:
+    no summary yet)."""
+    import orjson
+
+    try:
+        summary = orjson.loads((run / SUMMARY_JSON).read_bytes())
+        solved = summary["overall"]["solved"]
+        parts = [f"solved {solved['solved']:,}/{solved['scored']:,} ({solved['rate']:.1%})"] if solved else []
+        tools = summary.get("tool_tasks")
+        if tools and tools.get("pass_hat_k"):  # tool tasks: tau-bench's pass^k over the run's trials
+            parts.append(", ".join(f"pass^{k} {value:.3f}" for k, value in tools["pass_hat_k"].items()))
+        realism = realism_line(summary.get("realism"))
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return "; ".join(parts + ([realism] if realism else [])) or None
 
 
 def _scenario_origins(run: Path) -> dict[str, str]:
@@ -378,7 +400,8 @@ def _simulated_entry(record: SimulatedConversation, label: str, origins: dict[st
         shown = {"role": message.role, "content": message.content, "events": list(message.events)}
         for name, value in (("classification", message.classification),
                             ("score", message.score.to_dict() if message.score is not None else None),
-                            ("ended", message.ended or None), ("finish_reason", message.finish_reason)):
+                            ("ended", message.ended or None), ("finish_reason", message.finish_reason),
+                            ("tool_steps", [step.to_dict() for step in message.tool_steps] or None)):
             if value is not None:
                 shown[name] = value
         messages.append(shown)
@@ -392,4 +415,5 @@ def _simulated_entry(record: SimulatedConversation, label: str, origins: dict[st
                  ended=SIMULATED_ENDINGS.get(reason, str(reason)), user_turns=record.n_user_turns,
                  messages=messages, end_events=list(record.end_events), error=record.error,
                  source_conversation=origins.get(scenario),
+                 task_score=record.task_score.to_dict() if record.task_score is not None else None,
                  text=_search_text(intent, scenario, user, messages))

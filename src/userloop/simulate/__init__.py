@@ -7,5 +7,6 @@ Submodules are imported on use (the engine needs the model stack; scenario files
 of a simulated conversation), :mod:`~userloop.simulate.runs` (run folders,
 resume, summaries, comparisons), :mod:`~userloop.simulate.assistant_eval` (single-turn vs simulated
 multi-turn), :mod:`~userloop.simulate.scenarios`, :mod:`~userloop.simulate.answer_check`,
-:mod:`~userloop.simulate.reply_kinds`, :mod:`~userloop.simulate.reveal_stats`. See docs/simulate.md.
+:mod:`~userloop.simulate.reply_kinds`, :mod:`~userloop.simulate.reveal_stats`, :mod:`~userloop.simulate.domains` (tool
+domains: the built-in shop and tau-bench-style folders, docs/agents.md). See docs/simulate.md.
 """

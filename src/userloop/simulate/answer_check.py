@@ -6,16 +6,21 @@
 * ``code``: the function is extracted from the reply (:func:`extract_code`) and the HumanEval tests
   run in :mod:`userloop.simulate.sandbox`; pass only if ``check(entry_point)`` raises nothing
   (HumanEval's pass criterion, Chen et al. 2021).
+* ``tool``: scored once, at the end of the conversation, by :func:`score_tool_task`: the final database
+  against the goal state and the outputs told to the user (tau-bench's reward, Yao et al. 2024).
 * ``open``: no checker, :func:`score_reply` returns ``None``.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from functools import lru_cache
 
+from userloop.simulate.domains import load_domain, replay_actions, state_hash
 from userloop.simulate.sandbox import run_tests
 from userloop.simulate.scenarios import Scenario
 
@@ -280,3 +285,50 @@ def _attempts_definition(reply: str, entry_point: str) -> bool:
     """Whether the reply writes ``def entry_point(`` at the top level (not a method) although no block
     defining it parses."""
     return re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", reply, re.MULTILINE) is not None
+
+
+# ---- tool tasks ---------------------------------------------------------------------------------
+
+def score_tool_task(scenario: Scenario, final_state: dict, assistant_texts: list[str]) -> Score:
+    """tau-bench's success of a tool task (Yao et al. 2024, arXiv 2406.12045, §3): the final database's
+    :func:`~userloop.simulate.domains.state_hash` equals the goal's (the gold ``actions`` replayed on
+    ``initial_state(db_seed)``) and every string of ``outputs`` appears in some assistant message
+    (:func:`output_told`). ``extracted`` is the final state's hash."""
+    final = state_hash(final_state)
+    goal = goal_hash(scenario.domain, scenario.db_seed or 0, json.dumps(scenario.actions or [], sort_keys=True))
+    if final != goal:
+        return Score(False, f"the final database differs from the goal state (hash {final[:12]}, goal {goal[:12]})",
+                     final)
+    missing = [output for output in scenario.outputs or [] if not output_told(output, assistant_texts)]
+    if missing:
+        return Score(False, f"goal state reached, but the user was not told {missing[0]!r}", final)
+    told = len(scenario.outputs or [])
+    return Score(True, "goal state reached" + (f" and all {told} outputs told" if told else ""), final)
+
+
+@lru_cache(maxsize=4096)
+def goal_hash(domain: str, seed: int, actions_json: str) -> str:
+    """The hash of the goal state: ``actions`` (JSON text, cached by it) replayed on the domain's seeded state."""
+    return state_hash(replay_actions(load_domain(domain), json.loads(actions_json), seed))
+
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_TRAILING_ZEROS = re.compile(r"(\d+)\.(\d*?)0+(?!\d)")
+
+
+def _normalised(text: str) -> str:
+    """Lower case, numbers without thousands commas or trailing decimal zeros ("$1,234.50" -> "$1234.5")."""
+    text = _THOUSANDS.sub("", text.lower())
+    return _TRAILING_ZEROS.sub(lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), text)
+
+
+def output_told(output: str, texts: list[str]) -> bool:
+    """Whether ``output`` appears in one of ``texts``: case-insensitive, numbers normalised (:func:`_normalised`),
+    and a number only as a whole number ("9.99" is not found in "19.99")."""
+    wanted = _normalised(output.strip())
+    pattern = re.escape(wanted)
+    if wanted[:1].isdigit():
+        pattern = r"(?<![\d.])" + pattern
+    if wanted[-1:].isdigit():
+        pattern += r"(?![\d]|\.\d)"
+    return any(re.search(pattern, _normalised(text)) for text in texts)

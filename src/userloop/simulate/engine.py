@@ -8,9 +8,18 @@ A conversation is a (scenario, sample) pair. Up to ``concurrency`` of them are l
    conversation (``user_ended``; with ``empty_turn_ends``, so does a turn with no text). A scenario
    with ``metadata["persona"]`` is played by a persona-conditioned user: its system message is the
    intent and the persona (:func:`userloop.userlm.flip.user_system_message`, the text such a user LM
-   was trained on). With ``last_word="user"``, a conversation whose user has now written its cap of
-   turns ends here (``max_turns``): the last message is the user's reaction to the last reply.
-2. **assistant**: every conversation still open gets the assistant's reply, again all at once.
+   was trained on). A :class:`ScenarioUser` (``testbed:users``) writes the turn itself from the scenario,
+   the history and the conversation's seed. With ``last_word="user"``, a conversation whose user has now
+   written its cap of turns ends here (``max_turns``): the last message is the user's reaction to the last reply.
+2. **assistant**: every conversation still open gets the assistant's reply, again all at once. In a
+   tool scenario (one with a ``domain``) the assistant is given the domain's tools; the calls it asks for
+   run in order on the conversation's database (:meth:`SimulationEngine._run_tool`), their results go
+   back to it as ``tool`` messages, and it is asked again until it answers without calls. It may run
+   ``max_tool_calls_per_turn`` calls per turn: calls past the cap are answered ``error: ...`` without
+   running, and a request for more after that ends the turn with the text it wrote (a ``cap`` event).
+   An unknown tool, arguments that are not a JSON object or that the tool refuses, and an exception in
+   the tool are answered ``error: ...`` too (a failed call leaves the database as it was); the run goes
+   on. The user never sees tools, calls or results.
 3. **classify** all new replies in one classifier call; **score** the answer attempts of scenarios
    with a checker, concurrently in worker threads (each phase only with a classifier / scorer). A
    passed score ends the conversation (``solved``: the Lost-in-Conversation rule, a correct answer
@@ -18,6 +27,10 @@ A conversation is a (scenario, sample) pair. Up to ``concurrency`` of them are l
 4. a conversation at its user-turn cap ends (``max_turns``); a prompt too long for the user's or the
    assistant's context ends that conversation (``context``), any other model error too (``error``,
    with the message), and the run goes on.
+
+A tool scenario's record has the final database's ``final_state_hash`` and its ``task_score``
+(:func:`userloop.simulate.answer_check.score_tool_task`: goal state reached, outputs told), which is
+what ``solved`` says.
 
 :class:`EndReason` is the one vocabulary of end reasons (docs/simulate.md, "End reasons"). A
 :class:`Job` may carry its own assistant system message and fixed sampling seeds: what callers that
@@ -35,17 +48,22 @@ scenario's ``full_prompt``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from userloop.models.base import ChatMessages, ChatModel, Completion, ContextLengthError, GenerationParams
 from userloop.models.metered import MeteredModel
-from userloop.simulate.records import SimulatedConversation, SimulatedMessage, TokenCount
+from userloop.models.tools import ToolCall, ToolError
+from userloop.simulate import answer_check
+from userloop.simulate.domains import ToolDomain, load_domain, state_hash
+from userloop.simulate.records import SimulatedConversation, SimulatedMessage, TokenCount, ToolCallRecord, ToolStep
 from userloop.simulate.scenarios import Scenario
 from userloop.userlm.flip import user_system_message
 from userloop.userlm.simulator import UserSimulator, UserTurn
@@ -83,6 +101,15 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest, "big") % 2**31
 
 
+class ScenarioUser(Protocol):
+    """A user side that plays each scenario's own user instead of a user LM (``testbed:users``): the engine asks it
+    for every turn with the scenario, the history (user and assistant messages) and the conversation's seed."""
+
+    name: str
+
+    async def anext_turn(self, scenario: Scenario, history: ChatMessages, seed: int) -> UserTurn: ...
+
+
 @dataclass(frozen=True)
 class Job:
     """Sample ``sample`` (0..N-1) of ``scenario``, and what this conversation does differently from the
@@ -95,6 +122,19 @@ class Job:
     system_prompt: str | None = None
     user_seed: int | None = None
     assistant_seed: int | None = None
+
+
+@dataclass
+class _AssistantTurn:
+    """An assistant turn: the reply (the last completion), the tool steps before it, their events, its tokens."""
+
+    completion: Completion | None = None
+    failure: Exception | None = None   # a model call that failed; the steps before it ran
+    steps: list[ToolStep] = field(default_factory=list)
+    events: list[dict[str, str]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -137,9 +177,16 @@ class _Conversation:
     end_events: list[dict[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     tokens: dict[str, TokenCount] = field(default_factory=lambda: {"user": TokenCount(), "assistant": TokenCount()})
+    domain: ToolDomain | None = None   # a tool scenario's domain and its database, changed by the calls
+    state: dict | None = None
 
     def chat(self) -> ChatMessages:
+        """The conversation as the user sees it: user and assistant turns, no tools."""
         return [{"role": m.role, "content": m.content} for m in self.messages]
+
+    def assistant_chat(self) -> ChatMessages:
+        """The conversation as the assistant sees it: with its tool calls and their results."""
+        return [shown for m in self.messages for shown in m.assistant_chat()]
 
     def end(self, reason: EndReason, error: str | None = None) -> None:
         self.end_reason, self.error = reason.value, error
@@ -152,23 +199,28 @@ class _Conversation:
 class SimulationEngine:
     """Runs many simulated conversations in lock-step (see the module docstring).
 
-    ``user`` is a :class:`UserSimulator` (``None``: the single-turn setting), ``assistant`` any
-    :class:`ChatModel` (it sees the job's or else the engine's ``system_prompt``, when given, then the
+    ``user`` is a :class:`UserSimulator` or a :class:`ScenarioUser` (``None``: the single-turn setting),
+    ``assistant`` any :class:`ChatModel` (it sees the job's or else the engine's ``system_prompt``, when given, then the
     user and assistant turns), ``classifier`` (optional) an object with
     ``aclassify(scenarios, histories, replies)`` and ``score`` (optional) a blocking, thread-safe
     ``score(scenario, reply) -> Score | None``. ``max_user_turns`` caps every conversation (a
     scenario's own ``max_user_turns`` may lower it); ``last_word`` says who writes the last message of
     a conversation that reaches the cap: the assistant (its reply to the last user turn) or the user
     (the last user turn is not answered). ``empty_turn_ends``: a user turn with no text ends the
-    conversation (``user_ended``) instead of reaching the assistant.
+    conversation (``user_ended``) instead of reaching the assistant. ``max_tool_calls_per_turn`` caps the tool
+    calls run per assistant turn in tool scenarios.
     """
 
-    def __init__(self, assistant: ChatModel, user: UserSimulator | None, classifier=None, score: Callable | None = None,
+    def __init__(self, assistant: ChatModel, user: UserSimulator | ScenarioUser | None, classifier=None,
+                 score: Callable | None = None,
                  *, assistant_params: GenerationParams, system_prompt: str | None = None, max_user_turns: int = 6,
                  last_word: Literal["assistant", "user"] = "assistant", empty_turn_ends: bool = False, seed: int = 0,
-                 concurrency: int = 256) -> None:
+                 concurrency: int = 256, max_tool_calls_per_turn: int = 8) -> None:
         if last_word not in ("assistant", "user"):
             raise ValueError(f"last_word must be 'assistant' or 'user', got {last_word!r}")
+        if not isinstance(max_tool_calls_per_turn, int) or max_tool_calls_per_turn < 1:
+            raise ValueError(f"max_tool_calls_per_turn must be an integer >= 1, got {max_tool_calls_per_turn!r}")
+        self.max_tool_calls_per_turn = max_tool_calls_per_turn
         self.assistant, self.user, self.classifier, self.score = assistant, user, classifier, score
         self.assistant_params, self.system_prompt = assistant_params, system_prompt
         self.max_user_turns = 1 if user is None else max_user_turns
@@ -193,8 +245,13 @@ class SimulationEngine:
         return self.timings
 
     def _open(self, job: Job) -> _Conversation:
-        cap = min(self.max_user_turns, job.scenario.max_user_turns or self.max_user_turns)
-        return _Conversation(job, derive_seed(self.seed, job.scenario.id, job.sample), cap)
+        scenario = job.scenario
+        cap = min(self.max_user_turns, scenario.max_user_turns or self.max_user_turns)
+        conversation = _Conversation(job, derive_seed(self.seed, scenario.id, job.sample), cap)
+        if scenario.domain is not None:
+            conversation.domain = load_domain(scenario.domain)
+            conversation.state = conversation.domain.initial_state(scenario.db_seed or 0)
+        return conversation
 
     async def _step(self, live: list[_Conversation]) -> list[_Conversation]:
         await self._timed("user", self._user_phase(live))
@@ -245,8 +302,13 @@ class SimulationEngine:
                 self._add_user_turn(conversation, *result)
         self._on_turns(sum(1 for result in results if not isinstance(result, Exception)))
 
-    async def _user_turn(self, conversation: _Conversation) -> tuple[UserTurn, float, dict[str, int]]:
+    async def _user_turn(self, conversation: _Conversation) -> tuple[UserTurn, float, TokenCount | None]:
         turn_number, job = conversation.user_turns + 1, conversation.job
+        if not isinstance(self.user, UserSimulator):  # a ScenarioUser plays the scenario itself: no model, no tokens
+            started = time.perf_counter()
+            seed = job.user_seed if job.user_seed is not None else conversation.seed
+            turn = await self.user.anext_turn(job.scenario, conversation.chat(), seed)
+            return turn, time.perf_counter() - started, None
         meter = MeteredModel(self.user.model)  # one per conversation and turn
         seed = job.user_seed if job.user_seed is not None else derive_seed(conversation.seed, turn_number, "user")
         params = replace(self.user.params, seed=seed)
@@ -273,27 +335,89 @@ class SimulationEngine:
     async def _assistant_phase(self, live: list[_Conversation]) -> None:
         results = await asyncio.gather(*(self._reply(c) for c in live), return_exceptions=True)
         for conversation, result in zip(live, results):
-            if isinstance(result, Exception):
-                conversation.end(*_model_failure("assistant model", result))
+            failure = result if isinstance(result, Exception) else result.failure
+            if failure is not None and not getattr(result, "steps", None):
+                conversation.end(*_model_failure("assistant model", failure))
                 continue
-            completion, seconds = result
-            conversation.seconds["assistant"] += seconds
-            tokens = conversation.add_tokens("assistant", completion.prompt_tokens, completion.completion_tokens)
-            conversation.messages.append(SimulatedMessage("assistant", completion.text,
-                                                          finish_reason=completion.finish_reason,
-                                                          latency_s=round(seconds, 4), tokens=tokens))
+            conversation.seconds["assistant"] += result.seconds
+            tokens = conversation.add_tokens("assistant", result.prompt_tokens, result.completion_tokens)
+            # a turn whose model call failed after tool calls ran keeps them: a reply without text, then the end
+            reply = result.completion if failure is None else None
+            conversation.messages.append(SimulatedMessage(
+                "assistant", reply.text if reply else "", events=result.events, tokens=tokens,
+                finish_reason=reply.finish_reason if reply else None, latency_s=round(result.seconds, 4),
+                tool_steps=result.steps))
+            if failure is not None:
+                conversation.end(*_model_failure("assistant model", failure))
         self._on_turns(sum(1 for c in live if c.end_reason is None))
 
-    async def _reply(self, conversation: _Conversation) -> tuple[Completion, float]:
+    async def _reply(self, conversation: _Conversation) -> _AssistantTurn:
+        """The assistant's turn: one completion, or in a tool scenario as many as its tool calls take."""
         job = conversation.job
         system_prompt = job.system_prompt if job.system_prompt is not None else self.system_prompt
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        seed = (job.assistant_seed if job.assistant_seed is not None
-                else derive_seed(conversation.seed, conversation.user_turns, "assistant"))
-        params = replace(self.assistant_params, seed=seed)
-        started = time.perf_counter()
-        [completion] = await self.assistant.agenerate([system + conversation.chat()], params)
-        return completion, time.perf_counter() - started
+        history = system + conversation.assistant_chat()
+        tools = conversation.domain.tools if conversation.domain is not None else None
+        turn, run, started = _AssistantTurn(), 0, time.perf_counter()
+        while True:
+            # the turn's first request keeps the seed a turn without tools has; each later one gets its own
+            step_part = (len(turn.steps),) if turn.steps else ()
+            seed = (job.assistant_seed if job.assistant_seed is not None
+                    else derive_seed(conversation.seed, conversation.user_turns, "assistant", *step_part))
+            shown = history + [message for step in turn.steps for message in step.chat()]
+            try:
+                [turn.completion] = await self.assistant.agenerate([shown], replace(self.assistant_params, seed=seed),
+                                                                   tools)
+            except Exception as err:  # noqa: BLE001 - ends this conversation (the phase reports it), not the run
+                turn.failure = err
+                break
+            turn.prompt_tokens += turn.completion.prompt_tokens
+            turn.completion_tokens += turn.completion.completion_tokens
+            calls = turn.completion.tool_calls if tools else ()
+            if not calls:
+                break
+            if run >= self.max_tool_calls_per_turn:
+                turn.events.append({"tool": "", "action": "cap", "detail": (
+                    f"{run} tool calls run this turn (the cap); not run: {', '.join(c.name or '?' for c in calls)}")})
+                break
+            step = ToolStep(turn.completion.text, [])
+            for call in calls:
+                turn.events.append({"tool": call.name, "action": "call", "detail": _arguments_text(call)})
+                if run < self.max_tool_calls_per_turn:
+                    record = self._run_tool(conversation, call)
+                    run += 1
+                else:
+                    record = _failed(call, f"not run: the cap of {self.max_tool_calls_per_turn} tool calls per turn "
+                                           "is reached; answer the user")
+                turn.events.append({"tool": call.name, "action": "result" if record.ok else "error",
+                                    "detail": record.result})
+                step.calls.append(record)
+            turn.steps.append(step)
+        turn.seconds = time.perf_counter() - started
+        return turn
+
+    def _run_tool(self, conversation: _Conversation, call: ToolCall) -> ToolCallRecord:
+        """Run one call on the conversation's database: the result as JSON text (a string result as it is), or
+        ``error: ...`` for a call without a name, arguments that are not a JSON object, an unknown tool, and a
+        :class:`ToolError` or any other exception from the tool; the database changes only when the call works."""
+        domain = conversation.domain
+        if not call.name:
+            return _failed(call, f"a tool call needs a function name and JSON arguments, got {call.raw!r:.200}")
+        if call.raw is not None:
+            return _failed(call, f"the arguments of {call.name} must be a JSON object, got {call.raw!r:.200}")
+        names = [tool["function"]["name"] for tool in domain.tools]
+        if call.name not in names:
+            return _failed(call, f"unknown tool {call.name!r} (tools: {', '.join(names)})")
+        state = copy.deepcopy(conversation.state)
+        try:
+            result = domain.call(state, call.name, call.arguments)
+            content = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+        except ToolError as err:
+            return _failed(call, str(err) or type(err).__name__)
+        except Exception as err:  # noqa: BLE001 - a tool's failure is the assistant's result, never the run's end
+            return _failed(call, f"{call.name} failed: {_describe(err)}")
+        conversation.state = state
+        return ToolCallRecord(call.id, call.name, call.arguments, content, True)
 
     async def _classify_phase(self, live: list[_Conversation]) -> None:
         if not live or self.classifier is None:
@@ -314,7 +438,7 @@ class SimulationEngine:
     async def _scoring_phase(self, live: list[_Conversation]) -> None:
         if self.score is None:
             return
-        attempts = [c for c in live if c.end_reason is None and c.job.scenario.kind != "open"
+        attempts = [c for c in live if c.end_reason is None and c.job.scenario.kind not in ("open", "tool")
                     and c.messages[-1].classification == "answer_attempt"]
         results = await asyncio.gather(*(self._score(c) for c in attempts), return_exceptions=True)
         for conversation, result in zip(attempts, results):
@@ -338,22 +462,44 @@ class SimulationEngine:
     # ------------------------------------------------------------------ records
     def _record(self, conversation: _Conversation) -> SimulatedConversation:
         scenario = conversation.job.scenario
+        solved, final_hash, task_score = conversation.solved if scenario.kind != "open" else None, None, None
+        if conversation.domain is not None:
+            final_hash = state_hash(conversation.state)
+            task_score = answer_check.score_tool_task(
+                scenario, conversation.state, [m.content for m in conversation.messages if m.role == "assistant"])
+            solved = task_score.passed
         return SimulatedConversation(
             conversation.messages, scenario_id=scenario.id, sample=conversation.job.sample, kind=scenario.kind,
             intent=scenario.intent, setting="multi_turn" if self.user is not None else "single_turn",
             end_reason=conversation.end_reason, error=conversation.error, end_events=conversation.end_events,
-            solved=conversation.solved if scenario.kind != "open" else None, max_user_turns=conversation.cap,
+            solved=solved, max_user_turns=conversation.cap,
             seed=conversation.seed,
             timings={"wall_s": round(time.perf_counter() - conversation.started, 4),
                      **{f"{phase}_s": round(s, 4) for phase, s in conversation.seconds.items()}},
-            tokens=conversation.tokens, user_model=self.user.model.name if self.user is not None else None,
-            model=self.assistant.name)
+            tokens=conversation.tokens, user_model=_user_name(self.user),
+            model=self.assistant.name, final_state_hash=final_hash, task_score=task_score)
+
+
+def _user_name(user: UserSimulator | ScenarioUser | None) -> str | None:
+    """The name a record gives the user side: the user model's, a scenario user's own, None without a user."""
+    if user is None:
+        return None
+    return user.model.name if isinstance(user, UserSimulator) else user.name
 
 
 def _end_at_cap(live: list[_Conversation]) -> None:
     for conversation in live:
         if conversation.end_reason is None and conversation.user_turns >= conversation.cap:
             conversation.end(EndReason.MAX_TURNS)
+
+
+def _failed(call: ToolCall, problem: str) -> ToolCallRecord:
+    """The record of a call answered with ``error: PROBLEM`` instead of running."""
+    return ToolCallRecord(call.id, call.name, call.arguments, f"error: {problem}", False, call.raw)
+
+
+def _arguments_text(call: ToolCall) -> str:
+    return call.raw if call.raw is not None else json.dumps(call.arguments, ensure_ascii=False)
 
 
 def _model_failure(role: str, error: BaseException) -> tuple[EndReason, str]:

@@ -2,14 +2,16 @@
 
 A :class:`SimulatedConversation` is a :class:`~userloop.conversation.Conversation` whose messages are
 :class:`SimulatedMessage` (a :class:`~userloop.conversation.Message` with what the engine measured and
-judged for that turn: guardrail events, latency, tokens, the reply's classification and score), plus
-the run's facts about the conversation: scenario, sample, how and why it ended, seed, timings, tokens,
-and the two models. The engine builds one per finished conversation; ``conversations.jsonl`` holds one
-:meth:`SimulatedConversation.to_dict` per line and :func:`userloop.simulate.runs.read_records` returns them.
+judged for that turn: guardrail events, latency, tokens, the reply's classification and score, and the
+tool calls the assistant made before it replied), plus the run's facts about the conversation: scenario,
+sample, how and why it ended, seed, timings, tokens, and the two models (and, for a tool scenario, the
+final database's hash and the task's score). The engine builds one per finished conversation;
+``conversations.jsonl`` holds one :meth:`SimulatedConversation.to_dict` per line and :func:`userloop.simulate.runs.read_records` returns them.
 
 The JSON form is the run-record layout userloop has always written (so older run folders load as they
-are): keys in a fixed order, per-message keys present only where the engine sets them. Keys it does
-not know are kept in ``extra`` (conversation and message level) and written back after the known ones.
+are): keys in a fixed order, per-message keys present only where the engine sets them (``tool_steps``,
+``final_state_hash`` and ``task_score`` only in tool scenarios). Keys it does not know are kept in ``extra``
+(conversation and message level) and written back after the known ones.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from userloop.conversation import ROLES, Conversation, Message
+from userloop.models.tools import ToolCall
 from userloop.simulate.answer_check import Score
 
 TOKEN_ROLES = ("user", "assistant")
 _MESSAGE_KEYS = frozenset(("role", "content", "events", "finish_reason", "latency_s", "tokens", "ended",
-                           "classification", "score"))
+                           "classification", "score", "tool_steps"))
 _RECORD_KEYS = ("scenario_id", "sample", "kind", "intent", "setting", "messages", "end_reason", "error", "end_events",
                 "solved", "user_turns", "max_user_turns", "seed", "timings", "tokens", "user", "assistant")
+_TOOL_RECORD_KEYS = ("final_state_hash", "task_score")  # written only for tool scenarios
 
 
 class RecordError(ValueError):
@@ -50,6 +54,57 @@ class TokenCount:
         return cls(_integer(data, "prompt"), _integer(data, "completion"))
 
 
+@dataclass(slots=True)
+class ToolCallRecord:
+    """One tool call of an assistant turn: the call (``raw``: its argument text when that was not a JSON object)
+    and the ``result`` the engine sent back as the ``tool`` message, the tool's JSON result or ``error: ...``
+    (``ok`` False)."""
+
+    id: str
+    name: str
+    arguments: dict
+    result: str
+    ok: bool
+    raw: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"id": self.id, "name": self.name, "arguments": self.arguments, "result": self.result, "ok": self.ok}
+        return data | ({"raw": self.raw} if self.raw is not None else {})
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ToolCallRecord:
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("id", "name", "result")) \
+                or not isinstance(data.get("arguments"), dict) or not isinstance(data.get("ok"), bool):
+            raise RecordError(f"with a tool call that is not one: {_excerpt(data)}")
+        return cls(data["id"], data["name"], data["arguments"], data["result"], data["ok"], data.get("raw"))
+
+
+@dataclass(slots=True)
+class ToolStep:
+    """One model call of an assistant turn that asked for tools: the text it wrote besides them (often none) and
+    its calls, in order. To the assistant it was one ``assistant`` message with ``tool_calls`` followed by one
+    ``tool`` message per call."""
+
+    text: str
+    calls: list[ToolCallRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "calls": [call.to_dict() for call in self.calls]}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ToolStep:
+        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+            raise RecordError(f"with a tool step that is not one: {_excerpt(data)}")
+        return cls(data["text"], [ToolCallRecord.from_dict(call) for call in _list(data, "calls")])
+
+    def chat(self) -> list[dict[str, Any]]:
+        """The step as the assistant saw it: its message with ``tool_calls`` and a ``tool`` message per call."""
+        calls = [ToolCall(call.id, call.name, call.arguments, call.raw).to_message() for call in self.calls]
+        return [{"role": "assistant", "content": self.text, "tool_calls": calls},
+                *({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": call.result}
+                  for call in self.calls)]
+
+
 @dataclass(slots=True, kw_only=True)
 class SimulatedMessage(Message):
     """One turn of a simulated conversation with what the engine recorded about it.
@@ -58,7 +113,9 @@ class SimulatedMessage(Message):
     single-turn setting, where the turn is the scenario's prompt) and ``ended`` when the turn also ended the
     conversation. Assistant turns: ``finish_reason``, ``tokens``, the reply's ``classification``
     (:data:`~userloop.simulate.reply_kinds.REPLY_KINDS`; none when the classifier failed) and, for answer
-    attempts of scenarios with a checker, its ``score``."""
+    attempts of scenarios with a checker, its ``score``; in a tool scenario, the ``tool_steps`` that came before
+    the reply (the calls, their results, and the events ``{"tool", "action": "call" | "result" | "error" | "cap",
+    "detail"}`` of each in ``events``)."""
 
     events: list[dict[str, str]] = field(default_factory=list)
     latency_s: float = 0.0
@@ -67,6 +124,7 @@ class SimulatedMessage(Message):
     ended: bool = False
     classification: str | None = None
     score: Score | None = None
+    tool_steps: list[ToolStep] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "content": self.content, "events": self.events}
@@ -81,8 +139,14 @@ class SimulatedMessage(Message):
             data["classification"] = self.classification
         if self.score is not None:
             data["score"] = self.score.to_dict()
+        if self.tool_steps:
+            data["tool_steps"] = [step.to_dict() for step in self.tool_steps]
         data.update(self.extra)
         return data
+
+    def assistant_chat(self) -> list[dict[str, Any]]:
+        """The message as the assistant saw it: its tool steps' messages, then the message itself."""
+        return [*(m for step in self.tool_steps for m in step.chat()), {"role": self.role, "content": self.content}]
 
     @classmethod
     def from_dict(cls, data: Any) -> SimulatedMessage:
@@ -91,16 +155,12 @@ class SimulatedMessage(Message):
         role, content = data.get("role"), data.get("content")
         if role not in ROLES or not isinstance(content, str):
             raise RecordError(f"with a message without a role and text content: {_excerpt(data)}")
-        score = data.get("score")
-        try:
-            score = None if score is None else Score(**score)
-        except TypeError:
-            raise RecordError(f"with a message whose score is not one: {_excerpt(score)}") from None
         return cls(role, content, {k: v for k, v in data.items() if k not in _MESSAGE_KEYS},
                    events=_list(data, "events"), latency_s=data.get("latency_s", 0.0),
                    tokens=None if data.get("tokens") is None else TokenCount.from_dict(data["tokens"]),
                    finish_reason=data.get("finish_reason"), ended=bool(data.get("ended", False)),
-                   classification=data.get("classification"), score=score)
+                   classification=data.get("classification"), score=_score(data.get("score"), "a message"),
+                   tool_steps=[ToolStep.from_dict(step) for step in _list(data, "tool_steps")])
 
 
 @dataclass(slots=True, kw_only=True)
@@ -114,7 +174,9 @@ class SimulatedConversation(Conversation):
     that ended it (else None); ``end_events`` the guardrail events of a user turn that only ended the
     conversation (no message); ``solved`` None for scenarios without a checker; ``timings`` the seconds of the
     whole conversation (``wall_s``) and of each phase (``user_s``, ``assistant_s``, ``classify_s``,
-    ``scoring_s``); ``tokens`` per role (``user``, ``assistant``)."""
+    ``scoring_s``); ``tokens`` per role (``user``, ``assistant``). A tool scenario's record also has
+    ``final_state_hash`` (:func:`~userloop.simulate.domains.state_hash` of the database when it ended) and
+    ``task_score`` (goal state reached and outputs told: what ``solved`` is)."""
 
     scenario_id: str
     sample: int
@@ -129,6 +191,8 @@ class SimulatedConversation(Conversation):
     timings: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, TokenCount] = field(default_factory=lambda: {role: TokenCount() for role in TOKEN_ROLES})
     user_model: str | None = None
+    final_state_hash: str | None = None
+    task_score: Score | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -140,13 +204,16 @@ class SimulatedConversation(Conversation):
         return self.scenario_id, self.sample
 
     def to_dict(self) -> dict[str, Any]:
+        tool_fields = {} if self.final_state_hash is None and self.task_score is None else {
+            "final_state_hash": self.final_state_hash,
+            "task_score": self.task_score.to_dict() if self.task_score is not None else None}
         return {
             "scenario_id": self.scenario_id, "sample": self.sample, "kind": self.kind, "intent": self.intent,
             "setting": self.setting, "messages": [m.to_dict() for m in self.messages], "end_reason": self.end_reason,
             "error": self.error, "end_events": self.end_events, "solved": self.solved, "user_turns": self.n_user_turns,
             "max_user_turns": self.max_user_turns, "seed": self.seed, "timings": self.timings,
             "tokens": {role: count.to_dict() for role, count in self.tokens.items()},
-            "user": self.user_model, "assistant": self.model, **self.extra,
+            "user": self.user_model, "assistant": self.model, **tool_fields, **self.extra,
         }
 
     @classmethod
@@ -170,11 +237,19 @@ class SimulatedConversation(Conversation):
                      end_events=_list(data, "end_events"), solved=data["solved"],
                      max_user_turns=data["max_user_turns"], seed=data["seed"], timings=data["timings"],
                      tokens={role: TokenCount.from_dict(tokens[role]) for role in TOKEN_ROLES},
-                     user_model=data["user"], model=data["assistant"],
-                     extra={k: v for k, v in data.items() if k not in _RECORD_KEYS})
+                     user_model=data["user"], model=data["assistant"], final_state_hash=data.get("final_state_hash"),
+                     task_score=_score(data.get("task_score"), "a task score"),
+                     extra={k: v for k, v in data.items() if k not in _RECORD_KEYS and k not in _TOOL_RECORD_KEYS})
         if data["user_turns"] != record.n_user_turns:
             raise RecordError(f"with user_turns {_excerpt(data['user_turns'])} but {record.n_user_turns} user messages")
         return record
+
+
+def _score(data: Any, what: str) -> Score | None:
+    try:
+        return None if data is None else Score(**data)
+    except TypeError:
+        raise RecordError(f"with {what} whose score is not one: {_excerpt(data)}") from None
 
 
 def _excerpt(value: Any, limit: int = 80) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from userloop.config import option
+from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import read_user_bytes, read_user_json, write_atomic
 from userloop.models import GenerationParams, load_model
-from userloop.models.registry import canonical_spec, parse_spec, role_spec
+from userloop.models.registry import PROVIDERS, canonical_spec, load_role, needs_testbed, role_spec
 from userloop.progress import Progress, no_progress
 from userloop.simulate.answer_check import score_reply
+from userloop.simulate.cost import check_priced, load_prices, run_cost
 from userloop.simulate.engine import END_REASONS, SimulationEngine, pending_jobs
 from userloop.simulate.records import RecordError, SimulatedConversation
 from userloop.simulate.reply_kinds import REPLY_KINDS, load_reply_classifier
@@ -32,14 +35,18 @@ from userloop.simulate.reveal_stats import simulation_statistics
 from userloop.simulate.scenarios import load_scenarios
 from userloop.statistics import wilson_interval
 from userloop.userlm.simulator import UserSimulator
-from userloop.version import __version__
+from userloop.version import __version__, package_versions
 
 RECORDS = "conversations.jsonl"
 RUN_FILE = "run.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-# Fields that change how fast a run goes, not what it produces: a resume may change them.
-NOT_IDENTITY = ("concurrency", "max_batch_size")
+# Fields that change how fast a run goes or what its summary reports, not what it produces: a resume may change
+# them, and run.json does not record them.
+NOT_IDENTITY = ("concurrency", "max_batch_size", "prices", "data")
+# Fields added after run.json files were first written, with the value that means what runs did before them: at
+# that value they are left out of the identity, so older run folders resume.
+ADDED_LATER = {"shard": None, "max_tool_calls_per_turn": 8}
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ class SimulationConfig:
                                      "single-turn setting (each scenario's full_prompt as the one user turn)")
     n: int = option(1, "conversations per scenario (samples 0..N-1)")
     max_user_turns: int = option(6, "most user turns per conversation (a scenario's own max_user_turns can lower it)")
+    max_tool_calls_per_turn: int = option(8, "most tool calls the assistant may run per turn in tool scenarios "
+                                             "(docs/agents.md)")
     seed: int = option(0, "run seed: sample k of scenario s samples with a seed derived from (seed, s, k)")
     system_prompt: str | None = option(None, "the assistant's system prompt (none by default)")
     classifier: str = option("rules:classifier", "reply classifier: rules:classifier or a model spec for an LLM judge")
@@ -64,26 +73,35 @@ class SimulationConfig:
     max_batch_size: int | None = option(None, "rows per batch for hf: models (None: the provider's default, 64)")
     shard: str | None = option(None, "I/N: simulate only shard I of N (1 <= I <= N): every N-th (scenario, sample) "
                                      "conversation, one run folder per shard; 'userloop runs merge' joins them")
+    prices: str | None = option(None, "YAML or JSON price table: model spec -> {prompt, completion} per 1M tokens; "
+                                      "the summary then gives the run's cost per role (docs/simulate.md)")
+    data: str | None = option(None, "prepared folder whose test split is the human reference of the summary's "
+                                    "realism block (None: the simulated users' realism alone)")
 
     def validate(self) -> None:
         for name in ("assistant", "scenarios"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise UserError(f"{name} is required")
         for name, low in (("n", 1), ("max_user_turns", 1), ("assistant_max_new_tokens", 1), ("user_max_new_tokens", 1),
-                          ("concurrency", 1)):
+                          ("concurrency", 1), ("max_tool_calls_per_turn", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.max_batch_size is not None and (not isinstance(self.max_batch_size, int) or self.max_batch_size < 1):
             raise UserError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size!r}")
-        for spec in (self.assistant, self.user):
-            if spec is not None:
-                parse_spec(spec)
+        role_spec("assistant", self.assistant)
+        if self.user is not None:
+            role_spec("user", self.user)
         role_spec("reply_classifier", self.classifier)
         GenerationParams(temperature=self.assistant_temperature, seed=self.seed)
         GenerationParams(temperature=self.user_temperature, top_p=self.user_top_p)
         if self.shard is not None:
             parse_shard(self.shard)
+        if self.prices is not None:
+            check_priced(load_prices(self.prices), {"user": self.user, "assistant": self.assistant}, self.prices)
+        if self.data is not None and "test" not in prepared_splits(Path(self.data)):
+            raise UserError(f"--data {self.data}: not a prepared folder with a test split "
+                            "(run 'userloop data prepare')")
 
     @property
     def setting(self) -> str:
@@ -92,7 +110,7 @@ class SimulationConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that decide what the run produces (what a resume must match)."""
         identity = {k: v for k, v in asdict(self).items()
-                    if k not in NOT_IDENTITY and not (k == "shard" and v is None)}  # run.json files from before shards
+                    if k not in NOT_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
         return {**identity, "classifier": canonical_spec("reply_classifier", self.classifier)}
 
 
@@ -106,14 +124,17 @@ class SimulationResult:
 
 
 def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, max_conversations: int | None = None,
-             retry_errors: bool = False, progress: Progress = no_progress) -> SimulationResult:
+             retry_errors: bool = False, progress: Progress = no_progress,
+             summary_sections: Callable[[list[SimulatedConversation]], dict[str, Any]] | None = None
+             ) -> SimulationResult:
     """Simulate every (scenario, sample) of ``config`` not yet in ``out``; write records and the summary.
 
     ``max_conversations`` stops after that many new conversations (the rest stay for a resume).
     ``retry_errors`` first removes the records of conversations that ended in error (a server that was
     down), so they run again; without it they count as finished.
     Ctrl-C (``KeyboardInterrupt``) stops launching conversations; what finished is on disk, the
-    summary is written and the interrupt propagates.
+    summary is written and the interrupt propagates. ``summary_sections`` adds top-level sections to the summary
+    from the run's records (a higher layer's measures: :func:`userloop.metrics.run_realism.simulate_with_realism`).
     """
     import orjson
 
@@ -157,6 +178,8 @@ def simulate(config: SimulationConfig, out: str | Path, *, force: bool = False, 
                                         "errors_removed": errors_removed,
                                         "pending": len(_pending(scenarios, config, records))},
                                 classifier=engine.classifier if engine is not None else None)
+            if summary_sections is not None:
+                summary.update(summary_sections(records))
             write_summary(out, summary)
     return SimulationResult(out, summary, finished_now, resumed, torn)
 
@@ -203,7 +226,7 @@ def _previous_timings(out: Path) -> dict | None:
 
 
 async def _run(engine, jobs, write, on_turns) -> None:
-    models = [engine.assistant, *([engine.user.model] if engine.user is not None else []),
+    models = [engine.assistant, *([engine.user.model] if isinstance(engine.user, UserSimulator) else []),
               *([engine.classifier.model] if hasattr(engine.classifier, "model") else [])]
     try:
         await engine.run(jobs, write, on_turns)
@@ -219,14 +242,19 @@ def _engine(config: SimulationConfig):
         return load_model(spec, **options)
 
     user = None
-    if config.user is not None:
+    if config.user is not None and needs_testbed("user", config.user):  # a built-in user: testbed:users
+        user = load_role("user", config.user)
+    elif config.user is not None:
         user = UserSimulator(load(config.user), params=GenerationParams(
             max_new_tokens=config.user_max_new_tokens, temperature=config.user_temperature, top_p=config.user_top_p))
+    assistant = (load_role("assistant", config.assistant) if needs_testbed("assistant", config.assistant)
+                 else load(config.assistant))
     assistant_params = GenerationParams(max_new_tokens=config.assistant_max_new_tokens,
                                         temperature=config.assistant_temperature)
-    return SimulationEngine(load(config.assistant), user, load_reply_classifier(config.classifier), score_reply,
+    return SimulationEngine(assistant, user, load_reply_classifier(config.classifier), score_reply,
                             assistant_params=assistant_params, system_prompt=config.system_prompt,
-                            max_user_turns=config.max_user_turns, seed=config.seed, concurrency=config.concurrency)
+                            max_user_turns=config.max_user_turns, seed=config.seed, concurrency=config.concurrency,
+                            max_tool_calls_per_turn=config.max_tool_calls_per_turn)
 
 
 # ---------------------------------------------------------------------- run folder
@@ -261,8 +289,32 @@ def _checked_run_file(out: Path, config: SimulationConfig, force: bool) -> bytes
                                 f"({_first_difference(recorded, current)}): rerun with the same options, choose a new "
                                 "--out, or pass --force to continue it anyway")
             previous = [*existing.get("previous", []), recorded]
-    run = {**current, "setting": config.setting, "userloop_version": __version__, "previous": previous}
+    run = {**current, "setting": config.setting, "userloop_version": __version__,
+           "reproducibility": reproducibility(config), "previous": previous}
     return orjson.dumps(run, option=orjson.OPT_INDENT_2)
+
+
+def reproducibility(config: SimulationConfig) -> dict[str, Any]:
+    """What run.json records beside the configuration to redo a run: each role's model spec with the local path it
+    resolves to, the versions of userloop, Python, torch and transformers (never part of a resume's identity), and
+    the seeds. The scenario (task) file's SHA-256 is ``scenarios_sha256`` beside it."""
+    classifier = canonical_spec("reply_classifier", config.classifier)
+    return {"models": {role: _model_record(spec) for role, spec in
+                       (("user", config.user), ("assistant", config.assistant), ("classifier", classifier))},
+            "versions": package_versions(),
+            "seeds": {"run": config.seed, "conversation": "derived from (run seed, scenario id, sample): each "
+                      "record's seed; each turn's from it and the turn (userloop.simulate.engine.derive_seed)"}}
+
+
+def _model_record(spec: str | None) -> dict[str, str | None] | None:
+    """A model spec and, when its target (a wrapper's innermost one) is a local file or folder, its absolute path."""
+    if spec is None:
+        return None
+    target = spec
+    while target.partition(":")[0] in PROVIDERS:
+        target = target.partition(":")[2]
+    local = Path(target)
+    return {"spec": spec, "path": str(local.resolve()) if target and local.exists() else None}
 
 
 def _run_identity(run: dict) -> tuple:
@@ -340,7 +392,8 @@ def summarize(records: Sequence[SimulatedConversation], scenarios=None, config: 
               timings: dict | None = None, resume: dict | None = None, classifier=None) -> dict[str, Any]:
     """Per kind and overall: conversations, solved rate with its 95% Wilson interval (scenarios with a
     checker), user-turn mean/variance/min/max, end reasons, reply-classification shares, tokens; plus
-    the run's timings and throughput, and the Table-3 simulation statistics of multi-turn runs."""
+    the run's timings and throughput, its cost when ``config.prices`` names a price table, and the Table-3
+    simulation statistics of multi-turn runs."""
     kinds = sorted({r.kind for r in records})
     summary: dict[str, Any] = {
         "setting": config.setting if config else None,
@@ -354,9 +407,33 @@ def summarize(records: Sequence[SimulatedConversation], scenarios=None, config: 
     }
     if classifier is not None and hasattr(classifier, "fallbacks"):
         summary["classifier_fallbacks"] = classifier.fallbacks
+    if config is not None and config.prices is not None:
+        summary["cost"] = {"prices": config.prices, **run_cost(
+            summary["overall"]["tokens"], {"user": config.user, "assistant": config.assistant},
+            load_prices(config.prices), len(records))}
+    tool_records = [r for r in records if r.kind == "tool"]
+    if tool_records:
+        summary["tool_tasks"] = tool_task_summary(tool_records)
     if scenarios is not None and records and (config is None or config.user is not None):
         summary["simulation_statistics"] = simulation_statistics(scenarios, list(records))
     return summary
+
+
+def tool_task_summary(records: Sequence[SimulatedConversation]) -> dict[str, Any]:
+    """pass^k of tool tasks (tau-bench, Yao et al. 2024, arXiv 2406.12045, §5.1): with n trials of a task and c
+    of them solved, pass^k = C(c, k) / C(n, k), the chance that k trials drawn from the n all succeed, averaged
+    over tasks, for k = 1 .. the fewest trials of any task (pass^1 is the mean success rate). A trial not scored
+    (``solved`` None: it ended in error) counts as a failure. ``tasks`` is the per-task table."""
+    trials: dict[str, list[SimulatedConversation]] = {}
+    for record in records:
+        trials.setdefault(record.scenario_id, []).append(record)
+    table = [{"scenario_id": task, "trials": len(runs), "successes": sum(1 for r in runs if r.solved),
+              "unscored": sum(1 for r in runs if r.solved is None)} for task, runs in trials.items()]
+    most_k = min(row["trials"] for row in table)
+    pass_hat_k = {str(k): statistics.fmean(math.comb(row["successes"], k) / math.comb(row["trials"], k)
+                                           for row in table) for k in range(1, most_k + 1)}
+    return {"tasks": len(table), "trials": sum(row["trials"] for row in table), "pass_hat_k": pass_hat_k,
+            "per_task": table}
 
 
 def group_summary(records: Sequence[SimulatedConversation]) -> dict[str, Any]:
@@ -439,7 +516,25 @@ def summary_markdown(summary: dict) -> str:
     if stats:
         lines += ["", "Simulation statistics (UserLM paper, Table 3):", "", "| statistic | value |", "|---|---|"]
         lines += [f"| {k} | {format_value(v)} |" for k, v in flatten(stats)]
+    tools = summary.get("tool_tasks")
+    if tools:
+        lines += ["", f"Tool tasks: {tools['tasks']} tasks, {tools['trials']} trials (pass^k, tau-bench):", "",
+                  "| k | pass^k |", "|---|---|", *(f"| {k} | {v:.3f} |" for k, v in tools["pass_hat_k"].items()),
+                  "", "| task | successes / trials |", "|---|---|",
+                  *(f"| {row['scenario_id']} | {row['successes']}/{row['trials']} |" for row in tools["per_task"])]
+    for title, rows in section_rows(summary).items():
+        lines += ["", f"{title}:", "", "| statistic | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines) + "\n"
+
+
+SECTION_TITLES = {"realism": "Realism of the simulated users (docs/simulate.md, \"Realism\")",
+                  "cost": "Cost (price table per 1M tokens, in its currency)"}
+
+
+def section_rows(summary: dict) -> dict[str, list[tuple[str, str]]]:
+    """(statistic, value) rows of the summary's realism and cost sections, by section title (those it has)."""
+    return {title: [(k, format_value(v)) for k, v in flatten(summary[key])]
+            for key, title in SECTION_TITLES.items() if summary.get(key)}
 
 
 def flatten(value, prefix: str = "") -> list[tuple[str, Any]]:
@@ -478,6 +573,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
     for metric, value_a in _timing_rows(a):
         value_b = dict(_timing_rows(b)).get(metric, "-")
         lines.append(f"| timing | {metric} | {value_a} | {value_b} | {_difference(value_a, value_b)} |")
+    for key in SECTION_TITLES:
+        rows_a, rows_b = (dict(flatten(s.get(key) or {})) for s in (a, b))
+        for metric in dict.fromkeys([*rows_a, *rows_b]):
+            value_a, value_b = (format_value(rows[metric]) if metric in rows else "-" for rows in (rows_a, rows_b))
+            lines.append(f"| {key} | {metric} | {value_a} | {value_b} | {_difference(value_a, value_b)} |")
+    passes_a, passes_b = ((s.get("tool_tasks") or {}).get("pass_hat_k", {}) for s in (a, b))
+    for k in dict.fromkeys([*passes_a, *passes_b]):
+        value_a, value_b = (f"{passes[k]:.3f}" if k in passes else "-" for passes in (passes_a, passes_b))
+        lines.append(f"| tool tasks | pass^{k} | {value_a} | {value_b} | {_difference(value_a, value_b)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,9 @@ A scenario is one task (the Lost-in-Conversation setting, Laban et al. 2025, as 
 paper, arXiv 2510.06552 §5): ``intent`` is the whole task given to the simulated user, ``shards`` the
 pieces it is expected to reveal over turns (``shards[0]`` opens), ``full_prompt`` the same task in one
 fully specified turn. ``kind`` picks the checker: ``math`` (final number vs the gold ``#### N``),
-``code`` (HumanEval tests in a sandbox), ``open`` (none). Scenario files are JSONL, one per line.
+``code`` (HumanEval tests in a sandbox), ``tool`` (the assistant calls a domain's tools; the final database
+against the goal state of the gold ``actions``, and the ``outputs`` told to the user: docs/agents.md), ``open``
+(none). Scenario files are JSONL, one per line.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from userloop.conversation import read_parquet
 from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import open_user_file, read_user_lines, read_user_text
+from userloop.simulate.domains import domain_spec, load_domain
 from userloop.testbed.population import truth_folder
 from userloop.userlm.intents import INTENT_PREFIX, offline_intent
 
-KINDS = ("open", "math", "code")
+KINDS = ("open", "math", "code", "tool")
+# The fields only tool scenarios have (to_dict leaves them out of the others).
+TOOL_FIELDS = ("domain", "db_seed", "actions", "outputs")
 # Fields of the task files that scenarios are built from (none is a scenario field).
 TASK_FILE_FIELDS = {"task_id", "question", "prompt", "test"}
 
@@ -41,12 +46,20 @@ class Scenario:
     prompt_code: str | None = None
     max_user_turns: int | None = None
     metadata: dict = field(default_factory=dict)
+    domain: str | None = None
+    db_seed: int | None = None
+    actions: list[dict] | None = None
+    outputs: list[str] | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        if self.kind != "tool":
+            for name in TOOL_FIELDS:
+                record.pop(name)
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> Scenario:
@@ -94,6 +107,39 @@ def _validate(scenario: Scenario) -> None:
         raise UserError(f"scenario {scenario.id!r}: max_user_turns must be an integer >= 1, got {turns!r}")
     if not isinstance(scenario.metadata, dict):
         raise UserError(f"scenario {scenario.id!r}: metadata must be a JSON object")
+    if scenario.kind == "tool":
+        _validate_tool(scenario)
+    else:
+        given = next((name for name in TOOL_FIELDS if getattr(scenario, name) is not None), None)
+        if given is not None:
+            raise UserError(f"scenario {scenario.id!r}: {given!r} is a field of tool scenarios, not of kind "
+                            f"{scenario.kind!r}")
+
+
+def _validate_tool(scenario: Scenario) -> None:
+    """A tool scenario: a domain spec, a database seed, the gold calls and the outputs (docs/agents.md)."""
+    where = f"scenario {scenario.id!r}"
+    if scenario.domain is None:
+        raise UserError(f"{where}: a tool scenario needs 'domain' ('shop' or 'tau:FOLDER')")
+    try:
+        domain_spec(scenario.domain)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    seed = scenario.db_seed
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise UserError(f"{where}: db_seed must be an integer >= 0, got {seed!r:.60}")
+    if not isinstance(scenario.actions, list):
+        raise UserError(f"{where}: a tool scenario needs 'actions', the list of gold calls "
+                        "[{\"name\", \"arguments\"}] ([] when the task changes nothing)")
+    for number, action in enumerate(scenario.actions, start=1):
+        if (not isinstance(action, dict) or set(action) != {"name", "arguments"} or not isinstance(action["name"], str)
+                or not isinstance(action["arguments"], dict)):
+            raise UserError(f"{where}: action {number} must be {{\"name\": str, \"arguments\": object}}, "
+                            f"got {action!s:.80}")
+    outputs = scenario.outputs
+    if outputs is not None and (not isinstance(outputs, list)
+                                or not all(isinstance(text, str) and text.strip() for text in outputs)):
+        raise UserError(f"{where}: outputs must be a list of non-empty strings, got {outputs!r:.60}")
 
 
 def load_scenarios(path: str | Path) -> list[Scenario]:
@@ -173,7 +219,9 @@ def build_scenarios(source: str | Path | None, kind: str | None = None, limit: i
       intents of the conversations of ``split`` (default ``test``);
     * with ``kind="math"``, a testbed folder (``userloop testbed generate``'s, or a prepared folder made
       from one): the testbed's sharded arithmetic word problems with their computed answers
-      (:func:`_testbed_math`; a prepared folder keeps those of ``split``, default ``test``).
+      (:func:`_testbed_math`; a prepared folder keeps those of ``split``, default ``test``);
+    * with ``kind="tool"``, a domain spec (``"shop"``, the default, or ``"tau:FOLDER"``): the domain's tasks
+      (docs/agents.md).
 
     ``kind``, when given, must match what the source holds. ``limit`` keeps that many scenarios,
     drawn at random with ``seed`` (file order kept). Records that cannot become a scenario are counted
@@ -183,6 +231,21 @@ def build_scenarios(source: str | Path | None, kind: str | None = None, limit: i
         raise UserError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
+    result = _tool_tasks(str(source or "shop"), split) if kind == "tool" else _source_tasks(source, kind, split)
+    if not result.scenarios:
+        reasons = "; ".join(f"{reason}: {count}" for reason, count in result.skipped.items()) or "no records"
+        raise UserError(f"no scenarios could be built from {result.source} ({reasons})")
+    if limit is not None and limit < len(result.scenarios):
+        import random
+
+        keep = sorted(random.Random(seed).sample(range(len(result.scenarios)), limit))
+        result.not_drawn = len(result.scenarios) - limit
+        result.scenarios = [result.scenarios[i] for i in keep]
+    return result
+
+
+def _source_tasks(source: str | Path | None, kind: str | None, split: str | None) -> BuildResult:
+    """The scenarios of a task file or a data folder (every kind but ``tool``), checked against ``kind``."""
     if source is None:
         from userloop.testbed.default import default_data
 
@@ -201,16 +264,23 @@ def build_scenarios(source: str | Path | None, kind: str | None = None, limit: i
     found = {scenario.kind for scenario in result.scenarios}
     if kind is not None and found and found != {kind}:
         raise UserError(f"{path} holds {', '.join(sorted(found))} tasks, not --kind {kind}")
-    if not result.scenarios:
-        reasons = "; ".join(f"{reason}: {count}" for reason, count in result.skipped.items()) or "no records"
-        raise UserError(f"no scenarios could be built from {path} ({reasons})")
-    if limit is not None and limit < len(result.scenarios):
-        import random
-
-        keep = sorted(random.Random(seed).sample(range(len(result.scenarios)), limit))
-        result.not_drawn = len(result.scenarios) - limit
-        result.scenarios = [result.scenarios[i] for i in keep]
     return result
+
+
+def _tool_tasks(spec: str, split: str | None) -> BuildResult:
+    """The tasks of the tool domain ``spec`` (``shop`` or ``tau:FOLDER``) as tool scenarios."""
+    if split is not None:
+        raise UserError("--split applies to a prepared data folder only")
+    domain = load_domain(spec)
+    scenarios = []
+    for number, record in enumerate(domain.tasks, start=1):
+        try:
+            scenarios.append(Scenario.from_dict(record))
+        except (UserError, TypeError) as err:
+            raise UserError(f"{domain.name}: task {number}: {err}") from None
+    for scenario in scenarios:
+        scenario.metadata.setdefault("source", domain.name)
+    return BuildResult(scenarios, domain.name, len(domain.tasks))
 
 
 def _task_file(path: Path) -> BuildResult:
@@ -400,7 +470,7 @@ def _testbed_math(folder: Path, split: str | None) -> BuildResult:
     if truth is None:
         raise UserError(f"{folder}: --kind math on a folder needs the testbed (its truth.jsonl, beside the raw "
                         "conversations); for other math tasks give a sharded math or GSM8K file")
-    keep = _split_ids(folder, split)
+    keep = split_ids(folder, split)
     outside = f"not in the {split or 'test'} split"
     scenarios, skipped, read = [], {}, 0
     with open_user_file(truth / "truth.jsonl", "testbed truth file") as lines:
@@ -425,7 +495,7 @@ def _testbed_math(folder: Path, split: str | None) -> BuildResult:
     return BuildResult(scenarios, str(truth / "truth.jsonl"), read, skipped, renamed)
 
 
-def _split_ids(folder: Path, split: str | None) -> set[str] | None:
+def split_ids(folder: Path, split: str | None) -> set[str] | None:
     """The conversation ids of ``split`` of a prepared folder; None for a raw testbed folder (no split)."""
     splits = prepared_splits(folder)
     if not splits:

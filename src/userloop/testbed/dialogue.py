@@ -24,7 +24,7 @@ from typing import Any
 
 from userloop.testbed import assistant, phrasing
 from userloop.testbed.assistant import Reply, Style
-from userloop.testbed.families import Task, family_modules, pick
+from userloop.testbed.families import Shard, Task, family_modules, pick
 from userloop.testbed.persona import Persona, pick_weighted
 from userloop.testbed.persona_match import fits_from_features, technicality, text_features
 
@@ -81,19 +81,34 @@ def violations(persona: Persona, text: str) -> tuple[list[str], dict[str, float]
     return found, fits
 
 
-class _Conversation:
-    """The state of one conversation while it is being generated."""
+@dataclass(slots=True)
+class Move:
+    """What the user did after an assistant reply: ``kind`` of the turn written (clarification_answer, rephrase,
+    continuation, correction, style_feedback, thanks, extend, new_task), or ``end`` with its ``end_reason``;
+    ``reason`` the feedback reason of a complaint."""
 
-    def __init__(self, rng: random.Random, persona: Persona, new_task: Callable[[str | None, str | None], Task]):
-        self.rng, self.persona, self.new_task = rng, persona, new_task
+    kind: str
+    end_reason: str | None = None
+    reason: str | None = None
+
+
+class UserPolicy:
+    """The persona's side of a conversation: its state (tasks, shards revealed, patience used) and what it does
+    after each reply. The log generator (:func:`converse`) and the interactive testbed users
+    (``userloop.simulate.testbed_users``) both act through :meth:`react`, so the logged and the interactive users
+    share one policy. ``new_task(family, domain)`` draws a further task (None: the user's choice);
+    ``on_stated(axis, value)``, when given, is told of a preference the user states up front (the scripted
+    assistant's chance to honour it, drawn from the same stream in the log generator)."""
+
+    def __init__(self, rng: random.Random, persona: Persona, new_task: Callable[[str | None, str | None], Task],
+                 on_stated: Callable[[tuple[str, str]], None] | None = None):
+        self.rng, self.persona, self.new_task, self.on_stated = rng, persona, new_task, on_stated
         self.turns: list[DialogueTurn] = []
         self.tasks: list[Task] = []
-        self.style: Style = assistant.initial_style(rng, persona)
         self.unsatisfying = 0
         self.revealed = 0
-        self.solved: bool | None = None
+        self.thanked = False
 
-    # ------------------------------------------------------------------ user side
     def user(self, segments: list[phrasing.Segment], **label: Any) -> None:
         text, noised = phrasing.join(self.rng, self.persona, segments)
         feedback = [s.text for s in noised if s.kind in ("feedback", "acknowledgement")]
@@ -111,8 +126,8 @@ class _Conversation:
         self.revealed = len(task.shards) if all_at_once else 1
         segments = phrasing.request(self.rng, self.persona, self.persona.register, task, all_at_once)
         stated = phrasing.stated_preference(segments)
-        if stated and self.rng.random() < assistant.FIX_CHANCE:
-            self.style = assistant.adjust(self.style, VIOLATION_BY_AXIS[stated[0]][stated[1]])
+        if stated and self.on_stated is not None:
+            self.on_stated(stated)
         if prefix:
             segments[0] = phrasing.Segment(segments[0].kind, prefix + segments[0].text)
         feedback_type = "none"
@@ -122,110 +137,67 @@ class _Conversation:
         self.user(segments, type="new_request", relation=relation, feedback_type=feedback_type,
                   shards=list(range(1, self.revealed + 1)))
 
-    # ------------------------------------------------------------------ assistant side
-    def assistant_turn(self, reply: Reply) -> list[str]:
-        label: dict[str, Any] = {"act": reply.act, "style": asdict(reply.style), "correct": reply.correct,
-                                 "words": len(reply.text.split())}
-        found: list[str] = []
-        if reply.act in ("answer", "discussion"):
-            found, fits = violations(self.persona, reply.text)
-            label["fits"] = {k: round(v, 3) for k, v in fits.items()}
-        if reply.act == "discussion":
-            found.insert(0, "off_topic")
-        elif reply.act == "refusal":
-            found.insert(0, "refused")
-        elif reply.correct is False and self.revealed >= len(self.tasks[-1].shards):
-            found.insert(0, "wrong_answer")
-        label["violations"] = found
-        self.turns.append(DialogueTurn("assistant", reply.text, label))
-        return found
-
-    def reply(self, fix: str | None) -> Reply:
-        rng, task = self.rng, self.tasks[-1]
-        roll = rng.random()
-        if roll < assistant.REFUSAL_RATE:
-            return assistant.refusal_reply(rng, self.style)
-        if roll < assistant.REFUSAL_RATE + assistant.DISCUSSION_RATE:
-            return assistant.discussion_reply(rng, self.style, task)
-        if self.revealed < len(task.shards) and rng.random() < assistant.CLARIFY_CHANCE:
-            return assistant.clarification_reply(rng, self.style, task.shards[self.revealed].question)
-        error_rate = 1 - assistant.FIX_CHANCE if fix == "wrong_answer" else assistant.ERROR_RATE
-        module = family_modules()[task.family]
-        answer = module.answer(rng, task, self.revealed, rng.random() >= error_rate,
-                               self.style.vocabulary == "technical")
-        reply = assistant.answer_reply(rng, self.style, answer)
-        if self.revealed >= len(task.shards):
-            self.solved = answer.correct
-        return reply
-
-    # ------------------------------------------------------------------ the loop
-    def run(self) -> Dialogue:
-        rng, persona = self.rng, self.persona
-        self.open_task(self.new_task(None, None))
-        fix: str | None = None
-        reply = self.reply(fix)
-        while True:
-            found = self.assistant_turn(reply)
-            task = self.tasks[-1]
-            if sum(t.role == "user" for t in self.turns) >= MAX_USER_TURNS:
-                return self.finish("turn_limit")
-            fix = None
-            if reply.act == "acknowledgement":
-                return self.finish("satisfied")
-            if reply.act == "clarification":
-                shard = self.revealed
-                self.revealed += 1
-                self.user(phrasing.clarification_answer(rng, persona.register, task.shards[shard]),
-                          type="clarification_answer", relation="answer_to_question", shards=[shard + 1])
-            elif found and found[0] in ("refused", "off_topic"):
-                if not self.tolerate_one_more():
-                    return self.finish("gave_up")
-                self.user(phrasing.rephrase(rng, persona.register, task), type="feedback", relation="re_attempt",
-                          feedback_type="repeat_rephrase", reason=found[0])
-            elif self.revealed < len(task.shards):
-                shard = self.revealed
-                self.revealed += 1
-                self.user(phrasing.continuation(rng, persona.register, task.shards[shard]),
-                          type="continuation", relation="re_attempt", shards=[shard + 1])
-            elif found and found[0] == "wrong_answer":
-                if not self.tolerate_one_more():
-                    return self.finish("gave_up")
-                knows = rng.random() < CORRECTS_BY_EXPERTISE[persona.expertise]
-                segments, feedback_type = phrasing.wrong_answer_feedback(rng, persona.register,
-                                                                         reply.correction if knows else None)
-                self.user(segments, type="feedback", relation="re_attempt", feedback_type=feedback_type,
-                          reason="wrong_answer")
-                fix = "wrong_answer"
-            elif found:
-                if rng.random() >= persona.feedback_rate:
-                    return self.finish("tolerated")
-                if not self.tolerate_one_more():
-                    return self.finish("gave_up")
-                reason = found[0]
-                segments, feedback_type = phrasing.style_feedback(rng, persona.register, reason)
-                self.user(segments, type="feedback", relation="re_attempt", feedback_type=feedback_type, reason=reason)
-                if rng.random() < assistant.FIX_CHANCE:
-                    self.style = assistant.adjust(self.style, reason)
-            else:
-                step = self.after_satisfied()
-                if step is None:
-                    return self.finish("satisfied")
-                if step == "thanks":
-                    self.user([phrasing.thanks(rng, persona.register)], type="positive_ack", relation="none",
-                              feedback_type="positive")
-                    reply = assistant.acknowledgement_reply(rng, self.style)
-                    continue
-                if step == "extend":
-                    self.user(phrasing.extend(rng, persona.register, task.topic), type="continuation", relation="extend")
-                    lead = f"Here is more about {task.topic}."
-                    reply = Reply(assistant.render(rng, self.style, lead, []), "answer", self.style, None)
-                    continue
-                variation = step == "variation"
-                new = self.new_task(task.family if variation else None, task.domain if variation else None)
-                self.open_task(new, prefix=phrasing.prefix(rng, persona.register, variation),
-                               thanks=not variation and rng.random() < persona.politeness,
-                               relation="new_variation" if variation else "new_request")
-            reply = self.reply(fix)
+    def react(self, act: str, found: list[str], correction: str | None) -> Move:
+        """The user's turn after a reply of kind ``act`` (answer, clarification, discussion, refusal,
+        acknowledgement) with the problems ``found`` in it (worst first: refused / off_topic / wrong_answer,
+        then style violations) and, for a wrong answer, the ``correction`` a user who knows better gives."""
+        rng, persona, task = self.rng, self.persona, self.tasks[-1]
+        if self.thanked or act == "acknowledgement":
+            return Move("end", "satisfied")
+        if act == "clarification":
+            shard = task.shards[self.revealed] if self.revealed < len(task.shards) else Shard(task.full_request)
+            revealed = [self.revealed + 1] if self.revealed < len(task.shards) else []
+            self.revealed = min(self.revealed + 1, len(task.shards))
+            self.user(phrasing.clarification_answer(rng, persona.register, shard),
+                      type="clarification_answer", relation="answer_to_question", shards=revealed)
+            return Move("clarification_answer")
+        if found and found[0] in ("refused", "off_topic"):
+            if not self.tolerate_one_more():
+                return Move("end", "gave_up")
+            self.user(phrasing.rephrase(rng, persona.register, task), type="feedback", relation="re_attempt",
+                      feedback_type="repeat_rephrase", reason=found[0])
+            return Move("rephrase", reason=found[0])
+        if self.revealed < len(task.shards):
+            shard = self.revealed
+            self.revealed += 1
+            self.user(phrasing.continuation(rng, persona.register, task.shards[shard]),
+                      type="continuation", relation="re_attempt", shards=[shard + 1])
+            return Move("continuation")
+        if found and found[0] == "wrong_answer":
+            if not self.tolerate_one_more():
+                return Move("end", "gave_up")
+            knows = rng.random() < CORRECTS_BY_EXPERTISE[persona.expertise]
+            segments, feedback_type = phrasing.wrong_answer_feedback(rng, persona.register,
+                                                                     correction if knows else None)
+            self.user(segments, type="feedback", relation="re_attempt", feedback_type=feedback_type,
+                      reason="wrong_answer")
+            return Move("correction", reason="wrong_answer")
+        if found:
+            if rng.random() >= persona.feedback_rate:
+                return Move("end", "tolerated")
+            if not self.tolerate_one_more():
+                return Move("end", "gave_up")
+            reason = found[0]
+            segments, feedback_type = phrasing.style_feedback(rng, persona.register, reason)
+            self.user(segments, type="feedback", relation="re_attempt", feedback_type=feedback_type, reason=reason)
+            return Move("style_feedback", reason=reason)
+        step = self.after_satisfied()
+        if step is None:
+            return Move("end", "satisfied")
+        if step == "thanks":
+            self.user([phrasing.thanks(rng, persona.register)], type="positive_ack", relation="none",
+                      feedback_type="positive")
+            self.thanked = True
+            return Move("thanks")
+        if step == "extend":
+            self.user(phrasing.extend(rng, persona.register, task.topic), type="continuation", relation="extend")
+            return Move("extend")
+        variation = step == "variation"
+        new = self.new_task(task.family if variation else None, task.domain if variation else None)
+        self.open_task(new, prefix=phrasing.prefix(rng, persona.register, variation),
+                       thanks=not variation and rng.random() < persona.politeness,
+                       relation="new_variation" if variation else "new_request")
+        return Move("new_task")
 
     def tolerate_one_more(self) -> bool:
         """Count an unsatisfying answer; False once it exceeds the user's patience."""
@@ -242,8 +214,102 @@ class _Conversation:
         step = pick_weighted(self.rng, weights)
         return None if step == "leave" else step
 
+
+def found_problems(persona: Persona, act: str, text: str, wrong: bool) -> tuple[list[str], dict[str, float] | None]:
+    """What a user notices in a reply of kind ``act``: refused / off_topic / wrong_answer (``wrong``: an answer
+    that failed the task's check with every shard known) first, then the style violations of an answer or a
+    discussion (:func:`violations`), with the persona-match fits (None for other acts)."""
+    found: list[str] = []
+    fits = None
+    if act in ("answer", "discussion"):
+        found, fits = violations(persona, text)
+    if act == "discussion":
+        found.insert(0, "off_topic")
+    elif act == "refusal":
+        found.insert(0, "refused")
+    elif wrong:
+        found.insert(0, "wrong_answer")
+    return found, fits
+
+
+class _Conversation:
+    """One logged conversation: a :class:`UserPolicy` and the scripted assistant on one random stream."""
+
+    def __init__(self, rng: random.Random, persona: Persona, new_task: Callable[[str | None, str | None], Task]):
+        self.rng, self.persona = rng, persona
+        self.style: Style = assistant.initial_style(rng, persona)
+        self.policy = UserPolicy(rng, persona, new_task, self.honour_stated)
+        self.turns = self.policy.turns
+        self.solved: bool | None = None
+
+    def honour_stated(self, stated: tuple[str, str]) -> None:
+        if self.rng.random() < assistant.FIX_CHANCE:
+            self.style = assistant.adjust(self.style, VIOLATION_BY_AXIS[stated[0]][stated[1]])
+
+    # ------------------------------------------------------------------ assistant side
+    def assistant_turn(self, reply: Reply) -> list[str]:
+        label: dict[str, Any] = {"act": reply.act, "style": asdict(reply.style), "correct": reply.correct,
+                                 "words": len(reply.text.split())}
+        wrong = reply.correct is False and self.policy.revealed >= len(self.policy.tasks[-1].shards)
+        found, fits = found_problems(self.persona, reply.act, reply.text, wrong)
+        if fits is not None:
+            label["fits"] = {k: round(v, 3) for k, v in fits.items()}
+        label["violations"] = found
+        self.turns.append(DialogueTurn("assistant", reply.text, label))
+        return found
+
+    def reply(self, fix: str | None) -> Reply:
+        task, revealed = self.policy.tasks[-1], self.policy.revealed
+        reply = scripted_reply(self.rng, self.style, task, revealed, fix)
+        if reply.act == "answer" and revealed >= len(task.shards):
+            self.solved = reply.correct
+        return reply
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> Dialogue:
+        rng = self.rng
+        self.policy.open_task(self.policy.new_task(None, None))
+        reply = self.reply(None)
+        while True:
+            found = self.assistant_turn(reply)
+            if sum(t.role == "user" for t in self.turns) >= MAX_USER_TURNS:
+                return self.finish("turn_limit")
+            move = self.policy.react(reply.act, found, reply.correction)
+            if move.kind == "end":
+                return self.finish(move.end_reason)
+            if move.kind == "style_feedback" and rng.random() < assistant.FIX_CHANCE:
+                self.style = assistant.adjust(self.style, move.reason)
+            if move.kind == "thanks":
+                reply = assistant.acknowledgement_reply(rng, self.style)
+            elif move.kind == "extend":
+                reply = extend_reply(rng, self.style, self.policy.tasks[-1])
+            else:
+                reply = self.reply("wrong_answer" if move.kind == "correction" else None)
+
     def finish(self, end_reason: str) -> Dialogue:
-        return Dialogue(self.turns, self.tasks, end_reason, self.solved)
+        return Dialogue(self.turns, self.policy.tasks, end_reason, self.solved)
+
+
+def scripted_reply(rng: random.Random, style: Style, task: Task, revealed: int, fix: str | None) -> Reply:
+    """The scripted assistant's reply to a request for ``task`` with ``revealed`` shards known: a refusal or a
+    discussion now and then, a question for the next shard, or an answer attempt (wrong at the error rate, at
+    1 - FIX_CHANCE right after a complaint about a wrong answer: ``fix == "wrong_answer"``)."""
+    roll = rng.random()
+    if roll < assistant.REFUSAL_RATE:
+        return assistant.refusal_reply(rng, style)
+    if roll < assistant.REFUSAL_RATE + assistant.DISCUSSION_RATE:
+        return assistant.discussion_reply(rng, style, task)
+    if revealed < len(task.shards) and rng.random() < assistant.CLARIFY_CHANCE:
+        return assistant.clarification_reply(rng, style, task.shards[revealed].question)
+    error_rate = 1 - assistant.FIX_CHANCE if fix == "wrong_answer" else assistant.ERROR_RATE
+    module = family_modules()[task.family]
+    answer = module.answer(rng, task, revealed, rng.random() >= error_rate, style.vocabulary == "technical")
+    return assistant.answer_reply(rng, style, answer)
+
+
+def extend_reply(rng: random.Random, style: Style, task: Task) -> Reply:
+    """The scripted assistant's answer to "tell me more about ...": more on the task's topic, nothing to check."""
+    return Reply(assistant.render(rng, style, f"Here is more about {task.topic}.", []), "answer", style, None)
 
 
 def converse(rng: random.Random, persona: Persona, new_task: Callable[[str | None, str | None], Task]) -> Dialogue:

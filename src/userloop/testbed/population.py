@@ -16,7 +16,7 @@ import hashlib
 import math
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -144,18 +144,30 @@ def _conversation_truth(conversation_id: str, user_id: str, dialogue: Dialogue) 
 
 def generate_user(seed: int, index: int) -> tuple[SimulatedUser, list[dict], list[dict]]:
     """One user (index ``index`` of the population for ``seed``): identity, WildChat records, truth."""
+    rows = list(_user_conversations(seed, index))  # every user has at least one conversation
+    return rows[0][0], [record for _, _, record, _ in rows], [truth for _, _, _, truth in rows]
+
+
+def user_dialogue(seed: int, index: int, conversation: int) -> tuple[SimulatedUser, Dialogue]:
+    """User ``index`` of the population for ``seed`` and their conversation number ``conversation`` (0-based)
+    as generated, with its :class:`Task` objects: what the interactive testbed users replay a logged user from."""
+    for number, (user, dialogue, _, _) in enumerate(_user_conversations(seed, index)):
+        if number == conversation:
+            return user, dialogue
+    raise UserError(f"testbed user {index} of seed {seed} has no conversation {conversation}")
+
+
+def _user_conversations(seed: int, index: int) -> Iterator[tuple[SimulatedUser, Dialogue, dict, dict]]:
+    """Each conversation of user ``index``, in order: the user, the dialogue, its WildChat record and its truth."""
     rng = random.Random(f"userloop-testbed-{seed}-{index}")
     user = _user(rng, seed, index)
     n = _conversation_count(rng)
     when = START + timedelta(days=rng.random() * PERIOD_DAYS * 0.7)
-    records, truth = [], []
     for c in range(n):
         dialogue = converse(rng, user.persona, lambda family, domain: choose_task(rng, user.persona, family, domain))
         record, conversation_id, when = _record(rng, user, dialogue, when, f"{seed}-{index}-{c}")
-        records.append(record)
-        truth.append(_conversation_truth(conversation_id, user.user_id, dialogue))
+        yield user, dialogue, record, _conversation_truth(conversation_id, user.user_id, dialogue)
         when += timedelta(hours=rng.expovariate(1 / 60))
-    return user, records, truth
 
 
 def generate(users: int = 2000, seed: int = 0, on_progress: Callable[[int], None] | None = None) -> Population:
