@@ -54,7 +54,7 @@ def test_read_manifest_refuses_other_folders_and_versions(tmp_path):
 
 # --------------------------------------------------------------------------- the whole pipeline, tiny
 TINY = {"users": 120, "user_lm_steps": 2, "assistant_steps": 2, "hidden_size": 16, "conversations": 3, "math_tasks": 2,
-        "max_turns": 2, "max_new_tokens": 8, "eval_conversations": 3, "dpo_steps": 1, "usereval_requests": 3}
+        "validity_intents": 2, "max_turns": 2, "max_new_tokens": 8, "eval_conversations": 3, "dpo_steps": 1, "usereval_requests": 3}
 REPORT_MODULE = importlib.util.find_spec("userloop.report") is not None
 
 
@@ -96,6 +96,31 @@ def test_every_stage_runs_and_the_manifest_points_at_its_outputs(demo):
     if REPORT_MODULE:
         assert report == out / "report" / "index.html" and report.is_file()
         assert manifest["report"] == report.resolve()
+
+
+def test_the_validity_stage_ranks_the_panel_with_the_ground_truth_the_user_lm_and_the_naive_protocol(demo):
+    out, _, _, _ = demo
+    manifest = read_manifest(out)
+    assert manifest["paths"]["validity"] == out.resolve() / "validity"
+    report = json.loads((out / "validity" / "report.json").read_text())
+    panel = ["careful", "standard", "hasty", "tone-deaf", "sloppy"]
+    assert report["intents"] == TINY["validity_intents"] and report["config"]["max_user_turns"] == TINY["max_turns"]
+    assert report["simulators"] == {"user-lm": f"hf:{out / 'models/user-lm'}"}
+    assert list(report["outcomes"]) == ["ground_truth", "user-lm", "naive"]
+    assert all(list(by_assistant) == panel for by_assistant in report["outcomes"].values())
+    assert set(report["validity"]) == {"user-lm", "naive"} and list(report["multi_turn_drop"]) == panel
+    for sim in ("ground_truth", "user-lm", "naive"):
+        for assistant in panel:
+            assert (out / "validity" / "runs" / sim / assistant / "summary.json").is_file()
+    [stage] = [s for s in manifest["stages"] if s["name"] == "validity"]
+    assert stage["status"] == "done" and stage["title"] == "Simulator validity on the assistant panel"
+    truth_ranks = sorted(report["ranks"]["ground_truth"].items(), key=lambda item: item[1])
+    assert stage["detail"].startswith(f"2 problems; ground-truth ranks {truth_ranks[0][0]} {truth_ranks[0][1]:g}, ")
+    naive = report["validity"]["naive"]["spearman"]["value"]
+    assert f"naive {'undefined' if naive is None else format(naive, '.2f')}" in stage["detail"]
+    hasty = report["multi_turn_drop"]["hasty"]["drop_points"]
+    assert stage["detail"].endswith(f"hasty's multi-turn drop (points): ground truth {hasty['ground_truth']['value']:+.0f}, "
+                                    f"user-lm {hasty['user-lm']['value']:+.0f}")
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="per-stage peak RSS is read from Linux /proc")
@@ -152,6 +177,7 @@ def test_real_data_without_a_judge_skips_the_stages_that_need_one(demo, tmp_path
     assert "--user-model" in status["user_lm"][1] and "--assistant" in status["assistant"][1]
     assert "testbed's truth" in status["evaluate_assistant"][1] and "--judge" in status["rlhi"][1]
     assert "RLHI" in status["dpo"][1] and "--judge" in status["usereval"][1]
+    assert status["validity"][0] == "skipped" and "testbed's truth" in status["validity"][1]
     assert manifest["data"] == str(data) and manifest["models"]["judge"] is None
     assert manifest["paths"]["prepared"] == data.resolve() and manifest["paths"]["rlhi"] is None
 
@@ -160,6 +186,7 @@ def test_real_data_without_a_judge_skips_the_stages_that_need_one(demo, tmp_path
     ({"users": 0}, "--users must be an integer >= 1"),
     ({"dpo_steps": -1}, "--dpo-steps"),
     ({"hidden_size": 12}, "--hidden-size must be a multiple of 8"),
+    ({"validity_intents": 1}, "--validity-intents must be >= 2"),
     ({"data": "no/such/logs.jsonl"}, "--data no/such/logs.jsonl: no such file"),
     ({"user_model": "UserLM-8b"}, "unknown model spec 'UserLM-8b'"),
     ({"assistant": "openai:"}, "names no model"),

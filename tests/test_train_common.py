@@ -1,5 +1,9 @@
-"""What the trainers share: the bf16 rule and the LM head that scores labelled positions only (on a CPU)."""
+"""What the trainers share: the bf16 rule, the LM head that scores labelled positions only (on a CPU), large
+allocations returned to the system when freed."""
 
+import platform
+import subprocess
+import sys
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -63,3 +67,37 @@ def test_labelled_positions_head_matches_trls_fused_head(num_items_in_batch):
         torch.testing.assert_close(my_grads[name], grad, rtol=1e-4, atol=1e-6)
     plain = trl_model(input_ids=input_ids, attention_mask=attention_mask)  # without fused_lm_head: the model's own forward
     assert plain.logits.shape == ours(input_ids=input_ids).logits.shape == (3, 16, 300)
+
+
+_HOLES = """
+import sys
+
+from userloop.train.common import map_large_allocations
+
+if sys.argv[1] == "mapped":
+    map_large_allocations()
+
+
+def resident_kib():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+
+
+block = 4 << 20
+large = b"x" * (16 << 20)
+del large  # a large block freed: glibc's own threshold rises above the blocks below
+kept, freed = [], []
+for index in range(40):  # interleaved: the freed blocks are holes between kept ones, not the top of the heap
+    (kept if index % 2 else freed).append(b"x" * block)
+before = resident_kib()
+freed.clear()
+print((before - resident_kib()) // 1024)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_freed_large_blocks_go_back_to_the_system():
+    """With :func:`map_large_allocations`, 20 freed 4 MiB blocks between kept ones (a batch's activations) leave
+    the resident memory at once; glibc's default keeps such holes in its heap."""
+    returned_mib = int(subprocess.run([sys.executable, "-c", _HOLES, "mapped"], capture_output=True, text=True,
+                                      check=True).stdout)
+    assert returned_mib >= 76

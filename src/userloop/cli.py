@@ -470,9 +470,9 @@ def view_command(
 
 @command(app, "report")
 def report_command(
-    directory: Annotated[Path, typer.Argument(help="a demo folder (written by 'userloop demo': manifest.json and the stages' outputs)")],
+    directory: Annotated[Path, typer.Argument(help="a demo folder ('userloop demo': manifest.json, the stages' outputs) or an eval-validity folder")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="the HTML file to write (default: DIR/report/index.html)")] = None) -> None:
-    """Rebuild the static HTML report of a demo folder (opens from disk: no server, no network)."""
+    """Rebuild the static HTML report of a demo folder, or write one of an eval-validity folder (opens from disk)."""
     from userloop.report import build_report
 
     typer.echo(f"wrote {build_report(directory, out)}")

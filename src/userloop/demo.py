@@ -2,9 +2,10 @@
 
 The stages call the library functions behind the commands of the same names: ``testbed generate``,
 ``data prepare``, ``train user-lm``, ``train assistant``, ``simulate`` (open intents), ``evaluate-assistant``
-(the testbed's sharded math, single-turn vs multi-turn: the UserLM paper's section 5), ``eval-sim`` (the
-paper's Table 2 against the real users), ``rlhi build``, ``train dpo`` (persona-conditioned, RLHI section
-2.3), ``eval-personal`` (UserEval, RLHI section 3) and the report. Each writes into its own sub-folder of
+(the testbed's sharded math, single-turn vs multi-turn: the UserLM paper's section 5), ``eval-validity`` (the
+user LM and the naive protocol against the ground-truth testbed users on the built-in assistant panel),
+``eval-sim`` (the paper's Table 2 against the real users), ``rlhi build``, ``train dpo`` (persona-conditioned,
+RLHI section 2.3), ``eval-personal`` (UserEval, RLHI section 3) and the report. Each writes into its own sub-folder of
 the demo folder, and ``manifest.json`` (layout: docs/demo.md) is rewritten after every stage. A stage whose
 outputs are complete is not redone when the demo runs again on the same folder (``force`` redoes all).
 What a finished stage freed is returned to the system before the next one starts, and each stage's peak
@@ -33,6 +34,7 @@ from userloop.errors import UserError
 from userloop.files import read_user_json, write_atomic
 from userloop.metrics.evalsim import EvalSimConfig, eval_sim
 from userloop.metrics.run_realism import simulate_with_realism
+from userloop.metrics.validity import GROUND_TRUTH, ValidityConfig, eval_validity
 from userloop.models.registry import canonical_spec, needs_testbed, parse_spec, role_spec
 from userloop.progress import Progress, Task, no_progress
 from userloop.report import build_report
@@ -45,6 +47,7 @@ from userloop.simulate.runs import SUMMARY_JSON, SimulationConfig
 from userloop.simulate.scenarios import build_scenario_file
 from userloop.testbed import generate
 from userloop.testbed.population import truth_folder
+from userloop.train.common import map_large_allocations
 from userloop.userlm.train import UserLMTrainConfig, train_user_lm
 
 # (stage name, title): the order the stages run in.
@@ -55,6 +58,7 @@ STAGES = (
     ("assistant", "Train the assistant"),
     ("simulate", "Simulate open intents"),
     ("evaluate_assistant", "Evaluate the assistant on sharded math"),
+    ("validity", "Simulator validity on the assistant panel"),
     ("metrics", "Simulator metrics"),
     ("rlhi", "Build RLHI pairs"),
     ("dpo", "Persona-conditioned DPO"),
@@ -63,12 +67,13 @@ STAGES = (
 )
 # Where each stage writes, relative to the demo folder.
 OUTPUTS = {"testbed": "testbed", "prepare": "prepared", "user_lm": "models/user-lm", "assistant": "models/assistant",
-           "simulate": "sims/open", "evaluate_assistant": "sims/math", "metrics": "metrics", "rlhi": "rlhi",
-           "dpo": "models/dpo", "usereval": "usereval", "report": "report"}
+           "simulate": "sims/open", "evaluate_assistant": "sims/math", "validity": "validity", "metrics": "metrics",
+           "rlhi": "rlhi", "dpo": "models/dpo", "usereval": "usereval", "report": "report"}
 REPORT = "report/index.html"
 # The file in a stage's output folder that it writes last: its outputs are complete when it is there.
 DONE_FILES = {"testbed": "summary.json", "prepare": "report.json", "user_lm": "train_report.json",
               "assistant": "train_report.json", "simulate": "summary.json", "evaluate_assistant": "report.json",
+              "validity": "report.json",
               "metrics": "metrics.json", "rlhi": "report.json", "dpo": "dpo_report.json", "usereval": "report.json",
               "report": "index.html"}
 
@@ -93,6 +98,8 @@ class DemoConfig:
     hidden_size: int = option(128, "width of the tiny models (2 layers, 4 heads)")
     conversations: int = option(60, "simulated conversations on open intents (one per test-split intent)")
     math_tasks: int = option(40, "sharded math problems, each solved single-turn and multi-turn")
+    validity_intents: int = option(6, "held-out math problems on which the user LM, the naive protocol and the "
+                                       "ground-truth testbed users talk to each assistant of the built-in panel")
     max_turns: int = option(6, "most user turns per simulated conversation")
     max_new_tokens: int = option(96, "longest assistant answer in tokens (simulation and UserEval)")
     eval_conversations: int = option(60, "real test-split conversations replayed for termination and fidelity, "
@@ -103,11 +110,14 @@ class DemoConfig:
 
     def validate(self) -> None:
         """Raise :class:`UserError` for a value that cannot work (before any stage runs)."""
-        for name in ("users", "user_lm_steps", "assistant_steps", "conversations", "math_tasks", "max_turns",
+        for name in ("users", "user_lm_steps", "assistant_steps", "conversations", "math_tasks", "validity_intents", "max_turns",
                      "max_new_tokens", "eval_conversations", "dpo_steps", "usereval_requests"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        if self.validity_intents < 2:
+            raise UserError(f"--validity-intents must be >= 2 (a rank correlation over problems needs two), "
+                            f"got {self.validity_intents}")
         if self.hidden_size < 8 or self.hidden_size % 8:
             raise UserError(f"--hidden-size must be a multiple of 8 (4 heads, even head size), got {self.hidden_size}")
         if Path(self.out).exists() and not Path(self.out).is_dir():
@@ -145,6 +155,7 @@ def run_demo(config: DemoConfig, progress: Progress = no_progress) -> Path:
     error propagates."""
     config.validate()
     _quiet_libraries()
+    map_large_allocations()
     demo = _Demo(config, progress)
     try:
         return demo.run()
@@ -354,7 +365,7 @@ class _Demo:
                                    role=role, hidden_size=self.config.hidden_size, max_steps=steps,
                                    eval_steps=steps // 2 if steps >= 10 else 0, save_steps=0,
                                    logging_steps=max(steps // 30, 1),
-                                   seed=self.config.seed)
+                                   seed=self.config.seed, gradient_checkpointing=True)
         bar.start(steps, "updates")
         report = train_user_lm(config, on_progress=bar.set).report
         return (f"{report['steps']:,} updates, {report['parameters']:,} parameters: validation loss "
@@ -411,6 +422,15 @@ class _Demo:
         return (f"solved single-turn {score['single_turn']['rate']:.1%}, multi-turn {score['multi_turn']['rate']:.1%} "
                 f"of {score['single_turn']['scored']:,} problems")
 
+    def _stage_validity(self, bar: Task) -> str:
+        if not self.has_truth:
+            raise Skipped("the ground-truth users and the held-out problems come from the testbed's truth, "
+                          "which --data has not")
+        config = ValidityConfig(sim=(f"user-lm={self.user_spec}",), data=str(self.prepared),
+                                intents=self.config.validity_intents, max_user_turns=self.config.max_turns,
+                                seed=self.config.seed)
+        return validity_detail(eval_validity(config, self._path("validity"), progress=self._phases(bar)))
+
     def _stage_metrics(self, bar: Task) -> str:
         n = self.config.eval_conversations
         config = EvalSimConfig(n_first_turns=max(4 * n, 2), max_conversations=n, n_probes=n, seed=self.config.seed,
@@ -442,7 +462,7 @@ class _Demo:
             raise Skipped("no RLHI pairs (the RLHI stage did not run)")
         config = DPOTrainConfig(policy=str(policy), pairs=str(self._path("rlhi")), out=str(self._path("dpo")),
                                 max_steps=self.config.dpo_steps, logging_steps=max(self.config.dpo_steps // 25, 1),
-                                seed=self.config.seed)
+                                seed=self.config.seed, gradient_checkpointing=True)
         bar.start(self.config.dpo_steps, "updates")
         report = train_dpo(config, on_progress=bar.set).report
         return f"{report['steps']:,} updates on {report['pairs']:,} pairs, final loss {report['train_loss']:.4f}"
@@ -531,6 +551,25 @@ def _release_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
             pass
+
+
+def validity_detail(report: dict[str, Any]) -> str:
+    """The validity stage's line: the ground-truth ranking, each simulator's Spearman, and the multi-turn drop of the
+    assistant that answers at once on incomplete information (``hasty`` in the built-in panel)."""
+    ranks = report["ranks"][GROUND_TRUTH]
+    ranking = ", ".join(f"{name} {rank:g}" for name, rank in sorted(ranks.items(), key=lambda item: item[1]))
+    spearman = ", ".join(f"{sim} {_value(row['spearman']['value'])}" for sim, row in report["validity"].items())
+    line = f"{report['intents']} problems; ground-truth ranks {ranking}; Spearman {spearman}"
+    hasty = (report.get("multi_turn_drop") or {}).get("hasty")
+    if hasty:
+        drops = ", ".join(f"{'ground truth' if user == GROUND_TRUTH else user} {d['value']:+.0f}"
+                          for user, d in hasty["drop_points"].items())
+        line += f"; hasty's multi-turn drop (points): {drops}"
+    return line
+
+
+def _value(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.2f}"
 
 
 def _now() -> str:

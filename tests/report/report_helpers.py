@@ -31,6 +31,7 @@ def _build(root: Path) -> None:
     from userloop.demo import OUTPUTS, STAGES
     from userloop.metrics.evalsim import EvalSimConfig, eval_sim
     from userloop.metrics.run_realism import simulate_with_realism
+    from userloop.metrics.validity import ValidityConfig, eval_validity
     from userloop.rlhi import followup_classifier
     from userloop.rlhi.build import BuildConfig, build
     from userloop.rlhi.dpo import DPOTrainConfig, train_dpo
@@ -55,6 +56,11 @@ def _build(root: Path) -> None:
                                            data=str(out["prepare"]), **short), out["simulate"])
     (root / "math-scenarios.jsonl").write_text("".join(json.dumps(task) + "\n" for task in MATH))
     evaluate_assistant(assistant, user, root / "math-scenarios.jsonl", out["evaluate_assistant"], **short)
+    # eval-validity needs math problems of held-out users: the 60-user testbed's test split has none
+    generate(200, seed=3).write(root / "validity-testbed")
+    prepare([str(root / "validity-testbed" / "conversations.jsonl")], root / "validity-prepared", PrepareConfig())
+    eval_validity(ValidityConfig(sim=(f"user-lm={user}",), data=str(root / "validity-prepared"), intents=3,
+                                 max_user_turns=3, bootstrap=50), out["validity"])
     eval_sim({"tiny user LM": user}, out["prepare"], out["metrics"],
              EvalSimConfig(n_first_turns=8, max_conversations=4, n_probes=3, max_new_tokens=8), cache=root / "cache")
     with pytest.MonkeyPatch.context() as patch:  # a small follow-up classifier instead of the cached default one
@@ -67,7 +73,8 @@ def _build(root: Path) -> None:
                                                                       max_requests=6, max_new_tokens=16))
     paths = {"raw": OUTPUTS["testbed"], "prepared": OUTPUTS["prepare"], "user_lm": OUTPUTS["user_lm"],
              "assistant": OUTPUTS["assistant"], "simulations": {"open": OUTPUTS["simulate"]},
-             "evaluate_assistant": OUTPUTS["evaluate_assistant"], "metrics": OUTPUTS["metrics"], "rlhi": OUTPUTS["rlhi"],
+             "evaluate_assistant": OUTPUTS["evaluate_assistant"], "validity": OUTPUTS["validity"],
+             "metrics": OUTPUTS["metrics"], "rlhi": OUTPUTS["rlhi"],
              "dpo": OUTPUTS["dpo"], "usereval": OUTPUTS["usereval"]}
     write_manifest(root, paths, [{"name": name, "title": title, "seconds": 1.5, "status": "done", "detail": ""}
                                  for name, title in STAGES])

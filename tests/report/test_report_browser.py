@@ -21,7 +21,7 @@ def test_report_renders_in_chromium(page, report_file, screenshots):
     assert page.title() == "userloop demo report"
     assert page.locator("section h2").all_inner_texts() == [title for _, title in SECTIONS]
     charts = page.locator("svg.chart")
-    assert charts.count() == 10
+    assert charts.count() == 12
     for index in range(charts.count()):
         box = charts.nth(index).bounding_box()
         assert box is not None and box["width"] > 300 and box["height"] > 150, (index, box)
@@ -38,6 +38,6 @@ def test_report_prints_without_javascript(browser, report_file):
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     page.goto(report_file.as_uri())
-    assert page.locator("svg.chart").count() == 10
+    assert page.locator("svg.chart").count() == 12
     assert len(page.pdf()) > 10_000
     context.close()

@@ -44,7 +44,7 @@ def test_every_section_renders_from_the_demo_folder(demo, html):
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     charts = {key: section(html, key).count("<svg") for key, _ in SECTIONS}
     assert charts == {"run": 0, "data": 0, "training": 3, "metrics": 1, "distributions": 2, "endings": 1,
-                      "assistant": 1, "rlhi": 1, "usereval": 1}
+                      "assistant": 1, "validity": 2, "rlhi": 1, "usereval": 1}
 
 
 def test_sections_show_the_numbers_of_their_files(demo, html):
@@ -68,6 +68,36 @@ def test_sections_show_the_numbers_of_their_files(demo, html):
     records = [json.loads(line) for line in (demo / "sims" / "open" / "conversations.jsonl").read_text().splitlines()]
     endings = text(section(html, "endings"))
     assert f"simulated (open) (n={len(records)})" in endings and "cut at the turn cap" in endings
+
+
+def test_the_validity_section_shows_the_simulators_the_outcomes_and_the_drop(demo, html):
+    report = json.loads((demo / "validity" / "report.json").read_text())
+    validity = section(html, "validity")
+    shown = text(validity)
+    assert "against the ground truth (95% CI)" in shown and "naive protocol" in shown and "user-lm" in shown
+    for row in ("Spearman", "Kendall tau-b", "MAE success", "MAE turns", "MAE feedback", "MAE satisfied"):
+        assert row in shown, row
+    kendall = report["validity"]["naive"]["kendall"]
+    assert ("undefined" if kendall["value"] is None else f"{kendall['value']:.2f} [{kendall['ci95'][0]:.2f}, ") in shown
+    assert "Task success per assistant, by user" in validity and "Multi-turn drop: single-turn minus" in validity
+    outcome_rows = re.findall(r"<tr><td>(careful|standard|hasty|tone-deaf|sloppy)</td><td>([^<]+)</td>", validity)
+    assert len(outcome_rows) == 5 * 3   # every assistant with each user
+    careful = report["outcomes"]["ground_truth"]["careful"]["success"]
+    assert re.search(rf"<td>careful</td><td>ground truth</td><td class=num>[\d.]+</td><td class=num>{careful:.1%}</td>",
+                     validity)
+    hasty = report["multi_turn_drop"]["hasty"]["drop_points"]["ground_truth"]
+    assert f"{hasty['value']:+.1f} [{hasty['ci95'][0]:+.1f}, {hasty['ci95'][1]:+.1f}]" in shown
+
+
+def test_report_of_an_eval_validity_folder_is_its_validity_section(demo, tmp_path):
+    folder = tmp_path / "validity"
+    shutil.copytree(demo / "validity", folder, ignore=shutil.ignore_patterns("runs"))
+    result = CliRunner().invoke(app, ["report", str(folder)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    html = (folder / "report" / "index.html").read_text()
+    assert re.findall(r'<section id="(\w+)">', html) == ["validity"]
+    assert "<h1>userloop eval-validity report</h1>" in html and 'class="problem"' not in html
+    assert section(html, "validity").count("<svg") == 2
 
 
 def test_a_manifest_with_every_path_null_says_not_run(tmp_path):

@@ -146,3 +146,15 @@ def test_cli_errors(tiny, tmp_path):
         assert result.exit_code == 2, result.output
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0]
+
+
+def test_gradient_checkpointing_gives_the_same_policy(tiny, pairs_file, tmp_path):
+    """DPO with the activations recomputed in the backward pass (the demo's setting) trains the same weights,
+    byte for byte, and logs the same losses."""
+    runs = {}
+    for checkpointing in (True, False):
+        out = tmp_path / str(checkpointing)
+        train_dpo(DPOTrainConfig(policy=str(tiny), pairs=str(pairs_file), out=str(out), max_steps=2, batch_size=4,
+                                 warmup=0, learning_rate=1e-2, logging_steps=1, gradient_checkpointing=checkpointing))
+        runs[checkpointing] = (digest(out), (out / "loss_curve.jsonl").read_text())
+    assert runs[True] == runs[False]

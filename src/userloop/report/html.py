@@ -29,8 +29,9 @@ from userloop.errors import UserError
 from userloop.files import check_output_file, read_user_json, read_user_lines, write_atomic
 from userloop.metrics.evalsim import METRICS, PAPER_REFERENCE
 from userloop.metrics.run_realism import run_realism
+from userloop.metrics.validity import GROUND_TRUTH, NAIVE
 from userloop.report import svg
-from userloop.report.manifest import read_manifest
+from userloop.report.manifest import MANIFEST, read_manifest
 from userloop.simulate.engine import FAILED_END_REASONS
 from userloop.simulate.runs import RECORDS, read_records
 from userloop.version import __version__
@@ -48,6 +49,7 @@ SECTIONS = (
     ("distributions", "Real vs simulated users"),
     ("endings", "When users end conversations"),
     ("assistant", "Assistant task scores: single-turn vs multi-turn"),
+    ("validity", "Simulator validity: ranking an assistant panel"),
     ("rlhi", "RLHI: follow-ups, personas and preference pairs"),
     ("usereval", "UserEval"),
 )
@@ -63,31 +65,51 @@ MAX_TURN_BINS = 15
 
 
 def build_report(demo_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report of demo folder ``demo_dir`` to ``out`` (default ``DIR/report/index.html``, its folder
-    created; a given ``out`` is a file in an existing folder, or an existing folder); returns its path."""
+    """Write the report of demo folder ``demo_dir`` (or of an ``eval-validity`` folder: its validity section) to
+    ``out`` (default ``DIR/report/index.html``, its folder created; a given ``out`` is a file in an existing folder,
+    or an existing folder); returns its path."""
     if out is not None and Path(out).is_dir():
         out = Path(out) / "index.html"
     elif out is not None:
         check_output_file(out, "index.html")
-    manifest = read_manifest(demo_dir)
+    manifest = validity_folder_manifest(Path(demo_dir)) or read_manifest(demo_dir)
     out = Path(out) if out is not None else manifest["dir"] / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(out, render(manifest))
 
 
+def validity_folder_manifest(directory: Path) -> dict[str, Any] | None:
+    """For an ``eval-validity`` output folder (its ``report.json`` has ``validity``; no demo ``manifest.json``): a
+    manifest whose report is the validity section alone; None for any other folder."""
+    if (directory / MANIFEST).is_file() or not (directory / "report.json").is_file():
+        return None
+    try:
+        report = orjson.loads((directory / "report.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(report, dict) or "validity" not in report or "outcomes" not in report:
+        return None
+    directory = directory.resolve()
+    return {"dir": directory, "paths": {"validity": directory}, "stages": [], "sections": ["validity"],
+            "title": "userloop eval-validity report"}
+
+
 def render(manifest: dict[str, Any]) -> str:
-    """The whole page for a manifest as :func:`~userloop.report.manifest.read_manifest` returns it."""
+    """The whole page for a manifest as :func:`~userloop.report.manifest.read_manifest` returns it (or
+    :func:`validity_folder_manifest`: then only the sections it names)."""
     report = _Report(manifest)
     sections = {"run": report.run, "data": report.data, "training": report.training, "metrics": report.metrics,
                 "distributions": report.distributions, "endings": report.endings, "assistant": report.assistant,
-                "rlhi": report.rlhi, "usereval": report.usereval}
-    nav = "".join(f'<li><a href="#{key}">{escape(title)}</a></li>' for key, title in SECTIONS)
-    body = "".join(f'<section id="{key}"><h2>{escape(title)}</h2>{sections[key]()}</section>' for key, title in SECTIONS)
+                "validity": report.validity, "rlhi": report.rlhi, "usereval": report.usereval}
+    shown = [(key, title) for key, title in SECTIONS if key in manifest.get("sections", sections)]
+    nav = "".join(f'<li><a href="#{key}">{escape(title)}</a></li>' for key, title in shown)
+    body = "".join(f'<section id="{key}"><h2>{escape(title)}</h2>{sections[key]()}</section>' for key, title in shown)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    title = escape(manifest.get("title", "userloop demo report"))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>userloop demo report</title><style>{CSS}</style></head><body>"
-            f"<header><h1>userloop demo report</h1><p class=\"sub\">{escape(str(manifest['dir']))} · generated "
+            f"<title>{title}</title><style>{CSS}</style></head><body>"
+            f"<header><h1>{title}</h1><p class=\"sub\">{escape(str(manifest['dir']))} · generated "
             f"{generated} by userloop {escape(__version__)}</p><nav><ol>{nav}</ol></nav></header>"
             f"<main>{body}</main></body></html>\n")
 
@@ -463,6 +485,12 @@ class _Report:
                       f"{turns['max']}; assistant {report.get('assistant')}, user {report.get('user')}.") if turns else "")
                 + (_part(realism_table, {"multi-turn": folder / "multi_turn"}) if (folder / "multi_turn").is_dir() else ""))
 
+    # ------------------------------------------------------------------ validity
+    def validity(self) -> str:
+        if self.paths.get("validity") is None:
+            return self.not_run("validity")
+        return _part(validity_tables, self.paths["validity"])
+
     # ------------------------------------------------------------------ RLHI
     def rlhi(self) -> str:
         parts = []
@@ -546,6 +574,87 @@ class _Report:
                 + _table(["judged", "win rate (95% CI)", "wins", "ties", "losses", "inconsistent orders"], rows)
                 + (_p(f"Mean persona-match score (testbed scorer, 0-1): policy {match['policy']:.3f}, baseline "
                       f"{match['baseline']:.3f}.") if match else ""))
+
+
+def validity_tables(folder: Path) -> str:
+    """The validity section from an ``eval-validity`` folder's report.json (docs/validity.md): validity per simulator,
+    success per assistant by each user (chart), outcomes per assistant and user, and the multi-turn drop."""
+    report = read_json(folder / "report.json")
+    outcomes, ranks, validity = report["outcomes"], report["ranks"], report["validity"]
+    users, sims = list(outcomes), list(validity)
+    assistants = list(outcomes[GROUND_TRUTH])
+
+    def name(user: str) -> str:
+        return {GROUND_TRUTH: "ground truth", NAIVE: "naive protocol"}.get(user, user)
+
+    statistics_rows = [("Spearman", *(_estimate(validity[s]["spearman"]) for s in sims)),
+                       ("Kendall tau-b", *(_estimate(validity[s]["kendall"]) for s in sims))]
+    statistics_rows += [(f"MAE {outcome.replace('_', ' ')}", *(_estimate(validity[s]["mae"][outcome]) for s in sims))
+                        for outcome in validity[sims[0]]["mae"]] if sims else []
+    chart = svg.bar_chart(assistants, {name(u): [outcomes[u][a]["success"] for a in assistants] for u in users},
+                          percent=True, y_max=1.0, title="Task success per assistant, by user", y_label="success",
+                          x_label="assistant")
+    outcome_rows = [(a, name(u), ranks[u][a], _pct(o["success"]), f"{o['turns']:.2f}", _pct(o["feedback"]), _pct(o["satisfied"]),
+                     _pct(o.get("end_user_ended")), _pct(o.get("end_max_turns")))
+                    for a in assistants for u in users for o in [outcomes[u][a]]]
+    expected = (report.get("panel") or {}).get("expected_order")
+    inputs = (f"Ground truth `{report.get('ground_truth')}`; {report['intents']} held-out problems x {report['n']} "
+              f"conversation(s) per assistant and user; assistants ranked by {report['ranked_by']}"
+              + (f"; expected order by construction: {', '.join(expected)}." if expected else "."))
+    return (_p("Every user simulator and the ground-truth users (the interactive testbed users, who check answers and "
+               "act by their persona) talk to every assistant of a panel whose quality is known by construction, on "
+               "the same held-out problems and seeds (`eval-validity`, report.json; docs/validity.md). A simulator is "
+               "valid when it ranks the assistants as the ground truth does (Spearman and Kendall tau-b over the "
+               "assistants' success, as SimulatorArena validates simulators against human ratings) and reproduces the "
+               "outcomes (MAE: mean over assistants of the absolute difference from the ground truth). Intervals: 95% "
+               "percentile bootstrap over problems; \"undefined\" when a side ranks every assistant equal. The naive "
+               "protocol gives the full task in one turn and never ends: today's single-turn evaluation.")
+            + _p(inputs)
+            + _table(["against the ground truth (95% CI)", *map(name, sims)], statistics_rows)
+            + _figure(chart) + "<h3>Outcomes per assistant</h3>"
+            + _table(["assistant", "user", "rank", "success", "user turns", "feedback", "satisfied", "user ended",
+                      "turn cap"], outcome_rows)
+            + _part(_drop_table, report, name))
+
+
+def _drop_table(report: dict, name: Callable[[str], str]) -> str:
+    """The multi-turn drop per assistant (report.json's ``multi_turn_drop``) as a table and a chart; empty without
+    the naive runs."""
+    drops = report.get("multi_turn_drop")
+    if not drops:
+        return _p("Multi-turn drop: not measured (the naive protocol was not run).")
+    assistants = list(drops)
+    users = list(drops[assistants[0]]["multi_turn"])
+    sims = [u for u in users if u != GROUND_TRUTH]
+    head = ["assistant", "single turn", *(f"{name(u)}: multi-turn, drop (points, 95% CI)" for u in users),
+            *(f"{name(s)}: drop in the ground truth's direction" for s in sims)]
+    rows = [(a, _pct(d["single_turn"]),
+             *(f"{_pct(d['multi_turn'][u])}, {_estimate(d['drop_points'][u], '+.1f')}" for u in users),
+             *(d["same_direction_as_ground_truth"][s] for s in sims)) for a, d in drops.items()]
+    chart = svg.bar_chart(assistants,
+                          {name(u): [drops[a]["drop_points"][u]["value"] for a in assistants] for u in users},
+                          intervals={name(u): [_pair(drops[a]["drop_points"][u]["ci95"]) for a in assistants]
+                                     for u in users},
+                          title="Multi-turn drop: single-turn minus multi-turn success (points, 95% interval)",
+                          y_label="drop (points)", x_label="assistant")
+    return ("<h3>Multi-turn drop</h3>"
+            + _p("Success when the problem is fully specified in one turn (the naive runs) minus success when each user "
+                 "reveals it over turns, in points (the UserLM paper: GPT-4o 74.6% -> 57.4% with UserLM-8b; "
+                 "Lost in Conversation: 39% on average). It should appear for assistants that answer before they have "
+                 "the information, not for those that ask.")
+            + _figure(chart) + _table(head, rows))
+
+
+def _estimate(entry: dict, spec: str = ".2f") -> str:
+    """A report.json statistic ``{"value", "ci95"}`` as "v [low, high]" ("undefined" for a null value)."""
+    value, ci = entry["value"], entry.get("ci95")
+    if value is None:
+        return "undefined"
+    return f"{value:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else f"{value:{spec}}"
+
+
+def _pair(ci: list[float] | None) -> tuple[float, float] | None:
+    return tuple(ci) if ci else None
 
 
 def realism_table(runs: dict[str, Path]) -> str:

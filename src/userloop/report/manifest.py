@@ -13,8 +13,8 @@ from userloop.files import read_user_json
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-PATH_KEYS = ("raw", "prepared", "user_lm", "assistant", "simulations", "evaluate_assistant", "metrics", "rlhi", "dpo",
-             "usereval")
+PATH_KEYS = ("raw", "prepared", "user_lm", "assistant", "simulations", "evaluate_assistant", "validity", "metrics",
+             "rlhi", "dpo", "usereval")
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:

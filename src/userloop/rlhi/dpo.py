@@ -51,6 +51,7 @@ from userloop.train.common import (
     TrainResult,
     curve_rows,
     load_pretrained,
+    map_large_allocations,
     score_labelled_positions,
     step_progress,
     trainer_arguments,
@@ -102,6 +103,8 @@ class DPOTrainConfig:
     logging_steps: int = option(5, "record loss and reward accuracy/margins every N updates")
     bf16: str = option("auto", "bfloat16 mixed precision: auto (on when the hardware supports it), true, false")
     seed: int = option(0, "random seed (data order, request choice, sampling)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, about a "
+                                                 "third more compute per update (the same weights and losses)")
 
     def validate(self) -> None:
         """Raise :class:`UserError` for a value that cannot work."""
@@ -274,6 +277,7 @@ def build_trainer(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, re
     except ImportError as err:
         raise missing_dependency(err.name or "transformers", "train") from None
 
+    map_large_allocations()
     progress = step_progress(on_progress)
     tokenizer, model = load_pretrained(policy, dtype="float32")
     if not tokenizer.chat_template:
@@ -303,7 +307,7 @@ def _trainer_args(config: DPOTrainConfig, out: Path, method: str):
     common = {
         **trainer_arguments(config, out, config.learning_rate),
         "gradient_accumulation_steps": config.gradient_accumulation_steps, "save_strategy": "no",
-        "max_length": config.max_length, "gradient_checkpointing": False, "ddp_find_unused_parameters": False,
+        "max_length": config.max_length, "gradient_checkpointing": config.gradient_checkpointing, "ddp_find_unused_parameters": False,
     }
     if method == "dpo":
         from trl import DPOConfig

@@ -4,6 +4,7 @@ progress, the loss curve rows, and the CPU LM head that scores only labelled pos
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -112,6 +113,29 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def map_large_allocations(threshold_bytes: int = 1 << 20) -> None:
+    """On glibc, give every allocation of ``threshold_bytes`` or more its own memory mapping, which goes back to
+    the system as soon as it is freed.
+
+    glibc otherwise raises this threshold to the largest block freed so far (up to 32 MiB), so that after the
+    first batch the activations, logits and gradients of a batch (1-130 MiB each for the demo's models) come
+    from its heap and stay resident, fragmented, once freed: a training of the demo's models held about 750 MiB
+    more between updates and peaked about 170 MiB higher (benchmarks/README.md). What is computed is unchanged.
+    The setting is the process's; elsewhere (macOS, musl) this does nothing."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, threshold_bytes)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+
+
 def quiet_libraries() -> None:
     """No progress bars from datasets and transformers (loading weights, mapping, saving): the commands report
     their own progress. Their warnings stay on: the commands send them to the run's log file
@@ -168,8 +192,41 @@ def score_labelled_positions(trainer) -> None:
         _labelled_positions_head(model, trainer.accelerator.autocast)
 
 
+_ENTROPY_ROWS = _BACKWARD_ROWS = 1024
+
+
+@functools.cache
+def _target_log_probs_function():
+    """The autograd function ``(logits, targets) -> (log-probability of each row's target, log_softmax of the
+    rows)`` (the second without gradient). Its backward pass is the one autograd derives from ``log_softmax``
+    and ``gather`` (the same kernel on the same numbers: equal gradients), done in blocks of rows: besides the
+    saved log-probabilities it holds one (positions x vocabulary) tensor, not two (about 100 MiB for the
+    assistant's longest batch of the demo)."""
+    import torch
+
+    class TargetLogProbs(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, logits, targets):
+            log_probs = logits.log_softmax(-1)
+            ctx.save_for_backward(log_probs, targets)
+            ctx.mark_non_differentiable(log_probs)
+            return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1), log_probs
+
+        @staticmethod
+        def backward(ctx, grad_target, _):
+            log_probs, targets = ctx.saved_tensors
+            grad = torch.empty_like(log_probs)
+            for start in range(0, len(log_probs), _BACKWARD_ROWS):
+                rows = slice(start, start + _BACKWARD_ROWS)
+                picked = torch.zeros_like(log_probs[rows]).scatter_add_(-1, targets[rows].unsqueeze(-1),
+                                                                       grad_target[rows].unsqueeze(-1))
+                grad[rows] = torch._log_softmax_backward_data(picked, log_probs[rows], -1, log_probs.dtype)
+            return grad, None
+
+    return TargetLogProbs
+
+
 def _labelled_positions_head(model, autocast) -> None:
-    import functools
     import types
 
     import torch
@@ -187,10 +244,11 @@ def _labelled_positions_head(model, autocast) -> None:
         with autocast():
             hidden = self.base_model(*args, **{**kwargs, "use_cache": False}).last_hidden_state[:, :-1]
             logits = self.get_output_embeddings()(hidden[mask]).float()
-        log_probs = logits.log_softmax(-1)
-        per_token = {"log_probs": log_probs.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)}
-        with torch.no_grad():
-            per_token |= {"entropy": -(log_probs.exp() * log_probs).sum(-1), "mean_logits": logits.mean(-1),
+        target_log_probs, log_probs = _target_log_probs_function().apply(logits, targets[mask])
+        per_token = {"log_probs": target_log_probs}
+        with torch.no_grad():  # entropy by blocks of rows: no two more (positions x vocabulary) tensors at once
+            entropy = torch.cat([-(rows.exp() * rows).sum(-1) for rows in log_probs.split(_ENTROPY_ROWS)])
+            per_token |= {"entropy": entropy, "mean_logits": logits.mean(-1),
                           "is_top1": logits.argmax(-1) == targets[mask]}
         full = {name: values.new_zeros(mask.shape).masked_scatter(mask, values) for name, values in per_token.items()}
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch

@@ -42,6 +42,7 @@ from userloop.train.common import (
     TrainResult,
     curve_rows,
     load_pretrained,
+    map_large_allocations,
     score_labelled_positions,
     step_progress,
     trainer_arguments,
@@ -159,6 +160,7 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     (data accounting, resumption) as they happen.
     """
     config.validate()
+    map_large_allocations()
     started = time.time()
     out = Path(config.out)
     checkpoint = _last_checkpoint(out) if config.resume else None

@@ -88,11 +88,16 @@ def _cents(prices) -> float:
 
 # ---- tools ----------------------------------------------------------------------------------------
 
+def _lookup(state: dict, table: str, key: str, what: str, hint: str = "") -> dict:
+    """``state[table][key]``; a missing one is a :class:`ToolError` naming it (and ``hint``)."""
+    record = state[table].get(key)
+    if record is None:
+        raise ToolError(f"no {what} {key!r}{hint}")
+    return record
+
+
 def _order(state: dict, order_id: str) -> dict:
-    order = state["orders"].get(order_id)
-    if order is None:
-        raise ToolError(f"no order {order_id!r} (order ids look like '#W1234')")
-    return order
+    return _lookup(state, "orders", order_id, "order", " (order ids look like '#W1234')")
 
 
 def _status(order: dict, wanted: str, action: str) -> None:
@@ -121,10 +126,7 @@ def find_user_by_email(state: dict, email: str) -> str:
 
 
 def get_user(state: dict, user_id: str) -> dict:
-    user = state["users"].get(user_id)
-    if user is None:
-        raise ToolError(f"no user {user_id!r}")
-    return user
+    return _lookup(state, "users", user_id, "user")
 
 
 def get_order(state: dict, order_id: str) -> dict:
@@ -132,10 +134,7 @@ def get_order(state: dict, order_id: str) -> dict:
 
 
 def get_product(state: dict, product_id: str) -> dict:
-    product = state["products"].get(product_id)
-    if product is None:
-        raise ToolError(f"no product {product_id!r} (products: {', '.join(state['products'])})")
-    return product
+    return _lookup(state, "products", product_id, "product", f" (products: {', '.join(state['products'])})")
 
 
 def cancel_order(state: dict, order_id: str, reason: str) -> dict:
