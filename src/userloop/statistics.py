@@ -48,15 +48,13 @@ def mean_se(values: Sequence[float]) -> float:
 
 
 def mean_with_bootstrap_interval(values: Sequence[float], samples: int, seed: int) -> tuple[float, tuple[float, float]]:
-    """The mean of ``values`` (at least one) and its 95% percentile bootstrap interval: ``samples`` resamples
-    with replacement drawn by a seeded NumPy generator, the 2.5% and 97.5% quantiles of their means."""
+    """The mean of ``values`` (at least one) and its 95% percentile bootstrap interval: the 2.5% and 97.5%
+    quantiles of the means of :func:`bootstrap_resamples` (``samples`` of them, seeded)."""
     import numpy as np
 
     array = np.asarray(values, dtype=float)
-    n = len(array)
-    means = array[np.random.default_rng(seed).integers(0, n, size=(samples, n))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(array.mean()), (float(low), float(high))
+    means = array[np.asarray(bootstrap_resamples(len(array), samples, seed))].mean(axis=1)
+    return float(array.mean()), percentile_interval(means.tolist())
 
 
 def average_ranks(values: Sequence[float]) -> list[float]:

@@ -334,7 +334,7 @@ def _cancel(state: dict, rng: random.Random, user: dict, order: dict) -> dict:
 def _return(state: dict, rng: random.Random, user: dict, order: dict) -> dict:
     items = order["items"] if len(order["items"]) == 1 or rng.random() < 0.4 else [rng.choice(order["items"])]
     described = " and ".join(_described(item) for item in items)
-    refund = _money(round(sum(sorted(item["price"] for item in items)), 2))
+    refund = _money(_cents(item["price"] for item in items))
     intent = (f"{_OPENING} {_who(user)} You want to return {described} from your delivered order because "
               f"{rng.choice(_RETURN_REASONS)}, and you want to know how much will be refunded. "
               f"{_asked(user, order, rng.random() < 0.5)}")
