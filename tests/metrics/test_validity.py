@@ -210,6 +210,10 @@ def test_eval_validity_end_to_end_ranks_a_broken_assistant_below_a_good_one(test
     again = eval_validity(ValidityConfig(sim=("mock", f"first=scripted:{first}"), data=str(data), panel=str(panel),
                                          intents=4, bootstrap=50), out)
     assert again["outcomes"] == report["outcomes"] and again["validity"] == report["validity"]
+    # the simulators run raw (no guardrails) by default, recorded in every run folder and the report
+    assert report["config"]["guardrails"] == "off"
+    assert json.loads((out / "runs" / "first" / "good" / "run.json").read_text())["config"]["guardrails"] == "off"
+    assert "guardrails off" in (out / "report.md").read_text()
 
 
 def test_reserved_simulator_names_are_refused(testbed, tmp_path):

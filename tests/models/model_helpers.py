@@ -98,6 +98,9 @@ class FaultServer:
                         fault.active -= 1
 
             def _act(self, action: str | dict, body: dict) -> None:
+                if isinstance(action, tuple):  # (status, body)
+                    self._send(*action)
+                    return
                 if isinstance(action, dict):
                     self._send(200, action)
                     return

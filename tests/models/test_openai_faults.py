@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from userloop.cli import app
 from userloop.errors import UserError
 from userloop.models import ModelError, load_model
+from userloop.models.base import ContextLengthError
 from userloop.models.openai_compatible import InvalidReply, parse_reply
 from userloop.models.registry import current_request_limits, request_limits
 
@@ -45,6 +46,30 @@ def test_a_reply_that_is_not_a_completion_is_one_model_error(fault_server, actio
     assert (err.model, err.server) == ("m", fault_server.url) and err.problem.startswith(problem)
     assert str(err) == f"m at {fault_server.url}: {err.problem}" and "\n" not in str(err)
     assert len(fault_server.requests) == 1  # a broken answer is not retried
+
+
+@pytest.mark.parametrize("error", [
+    {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+     "type": "invalid_request_error", "code": "context_length_exceeded"},                      # OpenAI
+    {"message": "This model's maximum context length is 2048 tokens. However, you requested 2100 tokens (2004 in "
+                "the messages, 96 in the completion).", "type": "BadRequestError", "code": 400},   # vLLM
+    {"message": "The input (5000 tokens) is longer than the model's context length (4096 tokens).",
+     "type": "BadRequestError"},                                                                  # SGLang
+    {"message": "the request exceeds the available context size, try increasing it",
+     "type": "exceed_context_size_error"},                                                        # llama.cpp
+])
+def test_a_prompt_over_the_context_is_a_context_length_error(fault_server, error):
+    fault_server.script = [(400, {"error": error})]
+    with pytest.raises(ContextLengthError) as caught:
+        provider(fault_server).generate([HELLO])
+    assert str(caught.value).startswith(f"m at {fault_server.url}: answered HTTP 400: ")
+    assert len(fault_server.requests) == 1  # not retried: the same prompt would not fit either
+
+
+def test_other_rejections_stay_model_errors(fault_server):
+    fault_server.script = [(400, {"error": {"message": "unknown field 'foo'", "type": "invalid_request_error"}})]
+    with pytest.raises(ModelError, match="unknown field"):
+        provider(fault_server).generate([HELLO])
 
 
 def completion_body(choices, **fields) -> bytes:

@@ -11,6 +11,7 @@ from model_helpers import FaultServer, free_port
 
 from userloop.errors import UserError
 from userloop.models import GenerationParams, ModelError, load_model
+from userloop.models.base import ContextLengthError
 from userloop.models.openai_compatible import OPENAI_BASE_URL, parse_target, retry_after_seconds
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -222,7 +223,7 @@ def test_against_userloop_serve(served_tiny, tiny_model, monkeypatch):
 def test_serve_rejections_are_clear(served_tiny, monkeypatch):
     monkeypatch.setenv("SERVE_KEY", served_tiny.api_key)
     model = load_model(f"openai:tiny@{served_tiny.url}", api_key_env="SERVE_KEY")
-    with pytest.raises(ModelError, match="HTTP 400: .*exceeds the context"):
+    with pytest.raises(ContextLengthError, match="HTTP 400: .*exceeds the context"):  # the engine's "context" end
         model.generate([HELLO], GenerationParams(max_new_tokens=100_000))
     monkeypatch.setenv("SERVE_KEY", "wrong")
     with pytest.raises(ModelError, match="HTTP 401"):

@@ -121,6 +121,7 @@ def test_run_folders_written_before_the_reproducibility_fields_resume(scripted, 
     run = json.loads(run_file.read_text())
     del run["reproducibility"]
     assert "max_tool_calls_per_turn" not in run["config"]   # options added later are recorded away from their default
+    assert "guardrails" not in run["config"]
     run_file.write_text(json.dumps(run))
     resumed = simulate(_config(scripted), tmp_path / "run")
     assert (resumed.resumed, resumed.finished_now) == (2, 2)
@@ -131,3 +132,5 @@ def test_run_folders_written_before_the_reproducibility_fields_resume(scripted, 
     assert (again.resumed, again.finished_now) == (4, 0)
     with pytest.raises(UserError, match="max_tool_calls_per_turn: absent in run.json, 2 now"):
         simulate(_config(scripted, max_tool_calls_per_turn=2), tmp_path / "run")
+    with pytest.raises(UserError, match="guardrails: absent in run.json, 'off' now"):
+        simulate(_config(scripted, guardrails="off"), tmp_path / "run")

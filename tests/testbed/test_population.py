@@ -57,6 +57,7 @@ def test_prepare_accepts_the_output_with_nothing_bad(tmp_path, population):
     users, truth = read_truth(tmp_path / "raw")
     kept = list(read_conversations([str(tmp_path / "prepared")]))
     assert kept and all(c.id in truth and c.intent == truth[c.id]["intent"] for c in kept)
+    assert all(c.extra["detailed_intent"] == truth[c.id]["detailed_intent"] for c in kept)
     summary = orjson.loads((tmp_path / "raw" / "summary.json").read_bytes())
     assert summary["users"] == len(users) == 400
 
@@ -91,3 +92,11 @@ def test_first_turn_forms_per_family_are_many():
             text = text.replace(piece, "<task>")
         forms.setdefault(task.family, set()).add(text)
     assert all(len(f) >= 200 for f in forms.values()), {k: len(v) for k, v in forms.items()}
+
+
+def test_the_detailed_intent_holds_every_task_in_full(population):
+    for truth in population.conversation_truth().values():
+        detailed = truth["detailed_intent"]
+        assert detailed.startswith(truth["intent"][:-1].split(", and then to ")[0])
+        assert all(f"{task['purpose']}: {task['full_request']}" in detailed for task in truth["tasks"])
+        assert detailed.count(", and then to ") == truth["intent"].count(", and then to ") == len(truth["tasks"]) - 1

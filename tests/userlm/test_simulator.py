@@ -16,7 +16,15 @@ from userloop.conversation import Message
 from userloop.errors import UserError
 from userloop.models.base import Capabilities, GenerationParams
 from userloop.models.mock import MockModel
-from userloop.userlm.simulator import GuardrailConfig, UserSimulator, UserTurn, first_word, normalise, parse_sample
+from userloop.userlm.simulator import (
+    GuardrailConfig,
+    UserSimulator,
+    UserTurn,
+    first_word,
+    guardrails_for,
+    normalise,
+    parse_sample,
+)
 from userloop.userlm.template import END_CONVERSATION
 
 INTENT = "You are a user chatting with an assistant language model to write a short poem about launching an open source library."
@@ -360,3 +368,12 @@ def test_cli_user_turn_checks_history_and_intent_before_loading_the_model(tmp_pa
         result = runner.invoke(app, ["user-turn", "--user", f"hf:{tmp_path / 'no_model'}", "--intent", intent,
                                      "--history", str(history_file)])
         assert result.exit_code == 2 and fragment in result.stderr and "no such model" not in result.stderr, result.stderr
+
+
+def test_guardrail_settings_are_the_model_card_or_the_raw_model():
+    assert guardrails_for("on") == GuardrailConfig()
+    raw = guardrails_for("off")
+    assert not (raw.filter_first_tokens or raw.avoid_termination or raw.length_thresholds or raw.filter_repetition)
+    assert raw.samples_per_call == 1   # nothing to resample
+    with pytest.raises(UserError, match="--guardrails must be 'on' or 'off', got 'maybe'"):
+        guardrails_for("maybe")

@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from userloop.cli import app
+from userloop.conversation import Conversation
 from userloop.errors import UserError
-from userloop.userlm.train import UserLMTrainConfig, parse_config, train_user_lm
+from userloop.userlm.train import UserLMTrainConfig, parse_config, train_user_lm, use_detailed_intents
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--hidden_size", "32", "--layers", "1", "--vocab_size", "400", "--batch_size", "4", "--max_length", "512",
@@ -36,6 +37,27 @@ def test_yaml_sets_values_and_flags_override_them(tmp_path):
 def test_bad_configs_are_user_errors(args):
     with pytest.raises(UserError):
         parse_config(args)
+
+
+@pytest.mark.parametrize(("args", "fragment"), [(["--detailed_intents", "1.5"], r"share in \[0, 1\]"),
+                                                (["--detailed_intents", "0.5", "--role", "assistant"], "role user")])
+def test_bad_detailed_intent_shares_are_user_errors(args, fragment):
+    with pytest.raises(UserError, match=fragment):
+        parse_config(args)
+
+
+def test_detailed_intents_replace_the_drawn_share_and_count_the_rest(testbed_conversations):
+    convs = [Conversation.from_dict(c.to_dict()) for c in testbed_conversations]
+    convs[0].extra.pop("detailed_intent")
+    counts = use_detailed_intents(convs, 0.5, seed=1)
+    detailed = [c for c in convs if c.intent == c.extra.get("detailed_intent")]
+    assert counts["used"] == len(detailed) and 0.3 < counts["used"] / len(convs) < 0.7
+    assert all(c.intent.startswith("You are a user chatting") for c in convs)
+    again = [Conversation.from_dict(c.to_dict()) for c in reversed(testbed_conversations)]
+    again[-1].extra.pop("detailed_intent")
+    assert use_detailed_intents(again, 0.5, seed=1) == counts  # drawn by id, whatever the order
+    assert {c.id for c in again if c.intent == c.extra.get("detailed_intent")} == {c.id for c in detailed}
+    assert use_detailed_intents([Conversation.from_dict(c.to_dict()) for c in convs], 0.0, seed=1)["used"] == 0
 
 
 def test_unknown_yaml_keys_are_user_errors(tmp_path):
@@ -116,6 +138,11 @@ def test_accelerate_configs_are_valid(name, distributed_type):
         assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
     if name == "deepspeed_zero3":
         assert config.deepspeed_config["zero_stage"] == 3
+
+
+def test_the_small_preset_parses():
+    config = parse_config(["--config", str(REPO / "configs" / "preset-small-user-lm.yaml")])
+    assert (config.hidden_size, config.layers, config.max_steps, config.detailed_intents) == (256, 4, 1400, 0.5)
 
 
 def test_example_train_config_parses():

@@ -57,7 +57,7 @@ from userloop.models import load_model
 from userloop.models.registry import PROVIDERS, parse_spec
 from userloop.progress import Progress, no_progress
 from userloop.userlm.flip import read_split
-from userloop.userlm.simulator import DEFAULT_PARAMS, GuardrailConfig, UserSimulator
+from userloop.userlm.simulator import DEFAULT_PARAMS, UserSimulator, guardrails_for
 
 HUMAN = "Human"
 # metric -> (column label, better: "higher" or "lower", table)
@@ -85,7 +85,6 @@ PAPER_REFERENCE: dict[str, dict[str, float]] = {
     "paper: UserLM-8b": {"first_turn_diversity": 94.55, "intent_decomposition": 2.69, "termination_f1": 63.54},
     "paper: GPT-4o": {"first_turn_diversity": 74.42, "intent_decomposition": 7.68, "termination_f1": 1.38},
 }
-GUARDRAILS = ("off", "on")
 
 
 @dataclass
@@ -106,8 +105,7 @@ class EvalSimConfig:
     max_new_tokens: int = option(96, "most tokens per simulated turn (sampling: temperature 1.0, top-p 0.8, as the model card)")
 
     def validate(self) -> None:
-        if self.guardrails not in GUARDRAILS:
-            raise UserError(f"--guardrails must be 'on' or 'off', got {self.guardrails!r}")
+        guardrails_for(self.guardrails)
         if self.n_first_turns < 2 or self.max_conversations < 1 or self.n_probes < 1 or self.max_new_tokens < 1:
             raise UserError("--n-first-turns must be at least 2, --max-conversations, --n-probes and --max-new-tokens "
                             "at least 1")
@@ -230,12 +228,9 @@ def _human_row(context: _Context) -> tuple[dict, dict]:
 
 
 def _guardrail_configs(setting: str):
-    if setting == "off":
-        off = GuardrailConfig(filter_first_tokens=False, avoid_termination=False, length_thresholds=False,
-                              filter_repetition=False, samples_per_call=1)  # nothing to resample: one sample a turn
-        return off, off
-    on = GuardrailConfig()
-    return on, replace(on, avoid_termination=False)
+    """The probes' and the replay's guardrails: the replay never bans ending (ending is what it measures)."""
+    chosen = guardrails_for(setting)
+    return chosen, replace(chosen, avoid_termination=False)
 
 
 def _simulator_row(name: str, spec: str, context: _Context) -> tuple[dict, dict]:

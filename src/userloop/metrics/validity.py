@@ -47,6 +47,7 @@ from userloop.simulate.scenarios import Scenario, math_intent, write_scenarios
 from userloop.simulate.testbed_users import testbed_scenarios
 from userloop.statistics import average_ranks, bootstrap_resamples, kendall_tau_b, percentile_interval, spearman
 from userloop.testbed.default import default_data
+from userloop.userlm.simulator import guardrails_for
 
 GROUND_TRUTH, NAIVE = "ground_truth", "naive"
 OUTCOMES = ("success", "turns", *(f"end_{reason}" for reason in END_REASONS), "feedback", "satisfied")
@@ -65,6 +66,9 @@ class ValidityConfig:
                                      "default: the built-in panel")
     ground_truth: str = option("testbed:users", "the ground-truth users: a user model spec (the interactive testbed users)")
     intents: int = option(40, "held-out math problems (testbed test split), drawn with --seed")
+    guardrails: str = option("off", "the UserLM guardrails around model simulators: off (the raw model, as eval-sim "
+                                    "measures it) or on (the model card's: they resample turns that copy the intent "
+                                    "or pass 25 words, and ban a first 'I', which stating a given problem needs)")
     n: int = option(1, "conversations per problem, assistant and simulator")
     max_user_turns: int = option(8, "most user turns per conversation")
     naive: bool = option(True, "compare the naive protocol too (the full task in one turn, never ends)")
@@ -78,6 +82,7 @@ class ValidityConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
         role_spec("user", self.ground_truth)
+        guardrails_for(self.guardrails)
 
 
 def eval_validity(config: ValidityConfig, out: str | Path, *, progress: Progress = no_progress) -> dict[str, Any]:
@@ -104,7 +109,7 @@ def eval_validity(config: ValidityConfig, out: str | Path, *, progress: Progress
     for assistant, spec in panel.assistants.items():
         for name, user in users.items():
             run = SimulationConfig(assistant=with_scenarios(spec, scenario_file), user=user, scenarios=str(scenario_file),
-                                   n=config.n, max_user_turns=config.max_user_turns, seed=config.seed,
+                                   guardrails=config.guardrails, n=config.n, max_user_turns=config.max_user_turns, seed=config.seed,
                                    concurrency=config.concurrency)
             folder, label = out / "runs" / name / assistant, f"{name} x {assistant}"
             simulate(run, folder, progress=lambda _, total=None, label=label: progress(label, total))
@@ -242,7 +247,8 @@ def report_markdown(report: dict) -> str:
     """The report as Markdown: validity per simulator, outcomes per (simulator, assistant), the multi-turn drop."""
     lines = ["# Simulator validity against the ground-truth users", "",
              (f"ground truth: `{report['ground_truth']}`; {report['intents']} held-out problems x {report['n']} "
-             f"conversation(s); assistants ranked by {report['ranked_by']}"), "",
+             f"conversation(s); assistants ranked by {report['ranked_by']}; simulators' guardrails "
+             f"{report['config'].get('guardrails', 'on')}"), "",  # reports before the option: on
              "| simulator | Spearman (95% CI) | Kendall (95% CI) | MAE success | MAE turns | MAE feedback | MAE satisfied |",
              "|---|---|---|---|---|---|---|"]
     for sim, row in report["validity"].items():

@@ -7,7 +7,6 @@ Providers are async first; :meth:`ChatModel.generate` is the blocking wrapper.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,9 @@ class ModelError(UserError):
 class ContextLengthError(UserError):
     """A conversation too long for a model's context (its prompt plus ``max_new_tokens``). The simulation
     engine ends such a conversation with the end reason ``context``."""
+
+
+CONTEXT_LENGTH_CODE = "context_length_exceeded"  # the error code OpenAI's API (and `userloop serve`) answers it with
 
 
 def checked_timeout(value, name: str = "timeout") -> float:
@@ -219,6 +221,8 @@ class ChatModel(ABC):
     def generate(self, conversations: Sequence[Sequence[Message | Mapping[str, Any]]],
                  params: GenerationParams | None = None, tools: list[dict] | None = None) -> list[Completion]:
         """Blocking :meth:`agenerate`, for scripts; inside a running event loop, await ``agenerate``."""
+        import asyncio  # here: the command line imports this module for every command, and --help runs no model
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:

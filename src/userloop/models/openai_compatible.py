@@ -56,6 +56,7 @@ from urllib.parse import urlsplit
 
 from userloop.errors import UserError
 from userloop.models.base import (
+    CONTEXT_LENGTH_CODE,
     REQUEST_RETRIES,
     REQUEST_TIMEOUT_S,
     SIMULATOR_FIELD,
@@ -65,6 +66,7 @@ from userloop.models.base import (
     ChatModel,
     Choice,
     Completion,
+    ContextLengthError,
     GenerationParams,
     ModelError,
     checked_retries,
@@ -149,6 +151,9 @@ class OpenAIChatModel(ChatModel):
                     response = await replica.client.chat.completions.with_raw_response.create(**request)
             except openai.APIStatusError as err:
                 if err.status_code not in RETRIED_STATUSES and err.status_code < 500:
+                    if context_overflow(err):
+                        raise ContextLengthError(f"{self.model_id} at {replica.base_url}: "
+                                                 f"{self._rejection(err)}") from None
                     raise self._error(replica, self._rejection(err)) from None
                 failure, wait = f"HTTP {err.status_code}", retry_after_seconds(err.response.headers)
             except (openai.APITimeoutError, TimeoutError):
@@ -412,3 +417,17 @@ def _split(total: int, weights: list[int]) -> list[int]:
 def _cause(err: BaseException) -> str:
     cause = err.__cause__ or err.__context__
     return type(cause).__name__ if cause is not None else "no connection"
+
+
+_CONTEXT_OVERFLOW = re.compile(r"context (?:length|window|size)|maximum context|too long to fit|longer than the "
+                               r"model|exceeds the model", re.IGNORECASE)
+
+
+def context_overflow(err: openai.APIStatusError) -> bool:
+    """Whether a refused request was too long for the model's context: OpenAI's code ``context_length_exceeded``,
+    or a 400/413 whose message says so as vLLM ("maximum context length is N tokens"), SGLang ("longer than the
+    model's context length") and llama.cpp ("exceeds the available context size") word it."""
+    if getattr(err, "code", None) == CONTEXT_LENGTH_CODE:
+        return True
+    body = err.body if isinstance(err.body, dict) else {}
+    return err.status_code in (400, 413) and bool(_CONTEXT_OVERFLOW.search(str(body.get("message") or err.message)))

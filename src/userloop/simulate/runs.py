@@ -34,7 +34,7 @@ from userloop.simulate.reply_kinds import REPLY_KINDS, load_reply_classifier
 from userloop.simulate.reveal_stats import simulation_statistics
 from userloop.simulate.scenarios import load_scenarios
 from userloop.statistics import wilson_interval
-from userloop.userlm.simulator import UserSimulator
+from userloop.userlm.simulator import UserSimulator, guardrails_for
 from userloop.version import __version__, package_versions
 
 RECORDS = "conversations.jsonl"
@@ -46,7 +46,7 @@ SUMMARY_MD = "summary.md"
 NOT_IDENTITY = ("concurrency", "max_batch_size", "prices", "data")
 # Fields added after run.json files were first written, with the value that means what runs did before them: at
 # that value they are left out of the identity, so older run folders resume.
-ADDED_LATER = {"shard": None, "max_tool_calls_per_turn": 8}
+ADDED_LATER = {"shard": None, "max_tool_calls_per_turn": 8, "guardrails": "on"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ class SimulationConfig:
     scenarios: str = option(None, "JSONL file of scenarios (see docs/scenarios.md)")
     user: str | None = option(None, "the simulated user: a model spec behind the UserLM guardrails; None runs the "
                                      "single-turn setting (each scenario's full_prompt as the one user turn)")
+    guardrails: str = option("on", "the UserLM guardrails around a model user: on (the model card's four) or off "
+                                   "(the raw model, as eval-sim measures it)")
     n: int = option(1, "conversations per scenario (samples 0..N-1)")
     max_user_turns: int = option(6, "most user turns per conversation (a scenario's own max_user_turns can lower it)")
     max_tool_calls_per_turn: int = option(8, "most tool calls the assistant may run per turn in tool scenarios "
@@ -92,6 +94,7 @@ class SimulationConfig:
         role_spec("assistant", self.assistant)
         if self.user is not None:
             role_spec("user", self.user)
+        guardrails_for(self.guardrails)
         role_spec("reply_classifier", self.classifier)
         GenerationParams(temperature=self.assistant_temperature, seed=self.seed)
         GenerationParams(temperature=self.user_temperature, top_p=self.user_top_p)
@@ -245,7 +248,7 @@ def _engine(config: SimulationConfig):
     if config.user is not None and needs_testbed("user", config.user):  # a built-in user: testbed:users
         user = load_role("user", config.user)
     elif config.user is not None:
-        user = UserSimulator(load(config.user), params=GenerationParams(
+        user = UserSimulator(load(config.user), guardrails_for(config.guardrails), params=GenerationParams(
             max_new_tokens=config.user_max_new_tokens, temperature=config.user_temperature, top_p=config.user_top_p))
     assistant = (load_role("assistant", config.assistant) if needs_testbed("assistant", config.assistant)
                  else load(config.assistant))

@@ -59,9 +59,20 @@ class Dialogue:
 
     @property
     def intent(self) -> str:
-        purposes = [t.purpose for t in self.tasks]
-        rest = "".join(f", and then to {p}" for p in purposes[1:])
-        return f"You are a user chatting with an assistant language model to {purposes[0]}{rest}."
+        """The user's high-level intent: each task's purpose, without its specifics (the UserLM paper's intents)."""
+        return _intent([t.purpose for t in self.tasks])
+
+    @property
+    def detailed_intent(self) -> str:
+        """The intent with each task's specifics (its full request), as sharded evaluations give a simulated user
+        the whole task (Lost in Conversation; the UserLM paper's sharded math)."""
+        return _intent([f"{t.purpose}: {t.full_request}" for t in self.tasks])
+
+
+def _intent(parts: list[str]) -> str:
+    rest = "".join(f", and then to {p}" for p in parts[1:])
+    end = "" if parts[-1][-1] in ".?!" else "."
+    return f"You are a user chatting with an assistant language model to {parts[0]}{rest}{end}"
 
 
 def violations(persona: Persona, text: str) -> tuple[list[str], dict[str, float]]:

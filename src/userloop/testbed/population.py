@@ -32,7 +32,7 @@ from userloop.statistics import first_turn_diversity
 from userloop.testbed.dialogue import Dialogue, choose_task, converse
 from userloop.testbed.persona import Persona, pick_weighted, sample_persona
 
-TESTBED_VERSION = 1
+TESTBED_VERSION = 2   # 2: records carry a detailed_intent (the dialogues are those of version 1)
 ASSISTANT_MODEL = "testbed-assistant"
 START = datetime(2023, 4, 9, tzinfo=UTC)    # WildChat's collection period
 PERIOD_DAYS = 385
@@ -128,7 +128,7 @@ def _record(rng: random.Random, user: SimulatedUser, dialogue: Dialogue, when: d
         "conversation_hash": conversation_hash, "model": ASSISTANT_MODEL, "timestamp": when.isoformat(),
         "conversation": turns, "turn": sum(t.role == "user" for t in dialogue.turns), "language": "English",
         "toxic": False, "redacted": False, "state": None, "country": user.country, "hashed_ip": user.user_id,
-        "header": header, "intent": dialogue.intent,
+        "header": header, "intent": dialogue.intent, "detailed_intent": dialogue.detailed_intent,
     }
     return record, f"{conversation_hash}-{turns[0]['turn_identifier']}", when
 
@@ -136,6 +136,7 @@ def _record(rng: random.Random, user: SimulatedUser, dialogue: Dialogue, when: d
 def _conversation_truth(conversation_id: str, user_id: str, dialogue: Dialogue) -> dict[str, Any]:
     return {
         "type": "conversation", "id": conversation_id, "user_id": user_id, "intent": dialogue.intent,
+        "detailed_intent": dialogue.detailed_intent,
         "shards": [s.text for s in dialogue.tasks[0].shards], "tasks": [t.truth() for t in dialogue.tasks],
         "end_reason": dialogue.end_reason, "solved": dialogue.solved,
         "turns": [{"index": i, "role": t.role, **t.label} for i, t in enumerate(dialogue.turns)],

@@ -58,6 +58,7 @@ def load_pretrained(source: str | Path, dtype: str = "auto"):
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_libraries()  # transformers' "Loading weights" bar would print to the terminal
     source = str(source)
     if not Path(source).expanduser().is_dir() and not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
         raise UserError(f"no such model folder: {source} (give a folder or a Hub id such as owner/name)")

@@ -103,6 +103,20 @@ class GuardrailConfig:
         return self.avoid_termination and (self.avoid_termination_turns is None or turn <= self.avoid_termination_turns)
 
 
+GUARDRAIL_SETTINGS = ("on", "off")
+
+
+def guardrails_for(setting: str) -> GuardrailConfig:
+    """The guardrails of a ``--guardrails`` setting: ``on``, the model card's four; ``off``, the raw model (nothing
+    to resample, so one sample a turn). Any other value raises :class:`UserError`."""
+    if setting not in GUARDRAIL_SETTINGS:
+        raise UserError(f"--guardrails must be 'on' or 'off', got {setting!r}")
+    if setting == "on":
+        return GuardrailConfig()
+    return GuardrailConfig(filter_first_tokens=False, avoid_termination=False, length_thresholds=False,
+                           filter_repetition=False, samples_per_call=1)
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -23,6 +23,7 @@ It gives the prompted-assistant baseline of the paper's Table 2 at the same size
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -73,6 +74,11 @@ class UserLMTrainConfig:
     personas: str | None = option(None, "personas.jsonl ('userloop personas'): a persona-conditioned user LM, the "
                                          "user's persona after the intent in the system message (users without "
                                          "one keep the bare intent; counted)")
+    detailed_intents: float = option(0.0, "share of the conversations (drawn with seed) conditioned on their detailed "
+                                          "intent, the task's specifics (the testbed's 'detailed_intent'), instead of "
+                                          "the high-level one: a user LM that must convey a given problem (sharded "
+                                          "math, eval-validity) has then seen such intents; conversations without one "
+                                          "keep theirs (counted)")
     role: str = option("user", "whose turns carry the loss: user (a user LM: intent as system message, "
                                 "<|endconversation|> target) or assistant (the same model trained as an assistant)")
     init: str = option("scratch", "'scratch' (new tokenizer and small Llama) or a pretrained path or Hub id")
@@ -128,6 +134,10 @@ class UserLMTrainConfig:
             raise UserError("warmup, eval_steps and save_steps must be >= 0 and lora_dropout in [0, 1)")
         if self.lora and self.init == "scratch":
             raise UserError("lora needs a pretrained init (a path or Hub id); from scratch every weight is trained")
+        if not 0 <= self.detailed_intents <= 1:
+            raise UserError(f"detailed_intents is a share in [0, 1], got {self.detailed_intents}")
+        if self.detailed_intents and self.role != "user":
+            raise UserError("detailed_intents condition a user LM (role user); an assistant never sees the intent")
         if self.personas is not None and self.role != "user":
             raise UserError("personas condition a user LM (role user); an assistant never sees the user's persona here")
 
@@ -167,6 +177,10 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     train_convs, validation_convs, filled = _read_data(config)
     if filled:
         on_message(f"{filled:,} conversations had no intent: gave them an offline intent (userloop.userlm.intents)")
+    detailed = use_detailed_intents(train_convs + validation_convs, config.detailed_intents, config.seed)
+    if config.detailed_intents:
+        on_message(f"detailed intents: {detailed['used']:,} conversations ({detailed['without_one']:,} drawn had none "
+                   f"and kept their high-level intent)")
     personas, persona_counts = _read_personas(config, train_convs + validation_convs)
     if persona_counts:
         on_message(f"personas: {persona_counts['matched']:,} of {persona_counts['records']:,} users in {config.personas} "
@@ -200,7 +214,8 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
         "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "vocab_size": len(tokenizer), "flip": {"train": train_report.to_dict(), "validation": validation_report.to_dict()},
-        "intents_filled_offline": filled, "personas": persona_counts or None,
+        "intents_filled_offline": filled, "detailed_intents": {"share": config.detailed_intents, **detailed},
+        "personas": persona_counts or None,
         "tokens_per_epoch": train_report.tokens, "target_tokens_per_epoch": train_report.target_tokens,
         "final_train_loss": next((row["loss"] for row in reversed(curve) if "loss" in row), None),
         "validation_loss": validation_loss, "unigram_baseline": unigram,
@@ -221,6 +236,24 @@ def _read_data(config: UserLMTrainConfig) -> tuple[list[Conversation], list[Conv
     train, filled_train = read_split(config.data, "train")
     validation, filled_validation = read_split(config.data, "validation")
     return train, validation, filled_train + filled_validation
+
+
+def use_detailed_intents(conversations: list[Conversation], share: float, seed: int) -> dict[str, int]:
+    """Give a ``share`` of ``conversations`` (drawn by a hash of id and ``seed``, so the same ones whatever the
+    order) their detailed intent (``extra["detailed_intent"]``, written by the testbed) as their intent; returns
+    how many got one (``used``) and how many drawn had none (``without_one``)."""
+    counts = {"used": 0, "without_one": 0}
+    for conv in conversations:
+        draw = int.from_bytes(hashlib.blake2b(f"{seed}:{conv.id}".encode(), digest_size=8).digest()) / 2**64
+        if draw >= share:
+            continue
+        detailed = conv.extra.get("detailed_intent")
+        if isinstance(detailed, str) and detailed.strip():
+            conv.intent = detailed
+            counts["used"] += 1
+        else:
+            counts["without_one"] += 1
+    return counts
 
 
 def _read_personas(config: UserLMTrainConfig, conversations: list[Conversation]) -> tuple[dict[str, str] | None, dict]:

@@ -14,7 +14,7 @@ import logging
 from pydantic import BaseModel, ValidationError
 
 from userloop.errors import UserError
-from userloop.models.base import ChatModel, GenerationParams, ModelError
+from userloop.models.base import CONTEXT_LENGTH_CODE, ChatModel, ContextLengthError, GenerationParams, ModelError
 from userloop.models.serve.protocol import (
     ChatCompletionRequest,
     ServingError,
@@ -68,6 +68,8 @@ class ChatServing:
             [completion] = await self.model.agenerate([messages], params)
         except ModelError as err:
             raise ServingError(502, str(err)) from None
+        except ContextLengthError as err:  # OpenAI's code for it, which clients (ours included) recognise
+            raise ServingError(400, str(err), CONTEXT_LENGTH_CODE) from None
         except UserError as err:
             raise ServingError(400, str(err)) from None
         if request.stream:
