@@ -18,8 +18,10 @@ from userloop.metrics.fidelity import (
     vocabulary_overlap,
     wasserstein,
 )
+from userloop.models.base import GenerationParams
+from userloop.models.mock import MockModel
 from userloop.rlhi.followups import Labels
-from userloop.userlm.simulator import GuardrailConfig, UserSimulator
+from userloop.userlm.simulator import GuardrailConfig, UserSimulator, guardrails_for
 
 RAW = GuardrailConfig(filter_first_tokens=False, avoid_termination=False, length_thresholds=False, filter_repetition=False,
                       samples_per_call=1)
@@ -124,3 +126,24 @@ def test_replay_cuts_a_long_history_from_the_start_instead_of_dropping_the_end()
     assert max(map(len, simulator.seen)) == 2 and ["u2", "a2"] in simulator.seen and ["u3", "a3"] in simulator.seen
     replays, counts = asyncio.run(replay(_ShortContext(limit=0), [long]))   # not even one exchange fits
     assert counts["truncated"] == 1 and replays[0].after == [] and replays[0].gold_end() == []
+
+
+def test_each_decision_point_samples_with_its_own_seed():
+    """One seed for every point would make all end decisions the same draw (a random threshold, not sampling)."""
+    seeds = []
+
+    def reply(messages, seed=None, **settings):
+        seeds.append(seed)
+        return "<|endconversation|>" if seed % 2 else "go on"
+
+    conversations = [_conversation(["u1", "a1", "u2", "a2", "u3", "a3"], cid=f"c{i}") for i in range(6)]
+    raw = guardrails_for("off")
+    simulator = UserSimulator(MockModel(replies=reply), raw, GenerationParams(seed=5))
+    replays, _ = asyncio.run(replay(simulator, conversations))
+    assert len(set(seeds)) == len(seeds) == 6 * 4          # opening turn + 3 decision points per conversation
+    ends = [end for item in replays for end in item.predicted_end()]
+    assert 0 < sum(ends) < len(ends)                        # decisions differ between points
+    again_replays, _ = asyncio.run(replay(UserSimulator(MockModel(replies=reply), raw, GenerationParams(seed=5)),
+                                          list(reversed(conversations))))
+    again = {item.conversation.id: item.predicted_end() for item in again_replays}
+    assert again == {item.conversation.id: item.predicted_end() for item in replays}   # per point, whatever the order

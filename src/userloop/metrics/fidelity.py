@@ -40,15 +40,13 @@ import asyncio
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
 from userloop.rlhi.followups import FollowUp, extract_followups
-
-if TYPE_CHECKING:
-    from userloop.userlm.simulator import UserTurn
+from userloop.simulate.engine import derive_seed
+from userloop.userlm.simulator import UserSimulator, UserTurn
 
 BATCH = 32
 _WORD = re.compile(r"\w+")
@@ -112,8 +110,8 @@ async def replay(simulator, conversations: Sequence[Conversation],
         requests += [(len(replays) - 1, k) for k in range(-1, len(messages) // 2)]
     for start in range(0, len(requests), BATCH):
         batch = requests[start:start + BATCH]
-        turns = await asyncio.gather(*(_turn(simulator, replays[r].conversation.intent, replays[r].messages[:2 * k + 2])
-                                       for r, k in batch))
+        turns = await asyncio.gather(*(_turn(simulator, replays[r].conversation.intent, replays[r].messages[:2 * k + 2],
+                                             (replays[r].conversation.id, k)) for r, k in batch))
         for (r, k), (turn, dropped) in zip(batch, turns):
             counts["shortened_histories"] += dropped > 0
             if k < 0:
@@ -135,9 +133,17 @@ async def replay(simulator, conversations: Sequence[Conversation],
     return kept, counts
 
 
-async def _turn(simulator, intent: str, history: list[dict[str, str]]) -> tuple[UserTurn | None, int]:
+async def _turn(simulator: UserSimulator, intent: str, history: list[dict[str, str]],
+                point: tuple[str | None, int]) -> tuple[UserTurn | None, int]:
     """The simulator's turn and the number of earliest exchanges dropped so that the prompt fits; (None, 0)
-    when it refuses even the last exchange alone (a UserError: too long for its context)."""
+    when it refuses even the last exchange alone (a UserError: too long for its context).
+
+    A seeded simulator samples each decision ``point`` (conversation id, assistant turn) with its own seed derived
+    from its seed: with one seed for all, every point's end decision would be the same random draw, and one run's
+    termination F1 a random threshold on the end probability (it swung from 38 to 61 across three seeds)."""
+    if isinstance(simulator, UserSimulator) and simulator.params.seed is not None:
+        simulator = UserSimulator(simulator.model, simulator.guardrails,
+                                  replace(simulator.params, seed=derive_seed(simulator.params.seed, *point)))
     for start in range(0, max(len(history) - 1, 1), 2):
         try:
             return (await simulator.anext_turns([intent], [history[start:]]))[0], start // 2
