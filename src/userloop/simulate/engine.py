@@ -95,10 +95,14 @@ def current_end_reason(name: str) -> str:
 PHASES = ("user", "assistant", "classify", "scoring")
 
 
+def stable_hash(*parts: object) -> int:
+    """A 64-bit integer from its parts, the same on every machine and in every Python process (unlike hash())."""
+    return int.from_bytes(hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
+
+
 def derive_seed(*parts: object) -> int:
     """A 31-bit seed from its parts (e.g. run seed, scenario id, sample), the same on every machine."""
-    digest = hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % 2**31
+    return stable_hash(*parts) % 2**31
 
 
 class ScenarioUser(Protocol):

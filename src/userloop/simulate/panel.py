@@ -26,7 +26,6 @@ first; optional); any model spec may be a panel member. :data:`DEFAULT_PANEL` sh
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import re
@@ -43,6 +42,7 @@ from userloop.models.base import ChatMessages, ChatModel, Completion, Generation
 from userloop.models.mock import count_words, word_choice
 from userloop.models.registry import parse_spec
 from userloop.simulate.answer_check import gold_number
+from userloop.simulate.engine import stable_hash
 from userloop.simulate.reveal_stats import content_words, numbers
 from userloop.simulate.scenarios import Scenario, load_scenarios
 from userloop.testbed import assistant as scripted
@@ -146,7 +146,7 @@ class PanelAssistant(ChatModel):
         """The reply to ``messages`` (its last message is the user's), decided by the knobs."""
         users = [m["content"] for m in messages if m["role"] == "user"]
         said = "\n".join(users)
-        rng = random.Random(_seed(self._draws, seed, said, len(messages)))
+        rng = random.Random(stable_hash(self._draws, seed, said, len(messages)))
         scenario = self.bank.find(said)
         style = self._style(users, scenario)
         if scenario is None or not scenario.answer:
@@ -163,7 +163,7 @@ class PanelAssistant(ChatModel):
             points = [f"From what you have told me so far, {ESTIMATE} {_show(guess)}, but I may be missing some details."]
             return scripted.render(rng, style, "Here is a first estimate with the information so far.", points)
         premature = any(ESTIMATE in m["content"] for m in messages if m["role"] == "assistant")
-        lost = premature and random.Random(_seed(self._draws, "lost", users[0])).random() < self.knobs.anchor
+        lost = premature and random.Random(stable_hash(self._draws, "lost", users[0])).random() < self.knobs.anchor
         wrong = lost or rng.random() < self.knobs.error
         result = gold + pick(rng, [-10, -5, -2, -1, 1, 2, 3, 5, 10]) if wrong else gold
         lead = "Let us compute it step by step." if style.vocabulary == "technical" else "Let us work it out."
@@ -171,7 +171,7 @@ class PanelAssistant(ChatModel):
 
     def _style(self, users: list[str], scenario: Scenario | None) -> scripted.Style:
         """The style of this reply: drawn per conversation (its first user turn), then the user's complaints."""
-        rng = random.Random(_seed(self._draws, "style", users[0] if users else ""))
+        rng = random.Random(stable_hash(self._draws, "style", users[0] if users else ""))
         persona = scenario.metadata.get("testbed_persona") if scenario is not None else None
         if self.knobs.style == "match" and isinstance(persona, dict) and set(PREFERENCES) <= set(persona):
             style = scripted.initial_style(rng, SimpleNamespace(**{field: persona[field] for field in PREFERENCES}))
@@ -219,10 +219,6 @@ def _tokens(text: str) -> set[str]:
 
 def _show(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def _seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
 
 
 # ---------------------------------------------------------------------------------------------- panels
