@@ -13,9 +13,14 @@ Steps (each reuses its output when it is already in ``--work``):
    * ``scratch``: rewrites of the same originals without the feedback: the testbed rewriter changes one
      style axis chosen at random (what it would do told only "improve this"), then the same quality
      filter as part 1 (the true persona-match score must rise).
+   * ``unfiltered``: the guided rewrites without the quality filter: ``rlhi build --judge scripted:FILE`` with
+     a judge that accepts every rewrite that changed the answer (``WORK/run-unfiltered``).
+   * ``top10``: the guided pairs of the 10 users with the most ``train`` conversations; ``many``: as many
+     guided pairs drawn at random from all users (seeded): the paper's user-diversity ablation.
 4. Policies, each trained from the base with the same steps, learning rate and seed:
    ``dpo`` (guided, persona in the system message), ``dpo-agnostic`` (guided, no persona),
-   ``dpo-scratch`` (scratch, persona), ``sft-chosen`` (SFT on the guided chosen answers, persona); with
+   ``dpo-scratch`` (scratch, persona), ``sft-chosen`` (SFT on the guided chosen answers, persona),
+   ``dpo-unfiltered``, ``dpo-top10`` and ``dpo-many`` (those pairs, persona); with
    ``--online`` also ``online`` and ``online-agnostic``: online iterative DPO (``train dpo --online``:
    ``--online-rounds`` rounds of ``--online-requests`` train-split requests without feedback, 4 samples each,
    scored by the testbed scorer, best vs worst, ``--online-max-steps`` updates per round), with and without
@@ -27,14 +32,19 @@ Steps (each reuses its output when it is already in ``--work``):
    (``userloop.rlhi.usereval``: testbed judge, both orders, ties half; personalisation and overall).
    With ``--persona-swap`` each policy also answers every request that has a persona with ANOTHER held-out
    user's persona (a seeded draw of a different persona), scored under the true persona of the asker: a policy that
-   personalises scores higher with the right persona (paired difference and SE; share of answers changed).
+   personalises scores higher with the right persona (paired difference and SE; share of answers changed; per
+   axis over all swaps and over the swaps whose two personas differ on that axis). ``--only`` with no name
+   evaluates the base alone (e.g. ``--base CKPT --only --persona-swap`` for a checkpoint).
 6. A pair diagnostic (no training): for the guided pairs, the gain of the chosen answer over the rejected one
    under the pair's user's TRUE persona and under the population mean of all true personas (the UserEval
    "overall" score), and the share of pairs whose chosen answer also wins for the population: how much of
    what the pairs teach is a global style rather than this user's.
 
 Writes ``--work/ablations.json`` and prints a Markdown table. With several ``--seeds`` each policy is
-trained once per seed (the base and the pairs are shared) and is a row of its own (``NAME-seedK``).
+trained once per seed (the base and the pairs are shared) and is a row of its own (``NAME-seedK``);
+``over_seeds`` then gives each policy's paired difference from the base, and a persona-conditioned policy's
+from its agnostic twin, averaged over the seeds, with a 95% bootstrap interval over the requests, the t
+interval over the seeds, and whether every seed is positive.
 """
 
 from __future__ import annotations
@@ -64,10 +74,17 @@ POLICIES = {  # name: (pairs, method, persona)
     "dpo-agnostic": ("guided", "dpo", False),
     "dpo-scratch": ("scratch", "dpo", True),
     "sft-chosen": ("guided", "sft", True),
+    "dpo-unfiltered": ("unfiltered", "dpo", True),
+    "dpo-top10": ("top10", "dpo", True),
+    "dpo-many": ("many", "dpo", True),
     "online": ("online", "dpo", True),
     "online-agnostic": ("online", "dpo", False),
 }
-OFFLINE = ("dpo", "dpo-agnostic", "dpo-scratch", "sft-chosen")
+OFFLINE = ("dpo", "dpo-agnostic", "dpo-scratch", "sft-chosen", "dpo-unfiltered", "dpo-top10", "dpo-many")
+ACCEPT_ALL = ['{"addresses_feedback": true}']  # the judge of the unfiltered build: every changed rewrite passes
+FREQUENT_USERS = 10
+AXES = ("detail", "structure", "tone", "expertise")  # the persona fields the testbed scorer measures
+BOOTSTRAP = 2000
 
 
 def userloop(*args: str) -> None:
@@ -76,10 +93,11 @@ def userloop(*args: str) -> None:
     subprocess.run(command, check=True)
 
 
-def train_users(data: Path) -> set[str]:
+def train_users(data: Path) -> Counter:
+    """Conversations per user of the ``train`` split."""
     from userloop.conversation import read_parquet
 
-    return {c.user_id for c in read_parquet(data / "train.parquet") if c.user_id}
+    return Counter(c.user_id for c in read_parquet(data / "train.parquet") if c.user_id)
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
@@ -115,15 +133,33 @@ def scratch_rewrites(guided: list[dict], data: Path, seed: int) -> tuple[list[di
 
 
 def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
+    """Every pair set of step 3, from ``train``-split users only; returns their counts."""
     users = train_users(data)
     pairs = read_pairs(run / "pairs.parquet")
     guided = [p for p in pairs if p["user_id"] in users]
     write_rows(guided, work / "pairs-guided.parquet")
     scratch, outcomes = scratch_rewrites(guided, default_data(prepared=False), seed)
     write_rows(scratch, work / "pairs-scratch.parquet")
+    unfiltered_run = work / "run-unfiltered"
+    if not (unfiltered_run / "pairs.parquet").is_file():
+        accept_all = work / "accept-all.json"
+        accept_all.write_text(json.dumps(ACCEPT_ALL))
+        userloop("rlhi", "build", "--judge", f"scripted:{accept_all}", "--out", str(unfiltered_run))
+    unfiltered = [p for p in read_pairs(unfiltered_run / "pairs.parquet") if p["user_id"] in users]
+    write_rows(unfiltered, work / "pairs-unfiltered.parquet")
+    frequent = {user for user, _ in sorted(users.items(), key=lambda item: (-item[1], item[0]))[:FREQUENT_USERS]}
+    top = [p for p in guided if p["user_id"] in frequent]
+    write_rows(top, work / "pairs-top10.parquet")
+    many = random.Random(seed).sample(guided, len(top))
+    write_rows(many, work / "pairs-many.parquet")
     return {"all": len(pairs), "held_out_users_dropped": len(pairs) - len(guided), "guided": len(guided),
             "guided_with_persona": sum(bool(p["persona"]) for p in guided), "scratch": len(scratch),
-            "scratch_outcomes": outcomes}
+            "scratch_outcomes": outcomes, "unfiltered": len(unfiltered),
+            "top10": {"pairs": len(top), "users": len({p["user_id"] for p in top}),
+                      "conversations_per_user": sorted((users[u] for u in frequent), reverse=True),
+                      "distinct_personas": len({p["persona"] for p in top})},
+            "many": {"pairs": len(many), "users": len({p["user_id"] for p in many}),
+                     "distinct_personas": len({p["persona"] for p in many})}}
 
 
 def pair_diagnostic(guided: list[dict], data: Path) -> dict:
@@ -152,17 +188,25 @@ def swapped_personas(requests: list, seed: int) -> list[str | None]:
     return out
 
 
-def axis_differences(judge, user_ids: list[str], right: list[str], swapped: list[str]) -> dict[str, float]:
-    """Per preference axis, the mean fit (true persona) of the right-persona answer minus the swapped one's."""
+def axis_differences(judge, user_ids: list[str], right: list[str], swapped: list[str],
+                     differing: list[set[str]]) -> dict[str, dict[str, float]]:
+    """Per preference axis, the mean fit (true persona) of the right-persona answer minus the swapped one's: over
+    all swaps (``all``) and over the swaps whose two derived personas differ on that axis (``differing``, with
+    their count ``n``), where a policy that reads the persona has something to change."""
     from userloop.testbed.persona_match import score_components
 
     diffs: dict[str, list[float]] = {}
-    for user_id, a, b in zip(user_ids, right, swapped, strict=True):
+    where: dict[str, list[float]] = {}
+    for user_id, a, b, axes in zip(user_ids, right, swapped, differing, strict=True):
         persona = judge.true_personas[user_id]
         fits_a, fits_b = score_components(persona, a), score_components(persona, b)
         for axis in fits_a:
             diffs.setdefault(axis, []).append(fits_a[axis] - fits_b[axis])
-    return {axis: mean(values) for axis, values in diffs.items()}
+            if axis in axes:
+                where.setdefault(axis, []).append(fits_a[axis] - fits_b[axis])
+    return {axis: {"all": mean(values), "differing": mean(where[axis]) if where.get(axis) else None,
+                   "differing_se": stderr(where[axis]) if len(where.get(axis, [])) > 1 else None,
+                   "n": len(where.get(axis, []))} for axis, values in diffs.items()}
 
 
 def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int, max_new_tokens: int,
@@ -180,6 +224,11 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
     swaps = swapped_personas(requests, seed=0) if persona_swap else []
     swapped = [i for i, persona in enumerate(swaps) if persona]
     swap_prompts = [with_persona(requests[i].prompt, swaps[i]) for i in swapped]
+    fields = {}
+    for line in (run / "personas.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        fields.setdefault(record["persona"], record)
+    differing = [{axis for axis in AXES if fields[requests[i].persona].get(axis) != fields[swaps[i]].get(axis)} for i in swapped]
     answers, swap_answers = {}, {}
     for name, path in policies.items():
         started = time.perf_counter()
@@ -213,7 +262,8 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
                                    "share_answers_changed": mean([float(answers[name][i] != a)
                                                                   for i, a in zip(swapped, swap_answers[name], strict=True)]),
                                    "diff_per_axis": axis_differences(judge, [requests[i].user_id for i in swapped],
-                                                                     [answers[name][i] for i in swapped], swap_answers[name])}
+                                                                     [answers[name][i] for i in swapped], swap_answers[name],
+                                                                     differing)}
         out["policies"][name] = row
     out["persona_vs_agnostic"] = {}   # the expectation to check: persona-conditioned over agnostic (per seed)
     for agnostic in [name for name in scores if "-agnostic" in name]:
@@ -221,8 +271,52 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
         if conditioned in scores:
             diff = [a - b for a, b in zip(scores[conditioned], scores[agnostic], strict=True)]
             out["persona_vs_agnostic"][f"{conditioned} minus {agnostic}"] = {"diff": mean(diff), "se": stderr(diff)}
+    out["over_seeds"] = over_seeds(scores)
     out["examples"] = {name: texts[:3] for name, texts in answers.items()}
     return out
+
+
+def over_seeds(scores: dict[str, list[float]]) -> dict:
+    """Per policy trained with several seeds (``NAME-seedK``): its paired difference from the base and, for a
+    persona-conditioned policy with an agnostic twin, from the twin, averaged over the seeds. The interval is a
+    bootstrap over the requests of the seed-averaged per-request difference; ``seed_interval`` is the t interval
+    of the per-seed means (the seed-to-seed spread); ``every_seed_positive`` checks the sign of each seed."""
+    groups: dict[str, dict[int, list[float]]] = {}
+    for key, values in scores.items():
+        name, _, seed = key.rpartition("-seed")
+        if name and seed.isdigit():
+            groups.setdefault(name, {})[int(seed)] = values
+    base = scores["base"]
+    out = {}
+    for name, by_seed in groups.items():
+        if len(by_seed) < 2:
+            continue
+        out[f"{name} minus base"] = paired_over_seeds({seed: [v - b for v, b in zip(values, base, strict=True)]
+                                                       for seed, values in by_seed.items()})
+        twin = groups.get(f"{name}-agnostic", {})
+        shared = sorted(set(by_seed) & set(twin))
+        if len(shared) >= 2:
+            out[f"{name} minus {name}-agnostic"] = paired_over_seeds(
+                {seed: [a - b for a, b in zip(by_seed[seed], twin[seed], strict=True)] for seed in shared})
+    return out
+
+
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # Student t, 97.5%
+
+
+def paired_over_seeds(diffs: dict[int, list[float]]) -> dict:
+    """Summary of per-request paired differences, one list per seed (``over_seeds``)."""
+    from userloop.statistics import mean_se, mean_with_bootstrap_interval
+
+    per_seed = {seed: sum(d) / len(d) for seed, d in sorted(diffs.items())}
+    averaged = [sum(row) / len(row) for row in zip(*diffs.values(), strict=True)]
+    centre, interval = mean_with_bootstrap_interval(averaged, BOOTSTRAP, seed=0)
+    means = list(per_seed.values())
+    half = T_975[len(means) - 1] * mean_se(means)
+    return {"seeds": len(means), "per_seed": {str(k): round(v, 4) for k, v in per_seed.items()}, "mean": round(centre, 4),
+            "interval": [round(interval[0], 4), round(interval[1], 4)],
+            "seed_interval": [round(centre - half, 4), round(centre + half, 4)],
+            "every_seed_positive": all(m > 0 for m in means)}
 
 
 def mean(values: list[float]) -> float:
@@ -244,7 +338,8 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-requests", type=int, default=150, help="held-out requests to answer, drawn at random (seeded; 0: all 371)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--only", nargs="+", choices=sorted(POLICIES), help="train and evaluate only these policies")
+    parser.add_argument("--only", nargs="*", choices=sorted(POLICIES),
+                        help="train and evaluate only these policies (none: evaluate the base alone)")
     parser.add_argument("--online", action="store_true", help="also train and evaluate online iterative DPO, with and without the persona")
     parser.add_argument("--online-rounds", type=int, default=3)
     parser.add_argument("--online-requests", type=int, default=64, help="requests sampled per online round (4 answers each)")
@@ -270,7 +365,7 @@ def main() -> None:
 
     trained: dict[str, dict] = {}
     policies = {"base": base}
-    for name in args.only or OFFLINE + (("online", "online-agnostic") if args.online else ()):
+    for name in args.only if args.only is not None else OFFLINE + (("online", "online-agnostic") if args.online else ()):
         pairs, method, persona = POLICIES[name]
         for seed in args.seeds:
             key = f"{name}-seed{seed}" if len(args.seeds) > 1 else name
@@ -304,12 +399,18 @@ def print_table(results: dict, trained: dict) -> None:
     print(f"\nheld-out opening requests: {results['requests_used']}")
     for label, diff in results["persona_vs_agnostic"].items():
         print(f"{label} (paired): {diff['diff']:+.4f} (SE {diff['se']:.4f})")
+    for label, row in results["over_seeds"].items():
+        print(f"{label} over {row['seeds']} seeds: {row['mean']:+.4f}, 95% interval over requests "
+              f"[{row['interval'][0]:+.4f}, {row['interval'][1]:+.4f}], over seeds [{row['seed_interval'][0]:+.4f}, "
+              f"{row['seed_interval'][1]:+.4f}]; per seed " + ", ".join(f"{v:+.4f}" for v in row["per_seed"].values()))
     for name, row in results["policies"].items():
         if "persona_swap" in row:
             swap = row["persona_swap"]
             print(f"persona swap, {name}: right {swap['right_persona']:.4f}, swapped {swap['swapped_persona']:.4f}, "
                   f"diff {swap['diff']:+.4f} (SE {swap['diff_se']:.4f}), answers changed {swap['share_answers_changed']:.2f} "
-                  f"of {swap['requests']}; per axis " + ", ".join(f"{k} {v:+.3f}" for k, v in swap["diff_per_axis"].items()))
+                  f"of {swap['requests']}; per axis (all swaps / swaps that differ on it) "
+                  + ", ".join(f"{k} {v['all']:+.3f} / {v['differing'] if v['differing'] is None else format(v['differing'], '+.3f')}"
+                              for k, v in swap["diff_per_axis"].items()))
     print("| policy | mean persona match (SE) | vs base (paired SE) | personalisation win rate vs base | overall win rate | "
           "mean words | DPO reward acc. / margin (train) |")
     print("|---|---|---|---|---|---|---|")

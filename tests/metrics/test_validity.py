@@ -214,6 +214,15 @@ def test_eval_validity_end_to_end_ranks_a_broken_assistant_below_a_good_one(test
     assert report["config"]["guardrails"] == "off"
     assert json.loads((out / "runs" / "first" / "good" / "run.json").read_text())["config"]["guardrails"] == "off"
     assert "guardrails off" in (out / "report.md").read_text()
+    # a moved folder resumes too: the graded assistants' specs name the run's own scenario file
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    run_file = (moved / "runs" / "first" / "good" / "run.json").read_bytes()
+    assert str(out / "scenarios.jsonl") in run_file.decode()
+    moved_again = eval_validity(ValidityConfig(sim=("mock", f"first=scripted:{first}"), data=str(data), panel=str(panel),
+                                               intents=4, bootstrap=50), moved)
+    assert moved_again["outcomes"] == report["outcomes"]
+    assert (moved / "runs" / "first" / "good" / "run.json").read_bytes() == run_file  # resumed, not restarted
 
 
 def test_reserved_simulator_names_are_refused(testbed, tmp_path):

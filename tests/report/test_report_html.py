@@ -53,6 +53,7 @@ def test_sections_show_the_numbers_of_their_files(demo, html):
     assert f"{prepared['conversations']['kept']:,}" in data and "Testbed" in data
     rlhi = json.loads((demo / "rlhi" / "report.json").read_text())
     assert re.search(rf"preference pairs\s+{rlhi['pairs']}\b", text(section(html, "rlhi")))
+    assert "the pipeline end to end, not personalisation" in text(section(html, "rlhi"))  # what the demo's size can show
     training = section(html, "training")
     assert "User LM loss" in training and "Assistant loss" in training and "unigram baseline" in training
     assert "DPO loss" in training and "No loss curve" not in training

@@ -145,6 +145,12 @@ def test_the_small_preset_parses():
     assert (config.hidden_size, config.layers, config.max_steps, config.detailed_intents) == (256, 4, 1400, 0.5)
 
 
+def test_the_small_assistant_preset_parses():
+    config = parse_config(["--config", str(REPO / "configs" / "preset-small-assistant.yaml")], role="assistant")
+    assert (config.role, config.hidden_size, config.layers, config.max_steps, config.data) == (
+        "assistant", 256, 4, 900, "runs/policy-data")
+
+
 def test_example_train_config_parses():
     config = parse_config(["--config", str(REPO / "configs" / "train_user_lm.yaml")])
     assert (config.max_length, config.learning_rate, config.init) == (2048, 2e-5, "meta-llama/Meta-Llama-3-8B")

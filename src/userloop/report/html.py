@@ -545,7 +545,14 @@ class _Report:
                    for name in ("reward_accuracy", "reward_margin"))]
         return (_p("DPO of the assistant on the pairs with the user's persona as a system message (RLHI section 2.3), "
                    "from `train dpo` (dpo_report.json). Reward accuracy: share of pairs where the policy's implicit "
-                   "reward ranks the chosen answer above the rejected one.") + _table(["", "value"], facts))
+                   "reward ranks the chosen answer above the rejected one.") + _table(["", "value"], facts)
+                + _p("What a run of the demo's size can show: the pipeline end to end, not personalisation. "
+                     "Persona-conditioned DPO can only personalise a policy that reads the persona line. On the "
+                     "testbed, a 2-layer, width-128 assistant does not: its answers scored under the asker's true "
+                     "persona are worth +0.016 more with the right persona than with another user's. The small "
+                     "preset's assistant (4 layers, width 256, 900 updates; configs/preset-small-assistant.yaml) "
+                     "does: +0.169. Even from that base, DPO did not beat it over three seeds. docs/rlhi.md, run 3, "
+                     "has the figures."))
 
     # ------------------------------------------------------------------ UserEval
     def usereval(self) -> str:

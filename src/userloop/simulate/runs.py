@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -321,12 +322,22 @@ def _model_record(spec: str | None) -> dict[str, str | None] | None:
 
 
 def _run_identity(run: dict) -> tuple:
-    """What a resume must match: the configuration but the scenario file's path, and that file's content."""
+    """What a resume must match: the configuration but the scenario file's path, and that file's content. A
+    model spec that names the run's own scenario file (eval-validity's ``testbed:graded?scenarios=PATH``) is
+    compared without that path too, so a run folder moved with its scenario file still resumes."""
     config = run["config"] if isinstance(run["config"], dict) else {}
     identity = {k: v for k, v in config.items() if k != "scenarios"}
+    scenarios = config.get("scenarios")
+    for role in ("user", "assistant"):
+        if isinstance(identity.get(role), str) and isinstance(scenarios, str):
+            identity[role] = _RUN_SCENARIOS.sub(
+                lambda match: "scenarios=<run>" if match.group(1) == scenarios else match.group(0), identity[role])
     if "classifier" in identity:  # run.json files written before the role providers say "rules"
         identity["classifier"] = canonical_spec("reply_classifier", identity["classifier"])
     return identity, run["scenarios_sha256"]
+
+
+_RUN_SCENARIOS = re.compile(r"scenarios=([^&]*)")
 
 
 def _first_difference(recorded: dict, current: dict) -> str:
@@ -336,7 +347,8 @@ def _first_difference(recorded: dict, current: dict) -> str:
         if Path(str(old.get("scenarios"))).resolve() == Path(new["scenarios"]):
             return "the scenario file changed"
         return f"another scenario file: {old.get('scenarios')} in run.json, {new['scenarios']} now"
-    changed = [name for name in new if name != "scenarios" and old.get(name, _MISSING) != new[name]]
+    old_identity, new_identity = _run_identity(recorded)[0], _run_identity(current)[0]
+    changed = [name for name in new if name != "scenarios" and old_identity.get(name, _MISSING) != new_identity[name]]
     if changed:
         name = changed[0]
         return f"{name}: {repr(old[name]) if name in old else 'absent'} in run.json, {new[name]!r} now"
