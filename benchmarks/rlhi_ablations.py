@@ -40,7 +40,7 @@ Steps (each reuses its output when it is already in ``--work``):
    "overall" score), and the share of pairs whose chosen answer also wins for the population: how much of
    what the pairs teach is a global style rather than this user's.
 
-Writes ``--work/ablations.json`` and prints a Markdown table. With several ``--seeds`` each policy is
+Writes ``--work/ablations.json`` and prints a Markdown table; the libraries' warnings go to ``--work/log.txt``. With several ``--seeds`` each policy is
 trained once per seed (the base and the pairs are shared) and is a row of its own (``NAME-seedK``);
 ``over_seeds`` then gives each policy's paired difference from the base, and a persona-conditioned policy's
 from its agnostic twin, averaged over the seeds, with a 95% bootstrap interval over the requests, the t
@@ -60,6 +60,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from userloop.logs import library_log
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import DPOTrainConfig, read_pairs, train_dpo
 from userloop.testbed.default import default_data
@@ -347,8 +348,13 @@ def main() -> None:
     parser.add_argument("--persona-swap", action="store_true",
                         help="also answer with another user's persona and score under the right one (step 5)")
     args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    with library_log(args.work):  # the libraries' warnings go to WORK/log.txt, not the terminal
+        run_ablations(args)
+
+
+def run_ablations(args: argparse.Namespace) -> None:
     work = args.work
-    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = default_data(prepared=True)
     run = work / "run"
