@@ -63,6 +63,7 @@ from pathlib import Path
 from userloop.logs import library_log
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import DPOTrainConfig, read_pairs, train_dpo
+from userloop.rlhi.personas import PREFERENCE_FIELDS
 from userloop.testbed.default import default_data
 
 # A request to change one style axis, in words the testbed rewriter reads (taxonomy.REASON_CUES).
@@ -84,7 +85,6 @@ POLICIES = {  # name: (pairs, method, persona)
 OFFLINE = ("dpo", "dpo-agnostic", "dpo-scratch", "sft-chosen", "dpo-unfiltered", "dpo-top10", "dpo-many")
 ACCEPT_ALL = ['{"addresses_feedback": true}']  # the judge of the unfiltered build: every changed rewrite passes
 FREQUENT_USERS = 10
-AXES = ("detail", "structure", "tone", "expertise")  # the persona fields the testbed scorer measures
 BOOTSTRAP = 2000
 
 
@@ -210,6 +210,17 @@ def axis_differences(judge, user_ids: list[str], right: list[str], swapped: list
                    "n": len(where.get(axis, []))} for axis, values in diffs.items()}
 
 
+def axes_that_differ(swaps: list[tuple[str, str]], personas: Path) -> list[set[str]]:
+    """For each (right, swapped) persona text, the preference fields on which their records in ``personas`` differ."""
+    from userloop.data.personas import persona_records
+
+    fields: dict[str, dict] = {}
+    for record in persona_records(personas):
+        fields.setdefault(record["persona"], record)
+    return [{axis for axis in PREFERENCE_FIELDS if fields[right].get(axis) != fields[other].get(axis)}
+            for right, other in swaps]
+
+
 def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int, max_new_tokens: int,
              persona_swap: bool = False) -> dict:
     """Greedy answers of every policy to the held-out opening requests; scores, paired differences, win rates."""
@@ -225,11 +236,7 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
     swaps = swapped_personas(requests, seed=0) if persona_swap else []
     swapped = [i for i, persona in enumerate(swaps) if persona]
     swap_prompts = [with_persona(requests[i].prompt, swaps[i]) for i in swapped]
-    fields = {}
-    for line in (run / "personas.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        fields.setdefault(record["persona"], record)
-    differing = [{axis for axis in AXES if fields[requests[i].persona].get(axis) != fields[swaps[i]].get(axis)} for i in swapped]
+    differing = axes_that_differ([(requests[i].persona, swaps[i]) for i in swapped], run / "personas.jsonl") if persona_swap else []
     answers, swap_answers = {}, {}
     for name, path in policies.items():
         started = time.perf_counter()
@@ -302,18 +309,17 @@ def over_seeds(scores: dict[str, list[float]]) -> dict:
     return out
 
 
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # Student t, 97.5%
-
-
 def paired_over_seeds(diffs: dict[int, list[float]]) -> dict:
     """Summary of per-request paired differences, one list per seed (``over_seeds``)."""
+    from scipy.stats import t
+
     from userloop.statistics import mean_se, mean_with_bootstrap_interval
 
     per_seed = {seed: sum(d) / len(d) for seed, d in sorted(diffs.items())}
     averaged = [sum(row) / len(row) for row in zip(*diffs.values(), strict=True)]
     centre, interval = mean_with_bootstrap_interval(averaged, BOOTSTRAP, seed=0)
     means = list(per_seed.values())
-    half = T_975[len(means) - 1] * mean_se(means)
+    half = t.ppf(0.975, len(means) - 1) * mean_se(means)
     return {"seeds": len(means), "per_seed": {str(k): round(v, 4) for k, v in per_seed.items()}, "mean": round(centre, 4),
             "interval": [round(interval[0], 4), round(interval[1], 4)],
             "seed_interval": [round(centre - half, 4), round(centre + half, 4)],
