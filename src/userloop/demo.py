@@ -14,9 +14,7 @@ resident memory is recorded in the manifest.
 
 from __future__ import annotations
 
-import gc
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -47,7 +45,7 @@ from userloop.simulate.runs import SUMMARY_JSON, SimulationConfig
 from userloop.simulate.scenarios import build_scenario_file
 from userloop.testbed import generate
 from userloop.testbed.population import truth_folder
-from userloop.train.common import map_large_allocations
+from userloop.train.common import map_large_allocations, release_freed_memory
 from userloop.userlm.train import UserLMTrainConfig, train_user_lm
 
 # (stage name, title): the order the stages run in.
@@ -70,6 +68,9 @@ OUTPUTS = {"testbed": "testbed", "prepare": "prepared", "user_lm": "models/user-
            "simulate": "sims/open", "evaluate_assistant": "sims/math", "validity": "validity", "metrics": "metrics",
            "rlhi": "rlhi", "dpo": "models/dpo", "usereval": "usereval", "report": "report"}
 REPORT = "report/index.html"
+# The trainings' memory settings (benchmarks/README.md, "userloop demo: peak memory"): each update's 8 rows in 2 passes of 4
+# whose gradients add up (the same update, up to float rounding), activations recomputed in the backward pass.
+LEAN_TRAINING = {"batch_size": 4, "gradient_accumulation_steps": 2, "gradient_checkpointing": True}
 # The file in a stage's output folder that it writes last: its outputs are complete when it is there.
 DONE_FILES = {"testbed": "summary.json", "prepare": "report.json", "user_lm": "train_report.json",
               "assistant": "train_report.json", "simulate": "summary.json", "evaluate_assistant": "report.json",
@@ -287,7 +288,7 @@ class _Demo:
                     raise
             ran_now = ran_now or status == "done"
             self._record(self._entry(name, title, started, status, detail))
-            _release_memory()
+            release_freed_memory()
         self._write_manifest(finished=True)
         return self.dir / REPORT
 
@@ -364,8 +365,8 @@ class _Demo:
         config = UserLMTrainConfig(data=str(self.prepared), out=str(self._path("user_lm" if role == "user" else "assistant")),
                                    role=role, hidden_size=self.config.hidden_size, max_steps=steps,
                                    eval_steps=steps // 2 if steps >= 10 else 0, save_steps=0,
-                                   logging_steps=max(steps // 30, 1),
-                                   seed=self.config.seed, gradient_checkpointing=True)
+                                   logging_steps=max(steps // 30, 1), seed=self.config.seed,
+                                   **LEAN_TRAINING)
         bar.start(steps, "updates")
         report = train_user_lm(config, on_progress=bar.set).report
         return (f"{report['steps']:,} updates, {report['parameters']:,} parameters: validation loss "
@@ -462,7 +463,7 @@ class _Demo:
             raise Skipped("no RLHI pairs (the RLHI stage did not run)")
         config = DPOTrainConfig(policy=str(policy), pairs=str(self._path("rlhi")), out=str(self._path("dpo")),
                                 max_steps=self.config.dpo_steps, logging_steps=max(self.config.dpo_steps // 25, 1),
-                                seed=self.config.seed, gradient_checkpointing=True)
+                                seed=self.config.seed, **LEAN_TRAINING)
         bar.start(self.config.dpo_steps, "updates")
         report = train_dpo(config, on_progress=bar.set).report
         return f"{report['steps']:,} updates on {report['pairs']:,} pairs, final loss {report['train_loss']:.4f}"
@@ -537,20 +538,6 @@ def _memory_kib(field: str) -> int | None:
     except OSError:
         return None
     return next((int(line.split()[1]) for line in status.splitlines() if line.startswith(f"{field}:")), None)
-
-
-def _release_memory() -> None:
-    """Give back what a finished stage freed: collect reference cycles (trainers, models and their datasets
-    hold each other in cycles, so they outlive the stage until a full collection) and, on glibc, return the
-    allocator's free pages to the system (``malloc_trim``) so that they do not add to the next stage's peak."""
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-            pass
 
 
 def validity_detail(report: dict[str, Any]) -> str:

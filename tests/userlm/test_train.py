@@ -281,3 +281,47 @@ def test_gradient_checkpointing_gives_the_same_weights_and_losses(prepared_testb
         runs[checkpointing] = (hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest(),
                                (out / "loss_curve.jsonl").read_text())
     assert runs["true"] == runs["false"]
+
+
+def test_the_trainer_rows_are_what_trl_would_prepare(prepared_testbed):
+    """The rows handed to the trainer (built on Arrow arrays, TRL's preparation skipped) equal those TRL's
+    ``SFTTrainer`` builds from ids and completion masks: the id on a target token, -100 elsewhere."""
+    from userloop.userlm.flip import Sample
+    from userloop.userlm.train import _dataset
+
+    samples = [Sample([5, 6, 7, 8], [0, 1, 1, 0]), Sample([9, 10], [1, 1]), Sample([3], [1])]
+    rows = _dataset(samples).to_list()
+    assert rows == [{"input_ids": [5, 6, 7, 8], "labels": [-100, 6, 7, -100]},
+                    {"input_ids": [9, 10], "labels": [9, 10]}, {"input_ids": [3], "labels": [3]}]
+
+
+def test_in_memory_datasets_are_fingerprinted_by_their_content():
+    import pyarrow as pa
+
+    from userloop.train.common import in_memory_dataset
+
+    def fingerprint(ids):
+        return in_memory_dataset({"input_ids": pa.array(ids, pa.list_(pa.int32()))})._fingerprint
+
+    assert fingerprint([[1, 2], [3]]) == fingerprint([[1, 2], [3]])
+    assert len({fingerprint([[1, 2], [3]]), fingerprint([[1, 2], [4]]), fingerprint([[1], [2, 3]])}) == 3
+
+
+def test_micro_batches_with_accumulation_train_the_same_updates(prepared_testbed, tmp_path):
+    """The demo's memory setting: 8 rows an update as 2 passes of 4 whose gradients add up: the same losses and
+    weights as one pass of 8, up to float rounding."""
+    import torch
+    from safetensors.torch import load_file
+
+    losses, weights = {}, {}
+    for batch, accumulation in ((8, 1), (4, 2)):
+        out = tmp_path / f"{batch}x{accumulation}"
+        train_user_lm(parse_config(["--data", str(prepared_testbed), "--out", str(out), "--max_steps", "3",
+                                    *TINY[:6], "--max_length", "512", "--logging_steps", "1", "--eval_steps", "0",
+                                    "--save_steps", "0", "--batch_size", str(batch),
+                                    "--gradient_accumulation_steps", str(accumulation)]))
+        losses[batch] = [json.loads(line)["loss"] for line in (out / "loss_curve.jsonl").read_text().splitlines()
+                         if "loss" in json.loads(line)]
+        weights[batch] = load_file(out / "model.safetensors")
+    assert len(losses[8]) == 3 and losses[8] == pytest.approx(losses[4], rel=1e-5)
+    assert all(torch.allclose(weights[8][name], weights[4][name], atol=1e-5) for name in weights[8])

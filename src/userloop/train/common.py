@@ -137,6 +137,63 @@ def map_large_allocations(threshold_bytes: int = 1 << 20) -> None:
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 
 
+def release_freed_memory() -> None:
+    """Give back to the system what the process has freed: collect reference cycles (trainers, models and their
+    datasets hold each other in cycles, so they outlive their use until a full collection); on glibc, return the
+    allocator's free heap pages (``malloc_trim``); and return the free blocks Arrow's memory pool keeps for reuse
+    (mimalloc or jemalloc hold them otherwise: about 100 MiB after ``data prepare`` reads and writes the testbed).
+    Called before a training's updates and between the demo's stages, so that what an earlier step freed does
+    not add to the next one's peak."""
+    import gc
+    import sys
+
+    gc.collect()
+    return_free_heap()
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+
+
+def return_free_heap() -> None:
+    """On glibc, return the free pages inside the allocator's heaps to the system (``malloc_trim``): blocks under
+    the mapping threshold freed between live ones. The trainers call it after every update: over the demo's 150
+    updates the resident memory otherwise crept up by about 50 MiB per 30 updates (13 MiB with it, the same
+    seconds). Elsewhere this does nothing."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        pass
+
+
+def in_memory_dataset(columns: dict[str, Any]):
+    """A ``datasets.Dataset`` of ``columns`` (name -> a ``pyarrow`` array), fingerprinted by a hash of the
+    columns' Arrow buffers read in place.
+
+    ``Dataset.from_dict`` fingerprints a table built in memory by pickling the whole of it: a second copy of
+    the data at once, the largest allocation of the user LM trainer's set-up (about 300 MiB more than the
+    table itself for the demo's 5,600 training conversations). The hash of the buffers is as deterministic."""
+    import hashlib
+
+    import pyarrow as pa
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    table = pa.table(columns)
+    digest = hashlib.blake2b(str(table.schema).encode(), digest_size=16)
+    for column in table.columns:
+        for chunk in column.chunks:
+            digest.update(str(chunk.offset).encode())
+            for buffer in chunk.buffers():
+                if buffer is not None:
+                    digest.update(memoryview(buffer))
+    return Dataset(InMemoryTable(table), fingerprint=digest.hexdigest())
+
+
 def quiet_libraries() -> None:
     """No progress bars from datasets and transformers (loading weights, mapping, saving): the commands report
     their own progress. Their warnings stay on: the commands send them to the run's log file
@@ -150,14 +207,16 @@ def quiet_libraries() -> None:
 
 def step_progress(on_progress: Callable[[int, int], None] | None):
     """Quiet the libraries' own progress bars and logs (progress is reported through ``on_progress(update,
-    total)`` instead) and return the ``TrainerCallback`` that calls it after every update; the trainer it
-    is given to should drop transformers' ``PrinterCallback``."""
+    total)`` instead) and return the ``TrainerCallback`` that calls it after every update, having returned the
+    update's freed heap pages (:func:`return_free_heap`); the trainer it is given to should drop transformers'
+    ``PrinterCallback``."""
     from transformers import TrainerCallback
 
     quiet_libraries()
 
     class StepProgress(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
+            return_free_heap()
             if on_progress is not None:
                 on_progress(state.global_step, state.max_steps)
 

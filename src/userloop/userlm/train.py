@@ -42,8 +42,10 @@ from userloop.files import write_atomic
 from userloop.train.common import (
     TrainResult,
     curve_rows,
+    in_memory_dataset,
     load_pretrained,
     map_large_allocations,
+    release_freed_memory,
     score_labelled_positions,
     step_progress,
     trainer_arguments,
@@ -196,12 +198,14 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
         if not samples:
             why = "has no conversations" if not convs else "has no sample left after flipping (see the counts above)"
             raise UserError(f"{config.data}: the {split} split {why}; training needs both train and validation")
+    del train_convs, validation_convs, samples, convs  # flipped: the samples are what is left to hold
     unigram = unigram_baseline(train_samples, validation_samples, len(tokenizer))
     if checkpoint:
         on_message(f"resuming from {checkpoint}")
 
     trainer = _trainer(config, model, tokenizer, train_samples, validation_samples, added_tokens, on_progress)
-    del train_convs, validation_convs, train_samples, validation_samples, samples, convs  # the trainer has the rows
+    del train_samples, validation_samples  # the trainer has the rows
+    release_freed_memory()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     validation_loss = next((entry["eval_loss"] for entry in trainer.state.log_history  # evaluated at the last step?
                             if "eval_loss" in entry and entry["step"] == trainer.state.global_step), None)
@@ -336,9 +340,18 @@ def _texts(conversations: list[Conversation], personas: dict[str, str]):
 
 # ---------------------------------------------------------------------- trainer
 def _dataset(samples: list[Sample]):
-    from datasets import Dataset
+    """The samples as the rows TRL's ``SFTTrainer`` would prepare from them, built here in one pass over Arrow
+    arrays: ``input_ids`` and ``labels`` (the id on a target token, -100 elsewhere: completion-only loss).
+    TRL's own preparation (label building, truncation to ``max_length``, dropping rows without a target) copies
+    the table three times in Python rows and has nothing to do here: :func:`flip` keeps every sample within
+    ``max_length`` and with at least one target. The trainer skips it (``skip_prepare_dataset``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    return Dataset.from_dict({"input_ids": [s.ids for s in samples], "completion_mask": [s.mask for s in samples]})
+    ids = pa.array([s.ids for s in samples], pa.list_(pa.int32()))
+    targets = pc.cast(pa.array([s.mask for s in samples], pa.list_(pa.int8())).flatten(), pa.bool_())
+    labels = pc.if_else(targets, pc.cast(ids.flatten(), pa.int64()), pa.scalar(-100, pa.int64()))
+    return in_memory_dataset({"input_ids": ids, "labels": pa.ListArray.from_arrays(ids.offsets, labels)})
 
 
 def _trainer(config, model, tokenizer, train: list[Sample], validation: list[Sample], added_tokens: list[str],
@@ -395,6 +408,7 @@ def _sft_config(config: UserLMTrainConfig):
         eval_strategy="steps" if config.eval_steps else "no", eval_steps=config.eval_steps or None,
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
         max_length=config.max_length, completion_only_loss=True, packing=False,
+        dataset_kwargs={"skip_prepare_dataset": True},  # the rows come prepared (_dataset)
         train_sampling_strategy="group_by_length", gradient_checkpointing=config.gradient_checkpointing,
         ddp_find_unused_parameters=False,  # every weight is used
     )
