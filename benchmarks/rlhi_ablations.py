@@ -343,6 +343,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=150, help="updates per policy (batch 8)")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--sft-weight", type=float, default=0.0,
+                        help="weight of an SFT term on the chosen answers in every DPO policy's loss (RPO; 0: plain DPO)")
     parser.add_argument("--max-requests", type=int, default=150, help="held-out requests to answer, drawn at random (seeded; 0: all 371)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--only", nargs="*", choices=sorted(POLICIES),
@@ -383,7 +385,8 @@ def run_ablations(args: argparse.Namespace) -> None:
             key = f"{name}-seed{seed}" if len(args.seeds) > 1 else name
             out = work / key
             common = {"policy": str(base), "out": str(out), "persona": persona, "seed": seed,
-                      "learning_rate": args.learning_rate, "beta": args.beta}
+                      "learning_rate": args.learning_rate, "beta": args.beta,
+                      "sft_weight": args.sft_weight if method == "dpo" else 0.0}
             if pairs == "online":
                 config = DPOTrainConfig(**common, online=True, rounds=args.online_rounds, requests=args.online_requests,
                                         n=4, scorer="testbed", max_steps=args.online_max_steps,
@@ -395,7 +398,8 @@ def run_ablations(args: argparse.Namespace) -> None:
                                         max_steps=args.max_steps)
                 source = f"--pairs {config.pairs} --method {method} --max_steps {args.max_steps}"
             print(f"training {key}: userloop train dpo --policy {base} --out {out} {source} --persona {str(persona).lower()} "
-                  f"--learning_rate {args.learning_rate} --beta {args.beta} --seed {seed}", flush=True)
+                  f"--learning_rate {args.learning_rate} --beta {args.beta} --sft_weight {common['sft_weight']} --seed {seed}",
+                  flush=True)
             report = train_dpo(config).report if not (out / "dpo_report.json").is_file() else json.loads((out / "dpo_report.json").read_text())
             trained[key] = report
             policies[key] = out

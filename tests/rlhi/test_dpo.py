@@ -94,6 +94,22 @@ def test_dpo_steps_move_the_policy_not_the_reference(tiny, pairs_file, tmp_path)
     assert AutoTokenizer.from_pretrained(out).chat_template     # the trained policy keeps its chat template
 
 
+def test_an_sft_term_adds_the_chosen_answers_negative_log_likelihood(tiny, pairs_file, tmp_path):
+    """RPO (Pang et al. 2024): the DPO loss plus sft_weight x the mean NLL of the chosen answers' tokens. At the
+    first update the policy is its reference, so the DPO term is log 2 and the rest is the weighted NLL."""
+    import math
+
+    losses = {}
+    for weight in (0.0, 1.0, 2.0):
+        result = train_dpo(DPOTrainConfig(policy=str(tiny), pairs=str(pairs_file), out=str(tmp_path / f"rpo{weight}"),
+                                          max_steps=1, batch_size=8, warmup=0, learning_rate=1e-2, logging_steps=1,
+                                          sft_weight=weight))
+        losses[weight] = result.report["loss_last"]
+    assert losses[0.0] == pytest.approx(math.log(2), abs=1e-3)
+    nll = losses[1.0] - losses[0.0]
+    assert nll > 0.5 and losses[2.0] - losses[0.0] == pytest.approx(2 * nll, rel=1e-3)
+
+
 def test_sft_on_chosen_answers(tiny, pairs_file, tmp_path):
     result = train_dpo(DPOTrainConfig(policy=str(tiny), pairs=str(pairs_file), out=str(tmp_path / "sft"), method="sft",
                                       max_steps=2, batch_size=4, warmup=0, learning_rate=1e-2, logging_steps=1))
@@ -127,6 +143,10 @@ def test_config_errors_are_one_line(tiny, pairs_file, tmp_path):
         parse_config(["--policy", str(tiny), "--pairs", str(pairs_file), "--online"])
     with pytest.raises(UserError, match="no such model folder"):
         parse_config(["--policy", str(tmp_path / "nope"), "--pairs", str(pairs_file)])
+    with pytest.raises(UserError, match="sft_weight must be 0"):
+        parse_config(["--policy", str(tiny), "--pairs", str(pairs_file), "--sft-weight", "-1"])
+    with pytest.raises(UserError, match="method sft takes no sft_weight"):
+        parse_config(["--policy", str(tiny), "--pairs", str(pairs_file), "--method", "sft", "--sft-weight", "1"])
     config = parse_config(["--policy", str(tiny), "--pairs", str(pairs_file), "--no-persona", "--max-steps", "3"])
     assert config.persona is False and config.max_steps == 3
     with pytest.raises(UserError, match="no such file or folder"):

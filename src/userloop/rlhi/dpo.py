@@ -52,6 +52,7 @@ from userloop.train.common import (
     curve_rows,
     load_pretrained,
     map_large_allocations,
+    release_freed_memory,
     score_labelled_positions,
     step_progress,
     trainer_arguments,
@@ -91,6 +92,8 @@ class DPOTrainConfig:
     top_p: float = option(0.9, "online: nucleus sampling (RLHI: 0.9)")
     max_new_tokens: int = option(192, "online: longest sampled answer in tokens")
     beta: float = option(0.1, "DPO beta: the strength of the KL tie to the reference (the paper's default 0.1)")
+    sft_weight: float = option(0.0, "weight of a negative log-likelihood term on the chosen answers added to the DPO "
+                                     "loss (RPO, Pang et al. 2024: it holds the policy on the chosen text; 0: plain DPO)")
     learning_rate: float = option(1e-4, "peak learning rate (1e-4 suits the tiny testbed policies; use ~5e-7 "
                                          "for 8B models)")
     batch_size: int = option(8, "pairs per device per step")
@@ -131,6 +134,10 @@ class DPOTrainConfig:
             raise UserError(f"epochs must be positive, got {self.epochs}")
         if self.beta <= 0 or self.learning_rate <= 0 or self.warmup < 0:
             raise UserError("beta and learning_rate must be positive and warmup >= 0")
+        if self.sft_weight < 0:
+            raise UserError(f"sft_weight must be 0 (plain DPO) or positive, got {self.sft_weight}")
+        if self.sft_weight and self.method != "dpo":
+            raise UserError("sft_weight adds an SFT term to the DPO loss; method sft takes no sft_weight")
         if not 0 < self.top_p <= 1 or self.temperature < 0:
             raise UserError(f"top_p must be in (0, 1] and temperature >= 0, got {self.top_p} and {self.temperature}")
         for name in ("policy", "ref"):
@@ -258,6 +265,7 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
     """One DPO (or SFT) run on ``pairs`` from ``policy`` (reference ``ref``); saves the model to ``out``
     and returns the training numbers (loss, reward accuracy and margins from TRL's logs)."""
     trainer = build_trainer(config, pairs, policy, ref, out, on_progress)
+    release_freed_memory()
     with warnings.catch_warnings():  # TRL's own use of deprecated transformers names
         warnings.simplefilter("ignore", FutureWarning)
         output = trainer.train()
@@ -312,7 +320,8 @@ def _trainer_args(config: DPOTrainConfig, out: Path, method: str):
     if method == "dpo":
         from trl import DPOConfig
 
-        return DPOConfig(beta=config.beta, **common)
+        losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.sft_weight]} if config.sft_weight else {}
+        return DPOConfig(beta=config.beta, **losses, **common)
     from trl import SFTConfig
 
     return SFTConfig(completion_only_loss=True, packing=False, **common)
