@@ -155,9 +155,9 @@ def release_freed_memory() -> None:
 
 def return_free_heap() -> None:
     """On glibc, return the free pages inside the allocator's heaps to the system (``malloc_trim``): blocks under
-    the mapping threshold freed between live ones. The trainers call it after every update: over the demo's 150
-    updates the resident memory otherwise crept up by about 50 MiB per 30 updates (13 MiB with it, the same
-    seconds). Elsewhere this does nothing."""
+    the mapping threshold freed between live ones. The trainers call it after every update: the demo's
+    assistant training otherwise crept up by about 50 MiB in 30 updates (13 MiB with it; 76 and 78 s).
+    Elsewhere this does nothing."""
     import sys
 
     if not sys.platform.startswith("linux"):
@@ -175,8 +175,8 @@ def in_memory_dataset(columns: dict[str, Any]):
     columns' Arrow buffers read in place.
 
     ``Dataset.from_dict`` fingerprints a table built in memory by pickling the whole of it: a second copy of
-    the data at once, the largest allocation of the user LM trainer's set-up (about 300 MiB more than the
-    table itself for the demo's 5,600 training conversations). The hash of the buffers is as deterministic."""
+    the data at once, which was the peak of the user LM trainer's set-up (profiled on the demo's data,
+    benchmarks/README.md). The hash of the buffers is as deterministic."""
     import hashlib
 
     import pyarrow as pa
