@@ -2,6 +2,7 @@
 
     python benchmarks/simulate.py [--conversations 256] [--max-turns 6] [--baseline-conversations 256]
                                   [--user-model DIR --assistant-model DIR] [--prefix-cache-mb MB]
+                                  [--max-batch-tokens N]
 
 Builds two tiny random local checkpoints (a UserLM look-alike as the user, a Llama-3-style chat model
 as the assistant; hidden --hidden, --layers layers) unless trained ones are given, writes --conversations
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=None, help="hf rows per batch (default: the provider's)")
     parser.add_argument("--prefix-cache-mb", type=float, default=None,
                         help="hf prefix cache budget for both modes' models (0: off; default: the provider's)")
+    parser.add_argument("--max-batch-tokens", type=int, default=None,
+                        help="hf padded tokens per generate call for both modes' models (0: no limit; default: the provider's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--user-model", type=Path, default=None,
                         help="a trained user LM folder (e.g. from 'userloop train user-lm') instead of a random look-alike")
@@ -127,17 +130,20 @@ def main() -> None:
                               max_user_turns=args.max_turns, assistant_max_new_tokens=args.assistant_tokens,
                               user_max_new_tokens=args.user_tokens, concurrency=args.concurrency,
                               max_batch_size=args.max_batch_size)
-    cache_option = {} if args.prefix_cache_mb is None else {"prefix_cache_mb": args.prefix_cache_mb}
+    model_options = {} if args.prefix_cache_mb is None else {"prefix_cache_mb": args.prefix_cache_mb}
+    if args.max_batch_tokens is not None:
+        model_options["max_batch_tokens"] = args.max_batch_tokens
     loaded = {}
 
-    def load_with_cache_option(spec: str, **options):
-        """runs.simulate loads its models through userloop.models.load_model: this adds --prefix-cache-mb."""
-        loaded[spec] = load_model(spec, **options, **cache_option)
+    def load_with_model_options(spec: str, **options):
+        """runs.simulate loads its models through userloop.models.load_model: this adds --prefix-cache-mb and
+        --max-batch-tokens."""
+        loaded[spec] = load_model(spec, **options, **model_options)
         return loaded[spec]
 
     load = os.getloadavg()
     print("(b) lock-step engine ...", file=sys.stderr, flush=True)
-    models_module.load_model = load_with_cache_option
+    models_module.load_model = load_with_model_options
     try:
         started = time.perf_counter()
         summary = simulate(config, folder / "run").summary
@@ -148,7 +154,7 @@ def main() -> None:
     lockstep_records, _ = read_records(folder / "run" / RECORDS)
 
     print("(a) one conversation at a time ...", file=sys.stderr, flush=True)
-    user_model, assistant = (load_model(spec, batch_wait_ms=0, **cache_option)
+    user_model, assistant = (load_model(spec, batch_wait_ms=0, **model_options)
                              for spec in (config.user, config.assistant))
     simulator = UserSimulator(user_model, params=GenerationParams(
         max_new_tokens=config.user_max_new_tokens, temperature=config.user_temperature, top_p=config.user_top_p))
@@ -169,7 +175,8 @@ def main() -> None:
           f"{args.assistant_tokens} new tokens, models {args.user_model or f'random hidden {args.hidden}'} / "
           f"{args.assistant_model or f'random hidden {args.hidden}'}, concurrency {args.concurrency}, max batch size "
           f"{args.max_batch_size or 'default (64)'}, prefix cache "
-          f"{f'{args.prefix_cache_mb} MB' if cache_option else 'default'}\n")
+          f"{'default' if args.prefix_cache_mb is None else f'{args.prefix_cache_mb} MB'}, max batch tokens "
+          f"{'default' if args.max_batch_tokens is None else args.max_batch_tokens}\n")
     print("| mode | conversations | turns | seconds | conversations/s | turns/s | vs (a) | turns/s vs (a) | overhead |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| (a) one at a time | {base.conversations} | {base.turns:,} | {base.wall_s:.1f} | {base_rate:.2f} | "

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from userloop.train.common import cpu_has_native_bf16, score_labelled_positions, use_bf16
+from userloop.train.common import _right_padded, cpu_has_native_bf16, score_labelled_positions, use_bf16
 
 
 @pytest.mark.parametrize(("flags", "native"), [("fpu avx2 avx512f avx512bw", False), ("fpu avx2 avx512f avx512_bf16", True),
@@ -35,9 +35,10 @@ def _tiny_llama(seed: int = 0):
                                         tie_word_embeddings=True))
 
 
-@pytest.mark.parametrize("num_items_in_batch", [None, 7])
-def test_labelled_positions_head_matches_trls_fused_head(num_items_in_batch):
-    """Same per-token log-probabilities, entropy, mean logit, top-1 flags, loss and gradients as TRL's head."""
+@pytest.mark.parametrize(("num_items_in_batch", "padding"), [(None, "right"), (7, "right"), (None, "left")])
+def test_labelled_positions_head_matches_trls_fused_head(num_items_in_batch, padding):
+    """Same per-token log-probabilities, entropy, mean logit, top-1 flags, loss and gradients as TRL's head
+    (which always applies the attention mask; ours drops a right-padded batch's)."""
     import torch
     from trl.trainer.utils import add_fused_lm_head
 
@@ -50,9 +51,10 @@ def test_labelled_positions_head_matches_trls_fused_head(num_items_in_batch):
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.randint(0, 300, (3, 16), generator=generator)
     attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 11:] = 0  # padding at the end of a row
+    padded = slice(11, None) if padding == "right" else slice(None, 5)
+    attention_mask[1, padded] = 0
     labels = input_ids.masked_fill(torch.rand(input_ids.shape, generator=generator) < 0.5, -100)
-    labels[1, 11:] = -100
+    labels[1, padded] = -100
     results = []
     for model in (trl_model, ours):
         out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
@@ -67,6 +69,15 @@ def test_labelled_positions_head_matches_trls_fused_head(num_items_in_batch):
         torch.testing.assert_close(my_grads[name], grad, rtol=1e-4, atol=1e-6)
     plain = trl_model(input_ids=input_ids, attention_mask=attention_mask)  # without fused_lm_head: the model's own forward
     assert plain.logits.shape == ours(input_ids=input_ids).logits.shape == (3, 16, 300)
+
+
+def test_right_padding_is_recognised():
+    import torch
+
+    assert _right_padded(torch.tensor([[1, 1, 0], [1, 1, 1], [0, 0, 0]]))
+    assert not _right_padded(torch.tensor([[0, 1, 1], [1, 1, 1]]))  # left padding keeps its mask
+    assert not _right_padded(torch.tensor([[1, 0, 1]])) and not _right_padded(None)
+    assert not _right_padded(torch.ones(1, 1, 3, 3))  # a 4-D mask is kept as it is
 
 
 _HOLES = """

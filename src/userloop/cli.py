@@ -305,6 +305,7 @@ def eval_ppl_command(checkpoint: Annotated[Path, typer.Argument(help="a user LM 
                      split: Annotated[str, typer.Option(help="split to score: train, validation or test")] = "test",
                      max_conversations: Annotated[int | None, typer.Option(help="score only the first N conversations")] = None,
                      batch_size: Annotated[int, typer.Option(help="conversations per forward pass")] = 8,
+                     max_batch_tokens: Annotated[int, typer.Option(help="most padded tokens per forward pass (a longer conversation alone)")] = 4096,
                      max_length: Annotated[int, typer.Option(help="longest sequence in tokens; turns beyond it are not scored")] = 2048,
                      device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
                      as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
@@ -314,7 +315,7 @@ def eval_ppl_command(checkpoint: Annotated[Path, typer.Argument(help="a user LM 
     data = data or default_data(prepared=True)
     with display.bars() as progress, progress("scoring") as bar:
         result = user_turn_perplexity(checkpoint, data, split, max_conversations, batch_size, max_length, device,
-                                      on_progress=bar, on_total=lambda n: bar.start(n))
+                                      max_batch_tokens, on_progress=bar, on_total=lambda n: bar.start(n))
     display.echo_json(result) if as_json else display.perplexity_summary(result, checkpoint, split)
 
 

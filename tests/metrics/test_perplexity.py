@@ -47,6 +47,28 @@ def test_perplexity_is_exp_of_the_mean_nll_of_user_turn_tokens(setup):
     assert result["without_intent"]["perplexity"] != part["perplexity"]
 
 
+def test_a_token_budget_cuts_the_passes_without_changing_the_result(setup, monkeypatch):
+    from userloop.metrics import perplexity
+
+    model_path, data = setup
+    passes: list[tuple[int, int]] = []  # (rows, padded width) of each forward pass
+    summed_nll = perplexity._summed_nll
+
+    def recorded(model, batch, pad, device):
+        passes.append((len(batch), max(len(s.ids) for s in batch)))
+        return summed_nll(model, batch, pad, device)
+
+    monkeypatch.setattr(perplexity, "_summed_nll", recorded)
+    whole = user_turn_perplexity(model_path, data, "train", max_conversations=6, batch_size=6, max_batch_tokens=10**6)
+    assert [rows for rows, _ in passes] == [6, 6]  # with and without the intent
+    passes.clear()
+    cut = user_turn_perplexity(model_path, data, "train", max_conversations=6, batch_size=6, max_batch_tokens=600)
+    assert all(rows == 1 or rows * width <= 600 for rows, width in passes) and len(passes) > 2
+    for part in ("with_intent", "without_intent"):
+        assert cut[part]["tokens"] == whole[part]["tokens"]
+        assert cut[part]["perplexity"] == pytest.approx(whole[part]["perplexity"], rel=1e-5)
+
+
 def test_bad_inputs_are_user_errors(setup, tmp_path):
     model_path, data = setup
     with pytest.raises(UserError, match="not a prepared folder"):

@@ -170,6 +170,19 @@ def test_max_batch_size_is_respected(tiny_model_path):
     assert max(model.batch_size_counts) <= 4 and sum(s * c for s, c in model.batch_size_counts.items()) == 24
 
 
+def test_max_batch_tokens_cuts_a_wide_batch_shortest_prompts_first(tiny_model_path):
+    params = GenerationParams(max_new_tokens=3, temperature=0.7, seed=5, n=2)
+    unbounded = load_model(f"hf:{tiny_model_path}", max_batch_tokens=0, batch_wait_ms=50)
+    lengths = sorted(len(unbounded.prompt_ids(p, 3)) for p in PROMPTS)
+    budget = 2 * 2 * (lengths[1] + 3)  # the two shortest prompts' rows fit, the third's do not
+    bounded = load_model(f"hf:{tiny_model_path}", max_batch_tokens=budget, batch_wait_ms=50)
+    whole, cut = unbounded.generate(PROMPTS, params), bounded.generate(PROMPTS, params)
+    assert unbounded.batch_size_counts == {2 * len(PROMPTS): 1}
+    assert sum(bounded.batch_size_counts.values()) > 1 and bounded.batch_size_counts[4] == 1  # the 2 shortest first
+    assert sum(size * calls for size, calls in bounded.batch_size_counts.items()) == 2 * len(PROMPTS)
+    assert [[c.text for c in x.choices] for x in cut] == [[c.text for c in x.choices] for x in whole]
+
+
 def test_different_params_in_one_batch(tiny_model):
     async def main():
         return await asyncio.gather(tiny_model.agenerate([PROMPTS[0]], GenerationParams(max_new_tokens=2, temperature=0)),
@@ -400,6 +413,7 @@ def test_checkpoint_without_chat_template(tiny_model_path, tmp_path):
 
 @pytest.mark.parametrize(("options", "fragment"), [({"max_batch_size": 0}, "max_batch_size"),
                                                    ({"batch_wait_ms": -1}, "batch_wait_ms"),
+                                                   ({"max_batch_tokens": 1.5}, "max_batch_tokens"),
                                                    ({"max_batch_wait_ms": "x"}, "max_batch_wait_ms"),
                                                    ({"dtype": "int8"}, "dtype"), ({"device": "tpu"}, "device"),
                                                    ({"prefix_cache_mb": -1}, "prefix_cache_mb"),

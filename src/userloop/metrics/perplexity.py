@@ -27,21 +27,23 @@ from userloop.userlm.flip import Renderer, read_split, render, user_lm_messages
 
 def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = "test", max_conversations: int | None = None,
                          batch_size: int = 8, max_length: int = 2048, device: str = "auto",
-                         on_progress: Callable[[int], None] | None = None,
+                         max_batch_tokens: int = 4096, on_progress: Callable[[int], None] | None = None,
                          on_total: Callable[[int], None] | None = None) -> dict:
     """Perplexity of the user turns of ``split`` in prepared folder ``data`` under ``checkpoint``.
 
     Returns ``{"with_intent": {...}, "without_intent": {...}, ...}``, each part with ``perplexity``,
     ``nll_per_token`` and ``tokens``; both score the same turns (those that fit in ``max_length`` with
     the intent), counted in ``turns_scored`` and ``turns_not_scored`` (beyond ``max_length``), and
-    ``empty_turns_not_scored``. ``on_total`` gets the number of batches,
+    ``empty_turns_not_scored``. A forward pass takes up to ``batch_size`` samples of similar length and at
+    most ``max_batch_tokens`` padded tokens (a longer sample alone), which bounds its activations (about
+    9 KB a token for the demo's 2-layer user LM, attention included). ``on_total`` gets the number of batches,
     ``on_progress`` is called with 1 after each.
     """
     import torch
     import transformers
 
-    if batch_size < 1 or max_length < 2 or (max_conversations is not None and max_conversations < 1):
-        raise UserError("batch size and max conversations must be at least 1, max length at least 2")
+    if batch_size < 1 or max_batch_tokens < 1 or max_length < 2 or (max_conversations is not None and max_conversations < 1):
+        raise UserError("batch size, max batch tokens and max conversations must be at least 1, max length at least 2")
     conversations, filled = read_split(data, split)
     conversations = conversations[:max_conversations] if max_conversations else conversations
     if not conversations:
@@ -69,7 +71,7 @@ def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = 
     if not turns:
         raise UserError(f"{data}: no user turn of the {split} split to score (none fits in max_length {max_length} "
                         "or all are empty)")
-    batches = {name: _batches(samples, batch_size) for name, samples in parts.items()}
+    batches = {name: _batches(samples, batch_size, max_batch_tokens) for name, samples in parts.items()}
     if on_total is not None:
         on_total(sum(len(b) for b in batches.values()))
     result: dict = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "conversations": len(conversations),
@@ -88,10 +90,15 @@ def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = 
     return result
 
 
-def _batches(samples, batch_size: int) -> list[list]:
-    """Samples sorted by length, cut into batches (little padding)."""
-    ordered = sorted(samples, key=lambda s: len(s.ids))
-    return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+def _batches(samples, batch_size: int, max_batch_tokens: int) -> list[list]:
+    """Samples sorted by length (little padding), cut into batches of at most ``batch_size`` samples and
+    ``max_batch_tokens`` padded tokens (rows x the longest; a sample longer than that is a batch alone)."""
+    batches: list[list] = []
+    for sample in sorted(samples, key=lambda s: len(s.ids)):
+        if not batches or len(batches[-1]) == batch_size or (len(batches[-1]) + 1) * len(sample.ids) > max_batch_tokens:
+            batches.append([])
+        batches[-1].append(sample)
+    return batches
 
 
 def _summed_nll(model, batch, pad: int, device: str) -> tuple[float, int]:
@@ -100,16 +107,14 @@ def _summed_nll(model, batch, pad: int, device: str) -> tuple[float, int]:
 
     width = max(len(s.ids) for s in batch)
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.bool)
     for row, sample in enumerate(batch):
         n = len(sample.ids)
         ids[row, :n] = torch.tensor(sample.ids)
-        attention[row, :n] = 1
         mask[row, :n] = torch.tensor(sample.mask, dtype=torch.bool)
-    ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
-    with torch.no_grad():
-        hidden = model.get_decoder()(input_ids=ids, attention_mask=attention).last_hidden_state
+    ids, mask = ids.to(device), mask.to(device)
+    with torch.no_grad():  # right padding: causal attention never reaches it, so no (L x L) attention mask is needed
+        hidden = model.get_decoder()(input_ids=ids).last_hidden_state
         targets = mask[:, 1:]  # position t predicts token t + 1: score only the target tokens' positions
         logits = model.get_output_embeddings()(hidden[:, :-1][targets]).float()
         nll = torch.nn.functional.cross_entropy(logits, ids[:, 1:][targets], reduction="sum")

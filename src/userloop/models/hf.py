@@ -6,6 +6,9 @@ arrived for ``batch_wait_ms`` (or ``max_batch_wait_ms`` after the first one), an
 KV-cached ``model.generate`` call for each group of requests with the same parameters (seeds aside)
 in the device's generation thread (one per device, shared by all models). So 64 conversations waiting
 at once become one 64-wide batch; requests that arrive while a batch generates wait for the next.
+A group whose padded rectangle (rows x (longest prompt + ``max_new_tokens``)) exceeds ``max_batch_tokens``
+is cut, shortest prompts first, into calls within it: the KV cache of one call (and its copy while a
+decoding step grows it) is bounded, and short prompts are not padded to the longest.
 A group's prompts are prefilled first (all but their last token): sorted by the tokens each must
 compute and cut into forward passes where the padding would cost more than another pass, judged from
 timings of this model's earlier calls (this matters on CPUs, hardly on GPUs); the rows' states are then
@@ -101,10 +104,12 @@ class HFChatModel(ChatModel):
     supports = Capabilities(banned_tokens=True, banned_first_tokens=True, logit_bias=True, tools=True)
 
     def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", max_batch_size: int = 64,
-                 batch_wait_ms: float = 5.0, max_batch_wait_ms: float = 100.0, prefix_cache_mb: float = 1024.0,
-                 trust_remote_code: bool = False) -> None:
+                 batch_wait_ms: float = 5.0, max_batch_wait_ms: float = 100.0, max_batch_tokens: int = 16384,
+                 prefix_cache_mb: float = 1024.0, trust_remote_code: bool = False) -> None:
         if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size < 1:
             raise UserError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
+        if not isinstance(max_batch_tokens, int) or isinstance(max_batch_tokens, bool) or max_batch_tokens < 0:
+            raise UserError(f"max_batch_tokens must be an integer >= 0 (0: no limit), got {max_batch_tokens!r}")
         if isinstance(prefix_cache_mb, bool) or not isinstance(prefix_cache_mb, (int, float)) \
                 or not 0 <= prefix_cache_mb < float("inf"):
             raise UserError(f"prefix_cache_mb must be a number of megabytes >= 0 (0: off), got {prefix_cache_mb!r}")
@@ -113,6 +118,7 @@ class HFChatModel(ChatModel):
                 raise UserError(f"{name} must be a number of milliseconds in [0, 10000], got {value!r}")
         self.name = f"hf:{path}"
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.batch_wait_ms = batch_wait_ms
         self.max_batch_wait_ms = max(batch_wait_ms, max_batch_wait_ms)
         self.device = _device(device)
@@ -223,7 +229,8 @@ class HFChatModel(ChatModel):
             for request in await self._with_prompts(self._take_batch()):
                 groups.setdefault(replace(request.params, seed=None), []).append(request)
             for params, requests in groups.items():
-                await self._run_group(requests, params)
+                for part in self._within_token_budget(requests, params):
+                    await self._run_group(part, params)
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -238,6 +245,22 @@ class HFChatModel(ChatModel):
                 batch.append(request)
                 rows += n
         return batch
+
+    def _within_token_budget(self, requests: list[_Request], params: GenerationParams) -> list[list[_Request]]:
+        """``requests`` as they are when their padded rectangle fits ``max_batch_tokens`` (or it is 0); else
+        sorted by prompt length and cut into the fewest consecutive parts that fit (a request too wide for
+        the budget on its own is a part of its own)."""
+        def tokens(part: list[_Request]) -> int:
+            return len(part) * params.n * (max(len(r.prompt_ids) for r in part) + params.max_new_tokens)
+
+        if not self.max_batch_tokens or not requests or tokens(requests) <= self.max_batch_tokens:
+            return [requests] if requests else []
+        parts: list[list[_Request]] = [[]]
+        for request in sorted(requests, key=lambda r: len(r.prompt_ids)):
+            if parts[-1] and tokens([*parts[-1], request]) > self.max_batch_tokens:
+                parts.append([])
+            parts[-1].append(request)
+        return parts
 
     async def _with_prompts(self, requests: list[_Request]) -> list[_Request]:
         """The ``requests`` still awaited, with their prompt ids made in a thread; one whose prompt is refused
@@ -302,7 +325,7 @@ class HFChatModel(ChatModel):
             cache = self._prefill([request.prompt_ids[:-1] for request in requests], params.n) if width > 1 else None
             output = self.model.generate(
                 input_ids=input_ids.repeat_interleave(params.n, dim=0),
-                attention_mask=attention_mask.repeat_interleave(params.n, dim=0), past_key_values=cache,
+                attention_mask=attention_mask.repeat_interleave(params.n, dim=0), cache=cache,
                 generation_config=self._generation_config(params), logits_processor=processors,
                 tokenizer=self.tokenizer,
             )
@@ -365,7 +388,7 @@ class HFChatModel(ChatModel):
         cache = transformers.DynamicCache(config=self.model.config, ddp_cache_data=cached)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
         self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                   position_ids=positions.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+                   position_ids=positions.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
         return cache, rows * new
 
     def _generation_config(self, params: GenerationParams):
