@@ -1,14 +1,19 @@
-"""The closed RLHI loop against training on the logged interactions only, on the testbed (docs/loop.md).
+"""Online RLHI on the testbed (docs/loop.md): ground-truth users, a user LM, and the logged interactions.
 
-    python benchmarks/rlhi_loop.py --work /tmp/s4e --policy /tmp/s4e/base --user hf:/tmp/s4/persona-userlm \
-        --personas /tmp/s4/personas.jsonl [--rounds 2] [--users 48] [--eval-users 46] [--max-steps 30]
+    python benchmarks/rlhi_loop.py --work runs/loops --policy runs/base --user hf:runs/persona-userlm \
+        [--personas runs/rlhi/personas.jsonl] [--rounds 2] [--users 64] [--eval-users 50] [--max-steps 40] \
+        [--seeds 0 1 2] [--only ground-truth simulated logged]
 
-Runs ``userloop rlhi loop`` twice with the same settings, the same held-out users and the same DPO budget:
-``--work/simulated`` (the policy's pairs come from simulated users talking to it) and ``--work/logged``
-(``--baseline logged``: the same rounds on the same training users' logged train-split conversations).
-Each arm resumes where it stopped. Prints one Markdown table: per arm and round, the pairs, DPO's loss and
-reward accuracy, and the held-out evaluation (persona match, task success, feedback rate of the held-out
-simulated users, each with its standard error), plus each round's change from round 0 of the same arm.
+Runs ``userloop rlhi loop`` per arm and seed with the same settings, the same held-out users and the same DPO
+budget: ``ground-truth`` (``--user testbed:users``: the policy talks to the testbed's own users and learns from
+their follow-ups), ``simulated`` (the user LM ``--user`` plays them) and ``logged`` (``--baseline logged``: the
+same rounds on the same training users' logged train-split conversations). Every arm is evaluated by the
+testbed users (``--eval-user testbed:users``), so the arms are compared on the ground truth, and the gap
+between ``simulated`` and ``ground-truth`` is what the simulated users cost RLHI. Each run resumes where it
+stopped (``--work/ARM-seedS``). Prints one Markdown table: per arm, seed and round, the pairs, DPO's loss and
+reward accuracy, the held-out persona match with its change from round 0 (paired over the same users, with
+its SE), task success and the held-out users' feedback rate; then per arm and round the mean change over
+seeds with a 95% t interval over seeds.
 """
 
 from __future__ import annotations
@@ -19,15 +24,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-ARMS = {"simulated": "none", "logged": "logged"}
+from userloop.rlhi.loop import GROUND_TRUTH_USERS
+from userloop.statistics import mean_se
+
+ARMS = ("ground-truth", "simulated", "logged")
 
 
-def run_arm(args: argparse.Namespace, name: str) -> dict:
-    out = Path(args.work) / name
-    command = [sys.executable, "-m", "userloop.cli", "rlhi", "loop", "--policy", args.policy, "--user", args.user,
-               "--out", str(out), "--baseline", ARMS[name], "--rounds", str(args.rounds), "--users", str(args.users),
-               "--eval-users", str(args.eval_users), "--turns", str(args.turns), "--n", str(args.n),
-               "--max-steps", str(args.max_steps), "--max-new-tokens", str(args.max_new_tokens), "--seed", str(args.seed)]
+def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
+    out = Path(args.work) / f"{name}-seed{seed}"
+    user = GROUND_TRUTH_USERS if name == "ground-truth" else args.user
+    command = [sys.executable, "-m", "userloop.cli", "rlhi", "loop", "--policy", args.policy, "--user", user,
+               "--eval-user", GROUND_TRUTH_USERS, "--out", str(out),
+               "--baseline", "logged" if name == "logged" else "none", "--rounds", str(args.rounds),
+               "--users", str(args.users), "--eval-users", str(args.eval_users), "--turns", str(args.turns),
+               "--n", str(args.n), "--max-steps", str(args.max_steps), "--max-new-tokens", str(args.max_new_tokens),
+               "--seed", str(seed)]
     if args.personas:
         command += ["--personas", args.personas]
     print(" ".join(command[2:]).replace("userloop.cli", "userloop"), flush=True)
@@ -35,21 +46,44 @@ def run_arm(args: argparse.Namespace, name: str) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def table(reports: dict[str, dict]) -> str:
-    lines = [("| arm | round | pairs (guided + sampled) | DPO loss / reward acc. | persona match (SE) | change | "
-             "task success (SE) | held-out feedback rate (SE) | change | held-out conversation ends |"),
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, report in reports.items():
-        first = report["rounds"][0]["eval"]
+def table(reports: dict[tuple[str, int], dict]) -> str:
+    lines = [("| arm | seed | round | pairs (guided + sampled) | DPO loss / reward acc. | persona match (SE) | "
+              "change from round 0 (paired SE) | task success (SE) | held-out feedback rate (SE) |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (name, seed), report in reports.items():
+        changes = {c["round"]: c for c in report["paired_changes_from_round_0"]}
         for r in report["rounds"]:
             e, t = r["eval"], r.get("training", {})
             pairs = f"{r['pairs']['guided']} + {r['pairs']['sampled']}" if "pairs" in r else ""
             loss = f"{t.get('train_loss')} / {t.get('reward_accuracy_mean')}" if t.get("trained") else ""
-            ends = ", ".join(f"{k} {v}" for k, v in e["ends"].items())
-            lines.append(f"| {name} | {r['round']} | {pairs} | {loss} | {e['persona_match']} ({e['persona_match_se']}) | "
-                         f"{e['persona_match'] - first['persona_match']:+.4f} | {e['task_success']} ({e['task_success_se']}) | "
-                         f"{e['feedback_rate']} ({e['feedback_rate_se']}) | {e['feedback_rate'] - first['feedback_rate']:+.4f} | "
-                         f"{ends} |")
+            change = changes.get(r["round"])
+            moved = f"{change['persona_match_change']:+.4f} ({change['se']})" if change else ""
+            lines.append(f"| {name} | {seed} | {r['round']} | {pairs} | {loss} | {e['persona_match']} "
+                         f"({e['persona_match_se']}) | {moved} | {e['task_success']} ({e['task_success_se']}) | "
+                         f"{e['feedback_rate']} ({e['feedback_rate_se']}) |")
+    return "\n".join(lines)
+
+
+def over_seeds(reports: dict[tuple[str, int], dict]) -> str:
+    """Per arm and round: the change in held-out persona match from round 0, mean over seeds, 95% t interval."""
+    lines = ["| arm | round | seeds | mean change from round 0 | 95% interval over seeds |", "|---|---|---|---|---|"]
+    arms = dict.fromkeys(name for name, _ in reports)
+    for name in arms:
+        by_round: dict[int, list[float]] = {}
+        for (arm, _), report in reports.items():
+            if arm == name:
+                for change in report["paired_changes_from_round_0"]:
+                    by_round.setdefault(change["round"], []).append(change["persona_match_change"])
+        for index, changes in sorted(by_round.items()):
+            mean = sum(changes) / len(changes)
+            if len(changes) > 1:
+                from scipy.stats import t
+
+                half = t.ppf(0.975, len(changes) - 1) * mean_se(changes)
+                interval = f"[{mean - half:+.4f}, {mean + half:+.4f}]"
+            else:
+                interval = "one seed"
+            lines.append(f"| {name} | {index} | {len(changes)} | {mean:+.4f} | {interval} |")
     return "\n".join(lines)
 
 
@@ -57,20 +91,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True)
     parser.add_argument("--policy", required=True)
-    parser.add_argument("--user", required=True)
+    parser.add_argument("--user", required=True, help="the user LM of the simulated and logged arms")
     parser.add_argument("--personas")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--users", type=int, default=48)
-    parser.add_argument("--eval-users", type=int, default=46)
+    parser.add_argument("--users", type=int, default=64)
+    parser.add_argument("--eval-users", type=int, default=50)
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--n", type=int, default=4)
-    parser.add_argument("--max-steps", type=int, default=30)
+    parser.add_argument("--max-steps", type=int, default=40)
     parser.add_argument("--max-new-tokens", type=int, default=192)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="+", choices=sorted(ARMS), default=sorted(ARMS, reverse=True))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--only", nargs="+", choices=ARMS, default=list(ARMS))
     args = parser.parse_args()
-    reports = {name: run_arm(args, name) for name in args.only}
+    reports = {(name, seed): run_arm(args, name, seed) for seed in args.seeds for name in args.only}
     print(table(reports))
+    print()
+    print(over_seeds(reports))
 
 
 if __name__ == "__main__":

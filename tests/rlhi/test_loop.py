@@ -1,5 +1,6 @@
 """The RLHI loop (userloop.rlhi.loop) end to end on tiny models, and its task checks (userloop.rlhi.tasks)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -100,6 +101,45 @@ def test_simulated_conversations_run_on_the_engine_and_end_in_its_vocabulary(fin
         assert conversation.messages[-1].content == USER_SCRIPT["*"]
 
 
+def test_the_testbed_users_play_the_loop_as_ground_truth(models, prepared, tmp_path, trained_classifier, monkeypatch):
+    """--user testbed:users: each episode's user is the testbed user of its logged conversation, reading the
+    policy's text; their feedback becomes pairs and the held-out users are testbed users too."""
+    from userloop.conversation import read_jsonl
+    from userloop.simulate.testbed_users import TestbedUsers, testbed_scenarios
+
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained_classifier)
+    out = tmp_path / "run"
+    report = run_loop(config(models, prepared, user=" testbed:users ", rounds=1), out)
+    assert report["roles"]["user"] == "testbed:users" and "the testbed users" in report["roles"]["evaluation"]
+    users = json.loads((out / "users.json").read_text())
+    openings = {s.id: s for split in ("train", "test") for s in testbed_scenarios(prepared, split).scenarios}
+    for name, episodes in (("round-1/conversations.jsonl", None), ("round-0/eval_conversations.jsonl", users["held_out"])):
+        conversations = list(read_jsonl(out / name))
+        assert conversations and all(c.messages[0].role == "user" for c in conversations)
+        if episodes is not None:   # held-out user i opens as the testbed user of its logged conversation, seed i
+            for i, (conversation, episode) in enumerate(zip(conversations, episodes, strict=True)):
+                scenario = dataclasses.replace(openings[episode["conversation_id"]], id=f"eval-{i}")
+                assert conversation.user_id == episode["user_id"]
+                assert conversation.messages[0].content == TestbedUsers().next_turn(scenario, [], i).text
+    [round_one] = report["rounds"][1:]
+    assert round_one["interaction"]["followups"] > 0 and round_one["pairs"]["total"] > 0
+    assert round_one["training"]["trained"] and 0 <= round_one["eval"]["persona_match"] <= 1
+    again = run_loop(config(models, prepared, user="testbed:users", rounds=1), out)   # the same users: resumed as it was
+    assert again["rounds"] == report["rounds"]
+
+
+def test_a_user_lm_loop_can_be_evaluated_by_the_testbed_users(finished, models, prepared, tmp_path, monkeypatch):
+    """--eval-user testbed:users: the user LM trains the policy, the ground truth evaluates it (the same
+    held-out conversations as a loop of testbed users before any training)."""
+    _, _, trained = finished
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
+    report = run_loop(config(models, prepared, eval_user="testbed:users", rounds=1), tmp_path / "run")
+    truth = run_loop(config(models, prepared, user="testbed:users", rounds=1), tmp_path / "truth")
+    assert report["roles"]["user"] == models[1] and report["roles"]["eval_user"] == "testbed:users"
+    assert report["rounds"][0]["eval"] == truth["rounds"][0]["eval"]   # round 0: the same policy, the same users
+    assert report["rounds"][1]["interaction"]["ends"] == {"max_turns": 4}   # the scripted user LM never ends
+
+
 def test_rounds_written_with_old_end_reasons_are_read_in_todays(tmp_path):
     from userloop.rlhi.loop import _read_rounds
 
@@ -115,7 +155,7 @@ def test_rounds_written_with_old_end_reasons_are_read_in_todays(tmp_path):
 def test_a_round_whose_every_conversation_fails_is_one_error():
     from userloop.models import GenerationParams
     from userloop.models.mock import MockModel
-    from userloop.rlhi.loop import Episode, converse
+    from userloop.rlhi.loop import Episode, UserSide, converse
     from userloop.userlm.simulator import UserSimulator
 
     def unreachable(messages, **settings):
@@ -124,7 +164,7 @@ def test_a_round_whose_every_conversation_fails_is_one_error():
     user = UserSimulator(MockModel("user", replies=["Help me plan a dinner for six people"]))
     episodes = [Episode("u1", "Prefers brief answers.", "c1", "You are a user planning a dinner.")]
     with pytest.raises(UserError, match="every simulated conversation failed.*server gone"):
-        converse(MockModel("policy", replies=unreachable), user, episodes, 2, GenerationParams(max_new_tokens=8), True, "t")
+        converse(MockModel("policy", replies=unreachable), UserSide(user, None), episodes, 2, GenerationParams(max_new_tokens=8), True, "t")
 
 
 def test_rerun_resumes_without_redoing_rounds(finished, models, prepared):
@@ -171,6 +211,7 @@ def test_training_and_held_out_users_and_personas_are_disjoint():
     ({"policy": "/no/such/folder"}, "no such model folder"),
     ({"user": ""}, "--user is required"),
     ({"user": "nonsense:x"}, "unknown model spec"),
+    ({"eval_user": "nonsense:x"}, "unknown model spec"),
     ({"baseline": "replay"}, "--baseline must be one of"),
     ({"rounds": 0}, "rounds must be at least 1"),
     ({"n": 1}, "n must be at least 2"),

@@ -6,9 +6,13 @@ arXiv 2510.06552) can be such a user. Each round r = 1..R:
 1. **Interact.** ``users`` training users (train split, with a persona) each get one of their own
    intents; the simulated user (``user``, given :func:`userloop.userlm.flip.user_system_message` of the
    intent and the user's persona) opens, the current policy answers, the user follows up or ends, for up
-   to ``turns`` answers. The policy sees the conversation and, with ``persona`` (default), the user's
-   derived persona in its system message (:func:`~userloop.rlhi.conditioning.with_persona`): what a
-   deployed RLHI assistant knows from the user's history, and what its DPO prompts carry.
+   to ``turns`` answers. With ``user="testbed:users"`` the users are the ground truth instead: each is the
+   interactive testbed user (:mod:`userloop.simulate.testbed_users`) of the logged conversation the intent
+   comes from, with its true persona and task, reading the policy's text (online RLHI with real users'
+   behaviour, against which a user LM's loop is measured). The policy sees the conversation and, with
+   ``persona`` (default), the user's derived persona in its system message
+   (:func:`~userloop.rlhi.conditioning.with_persona`): what a deployed RLHI assistant knows from the user's
+   history, and what its DPO prompts carry.
 2. **Pairs.** Follow-ups are classified (the offline classifier); feedback becomes user-guided rewrites
    (``rewriter``, kept when ``judge`` accepts them; rewrite chosen, original rejected, RLHI section 2.1);
    requests that got no feedback get ``n`` sampled answers of the policy scored for the user
@@ -20,8 +24,9 @@ arXiv 2510.06552) can be such a user. Each round r = 1..R:
 4. **Evaluate** (also before round 1) on held-out users: ``eval_users`` users of the test split, none
    of whose persona texts any training user has (asserted; training users that share one are left out
    and counted). Persona match: the testbed scorer with the user's TRUE persona, over the policy's
-   greedy answers in the held-out users' simulated conversations. Feedback rate: the share of the
-   held-out simulated users' follow-ups classified as feedback. Task success: the policy's greedy
+   greedy answers in the held-out users' conversations, played by ``eval_user`` (default: ``user``; with
+   ``testbed:users`` every arm is measured against the same ground-truth users). Feedback rate: the share of
+   the held-out users' follow-ups classified as feedback. Task success: the policy's greedy
    answer to the task's full request (its shards in one turn) passes the task's check
    (:mod:`userloop.rlhi.tasks`).
 
@@ -43,7 +48,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,8 +84,9 @@ from userloop.rlhi.user_rewards import (
 from userloop.rlhi.user_rewards import (
     user_requests as all_requests,
 )
-from userloop.simulate.engine import EndReason, Job, SimulationEngine, current_end_reason
+from userloop.simulate.engine import EndReason, Job, ScenarioUser, SimulationEngine, current_end_reason
 from userloop.simulate.scenarios import Scenario
+from userloop.simulate.testbed_users import TestbedUsers, testbed_scenarios
 from userloop.statistics import binomial_se, mean_se
 from userloop.testbed import read_truth, score
 from userloop.testbed.population import truth_folder
@@ -88,6 +94,7 @@ from userloop.train.common import quiet_libraries
 from userloop.userlm.simulator import DEFAULT_PARAMS, GuardrailConfig, UserSimulator
 
 BASELINES = ("none", "logged")
+GROUND_TRUTH_USERS = "testbed:users"   # --user: the interactive testbed users instead of a user LM
 ROLE_FIELDS = ("scorer", "rewriter", "judge")   # LoopConfig fields that are model roles (their names are the roles)
 
 
@@ -97,8 +104,11 @@ class LoopConfig:
 
     policy: str = option("", "the initial policy: a save_pretrained folder with a chat template (or hf:FOLDER), "
                               "e.g. from 'userloop train assistant'")
-    user: str = option("", "the simulated user: a user LM spec (hf:FOLDER, openai:..., prompted:SPEC); a persona-"
-                            "conditioned one reads 'Your persona: ...' after the intent")
+    user: str = option("", "the simulated user: a user LM spec (hf:FOLDER, openai:..., prompted:SPEC; a persona-"
+                            "conditioned one reads 'Your persona: ...' after the intent), or testbed:users: the "
+                            "testbed's own users (ground truth)")
+    eval_user: str | None = option(None, "who plays the held-out users (default: --user); testbed:users evaluates "
+                                          "every arm against the ground truth")
     rounds: int = option(2, "interact-train rounds")
     data: str | None = option(None, "a prepared testbed folder (default: the built-in testbed, prepared); the "
                                      "evaluation needs its truth")
@@ -137,8 +147,14 @@ class LoopConfig:
             raise UserError(f"--policy {self.policy}: not a model folder (no config.json); DPO needs a local "
                             "save_pretrained folder")
         if not self.user:
-            raise UserError("--user is required (the user LM that plays the users, e.g. hf:runs/ulm)")
-        parse_spec(self.user)
+            raise UserError("--user is required (the user LM that plays the users, e.g. hf:runs/ulm, or testbed:users)")
+        self.user = self.user.strip()
+        if self.user != GROUND_TRUTH_USERS:
+            parse_spec(self.user)
+        if self.eval_user is not None:
+            self.eval_user = self.eval_user.strip() or None
+        if self.eval_user not in (None, GROUND_TRUTH_USERS):
+            parse_spec(self.eval_user)
         if self.baseline not in BASELINES:
             raise UserError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         for role in ROLE_FIELDS:
@@ -240,40 +256,62 @@ def round_episodes(population: LoopUsers, round_index: int, size: int, seed: int
 
 
 # ----------------------------------------------------------------------------- simulated conversations
-def converse(policy, user, episodes: Sequence[Episode], turns: int, params, persona: bool,
+@dataclass(frozen=True)
+class UserSide:
+    """Who plays the users of one set of conversations: a user LM's
+    :class:`~userloop.userlm.simulator.UserSimulator`, or the testbed users (``testbed:users``), who play the
+    testbed scenario of each episode's logged conversation (``scenarios``, by conversation id). Conversation i's
+    user turns are seeded with ``seed * 100003 + i``."""
+
+    player: UserSimulator | ScenarioUser
+    seed: int | None
+    scenarios: Mapping[str, Scenario] | None = None
+
+    def scenario(self, episode: Episode, scenario_id: str) -> Scenario:
+        """The scenario the user plays in ``episode``: an open one from its intent (a user LM), or the testbed
+        scenario of its logged conversation."""
+        if self.scenarios is None:
+            return Scenario(id=scenario_id, kind="open", intent=episode.intent, shards=[], full_prompt=episode.intent,
+                            metadata={"persona": episode.persona})
+        if episode.conversation_id not in self.scenarios:
+            raise UserError(f"conversation {episode.conversation_id!r} has no testbed scenario: testbed:users needs "
+                            "data prepared from a testbed folder of this version")
+        return dataclasses.replace(self.scenarios[episode.conversation_id], id=scenario_id)
+
+
+def converse(policy, users: UserSide, episodes: Sequence[Episode], turns: int, params, persona: bool,
              prefix: str) -> list[Conversation]:
     """Simulated users against ``policy`` (a ChatModel), run by the simulation engine
-    (:mod:`userloop.simulate.engine`): all conversations advance together. ``user`` is the
-    :class:`~userloop.userlm.simulator.UserSimulator`; conversation i samples every user turn with the seed
-    ``user.params.seed * 100003 + i`` and every policy answer with ``params.seed``. The user opens (its
+    (:mod:`userloop.simulate.engine`): all conversations advance together. ``users`` says who plays them
+    (:class:`UserSide`); every policy answer is sampled with ``params.seed``. The user opens (a user LM's
     system message: the intent and the episode's persona); up to ``turns`` times the policy answers (with
     ``persona``, the user's persona in its system message) and the user reacts, following up or ending: a
     cap of ``turns + 1`` user turns with the user's reaction as the last word; an empty user turn ends the
     conversation too. Each conversation's ``extra["end"]`` is its end reason
     (:class:`~userloop.simulate.engine.EndReason`): ``user_ended``, ``max_turns`` (the user's reaction to
     the last answer did not end it), ``context`` (the next prompt no longer fit a model's context) or
-    ``error``; when every conversation ends in ``error``, a :class:`UserError` with the first message. Both
+    ``error``; when every conversation ends in ``error``, a :class:`UserError` with the first message. The
     models are closed at the end."""
-    return asyncio.run(_converse(policy, user, episodes, turns, params, persona, prefix))
+    return asyncio.run(_converse(policy, users, episodes, turns, params, persona, prefix))
 
 
-async def _converse(policy, user, episodes, turns, params, persona, prefix) -> list[Conversation]:
+async def _converse(policy, users: UserSide, episodes, turns, params, persona, prefix) -> list[Conversation]:
     jobs = []
     for i, episode in enumerate(episodes):
         system = with_persona([], episode.persona if persona else None)
-        scenario = Scenario(id=f"{prefix}-{i}", kind="open", intent=episode.intent, shards=[],
-                            full_prompt=episode.intent, metadata={"persona": episode.persona})
-        jobs.append(Job(scenario, 0, system_prompt=system[0]["content"] if system else None,
-                        user_seed=None if user.params.seed is None else user.params.seed * 100_003 + i,
+        jobs.append(Job(users.scenario(episode, f"{prefix}-{i}"), 0,
+                        system_prompt=system[0]["content"] if system else None,
+                        user_seed=None if users.seed is None else users.seed * 100_003 + i,
                         assistant_seed=params.seed))
-    engine = SimulationEngine(policy, user, assistant_params=params, max_user_turns=turns + 1, last_word="user",
-                              empty_turn_ends=True, concurrency=max(1, len(jobs)))
+    engine = SimulationEngine(policy, users.player, assistant_params=params, max_user_turns=turns + 1,
+                              last_word="user", empty_turn_ends=True, concurrency=max(1, len(jobs)))
     records = {}
     try:
         await engine.run(jobs, lambda record: records.__setitem__(record.scenario_id, record))
     finally:
         await policy.aclose()
-        await user.model.aclose()
+        if isinstance(users.player, UserSimulator):
+            await users.player.model.aclose()
     failed = [r.error for r in records.values() if r.end_reason == EndReason.ERROR]
     if failed and len(failed) == len(records):
         raise UserError(f"every simulated conversation failed, the first with {failed[0]}: check --user and --policy")
@@ -350,13 +388,13 @@ def sampled_pairs(policy_path: Path, conversations, labelled, personas: dict[str
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate(policy_path: Path, simulator_for, population: LoopUsers, truth: dict[str, dict],
+def evaluate(policy_path: Path, users_for, population: LoopUsers, truth: dict[str, dict],
              true_personas: dict[str, dict], config: LoopConfig, out: Path) -> dict[str, Any]:
     """Persona match, task success and the held-out simulated users' feedback rate (module docstring)."""
     greedy = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0, seed=config.seed)
     policy = load_model(f"hf:{policy_path}")
     episodes = population.held_out
-    conversations = converse(policy, simulator_for(config.seed), episodes, config.turns, greedy, config.persona, "eval")
+    conversations = converse(policy, users_for(config.seed), episodes, config.turns, greedy, config.persona, "eval")
     write_jsonl(conversations, out / "eval_conversations.jsonl")
     by_user = persona_match_by_user(conversations, true_personas)
     per_user = list(by_user.values())
@@ -446,14 +484,8 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
     write_atomic(out / "users.json", json.dumps({"train_pool": sorted(population.train),
                                                  "held_out": [asdict(e) for e in population.held_out]}, indent=1))
 
-    user_model = load_model(config.user)
-    guardrails = GuardrailConfig(avoid_termination_turns=1)   # the opening may not end; any follow-up may
-
-    def simulator_for(seed: int) -> UserSimulator:
-        """The simulated user of one set of conversations; each conversation samples with its own seed derived
-        from ``seed`` (reproducible, distinct per user; :func:`converse`)."""
-        return UserSimulator(user_model, guardrails, dataclasses.replace(DEFAULT_PARAMS, seed=seed))
-
+    users_for = _user_sides(config.user, data)
+    eval_users_for = users_for if config.eval_user in (None, config.user) else _user_sides(config.eval_user, data)
     scorer = load_scorer(config.scorer, data)
     rewriter = load_role("rewriter", config.rewriter, ModelRewriter)
     judge = load_role("judge", config.judge, ModelJudge, data=data)
@@ -465,7 +497,7 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
             zero = out / "round-0"
             zero.mkdir(exist_ok=True)
             rounds.append({"round": 0, "policy": str(policy_folder(config.policy)),
-                           "eval": evaluate(policy_folder(config.policy), simulator_for, population, truth,
+                           "eval": evaluate(policy_folder(config.policy), eval_users_for, population, truth,
                                             true_personas, config, zero)})
             advance(1)
         _append_round(out, rounds[-1])
@@ -485,7 +517,7 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
             else:
                 sampling = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                             top_p=config.top_p, seed=config.seed + index)
-                conversations = converse(load_model(f"hf:{policy}"), simulator_for(config.seed + 1000 * index), episodes,
+                conversations = converse(load_model(f"hf:{policy}"), users_for(config.seed + 1000 * index), episodes,
                                          config.turns, sampling, config.persona, f"round{index}")
             advance(1)
         write_jsonl(conversations, folder / "conversations.jsonl")
@@ -508,7 +540,7 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
                                                             _step_progress(advance))}
             next_policy = folder
         with progress(f"round {index}: evaluation", 1) as advance:
-            evaluation = evaluate(next_policy, simulator_for, population, truth, true_personas, config, folder)
+            evaluation = evaluate(next_policy, eval_users_for, population, truth, true_personas, config, folder)
             advance(1)
         record = {"round": index, "source": "logged" if config.baseline == "logged" else "simulated",
                   "policy_start": str(policy), "policy": str(next_policy), "users": len(episodes),
@@ -522,6 +554,18 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
     write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     write_atomic(out / "report.md", report_markdown(report))
     return report
+
+
+def _user_sides(spec: str, data: Path):
+    """``seed -> UserSide``: who plays (``spec``: a user LM, or ``testbed:users``) the users of a set of
+    conversations whose seeds derive from ``seed``."""
+    if spec == GROUND_TRUTH_USERS:
+        scenarios = {s.id: s for split in ("train", "test") for s in testbed_scenarios(data, split).scenarios}
+        return lambda seed: UserSide(TestbedUsers(), seed, scenarios)
+    user_model = load_model(spec)
+    guardrails = GuardrailConfig(avoid_termination_turns=1)   # the opening may not end; any follow-up may
+    return lambda seed: UserSide(UserSimulator(user_model, guardrails, dataclasses.replace(DEFAULT_PARAMS, seed=seed)),
+                                 seed)
 
 
 def _step_progress(advance):
@@ -614,10 +658,12 @@ def _report(config: LoopConfig, data: Path, population: LoopUsers, rounds: list[
             seconds: float) -> dict[str, Any]:
     return {"config": asdict(config), "data": str(data),
             "roles": {"policy": str(policy_folder(config.policy)), "final_policy": rounds[-1]["policy"],
-                      "user": config.user, "scorer": scorer, "rewriter": config.rewriter, "judge": config.judge,
+                      "user": config.user, "eval_user": config.eval_user or config.user, "scorer": scorer, "rewriter": config.rewriter, "judge": config.judge,
                       "classifier": "offline:classifier",
                       "evaluation": "testbed ground truth: true personas (persona match), task checks (task success); "
-                                    "held-out users simulated by the same user LM"},
+                                    + ("held-out users: the testbed users"
+                                       if (config.eval_user or config.user) == GROUND_TRUTH_USERS
+                                       else f"held-out users simulated by {config.eval_user or config.user}")},
             "source": "logged" if config.baseline == "logged" else "simulated",
             "guard": population.guard, "rounds": rounds,
             "paired_changes_from_round_0": [{"round": r["round"], **paired_change(rounds[0]["eval"]["persona_match_by_user"],
