@@ -312,10 +312,9 @@ def eval_ppl_command(checkpoint: Annotated[Path, typer.Argument(help="a user LM 
     """Per-token perplexity of real user turns, with and without the intent (the paper's Table 1)."""
     from userloop.metrics.perplexity import user_turn_perplexity
 
-    data = data or default_data(prepared=True)
     with display.bars() as progress, progress("scoring") as bar:
-        result = user_turn_perplexity(checkpoint, data, split, max_conversations, batch_size, max_length, device,
-                                      max_batch_tokens, on_progress=bar, on_total=lambda n: bar.start(n))
+        result = user_turn_perplexity(checkpoint, data or default_data(prepared=True), split, max_conversations, batch_size,
+                                      max_length, device, max_batch_tokens, on_progress=bar, on_total=bar.start)
     display.echo_json(result) if as_json else display.perplexity_summary(result, checkpoint, split)
 
 
