@@ -13,20 +13,30 @@ Steps (each reuses its output when it is already in ``--work``):
    * ``scratch``: rewrites of the same originals without the feedback: the testbed rewriter changes one
      style axis chosen at random (what it would do told only "improve this"), then the same quality
      filter as part 1 (the true persona-match score must rise).
+   * ``edited``: the user-guided rewrites made by the testbed editor (``rlhi build --rewriter testbed:editor``,
+     ``WORK/run-edited``): the original with only what the feedback asks for changed; same filter.
+   * ``minimal`` (a diagnostic, not RLHI's data): each guided pair's feedback applied by the testbed rewriter
+     (chosen) against the original's own style re-rendered by it (rejected), with the same random draws, so the
+     two differ in what the user asked for and little else (the guided pairs also differ in every random
+     surface choice: opener, closer, filler order, length within its band); same quality filter.
    * ``unfiltered``: the guided rewrites without the quality filter: ``rlhi build --judge scripted:FILE`` with
      a judge that accepts every rewrite that changed the answer (``WORK/run-unfiltered``).
    * ``top10``: the guided pairs of the 10 users with the most ``train`` conversations; ``many``: as many
      guided pairs drawn at random from all users (seeded): the paper's user-diversity ablation.
 4. Policies, each trained from the base with the same steps, learning rate and seed:
    ``dpo`` (guided, persona in the system message), ``dpo-agnostic`` (guided, no persona),
-   ``dpo-scratch`` (scratch, persona), ``sft-chosen`` (SFT on the guided chosen answers, persona),
+   ``dpo-scratch`` (scratch, persona), ``dpo-edited`` and ``dpo-edited-agnostic`` (edited, with and without
+   the persona), ``dpo-minimal`` and ``dpo-minimal-agnostic`` (minimal, with and without
+   the persona), ``sft-chosen`` (SFT on the guided chosen answers, persona),
    ``dpo-unfiltered``, ``dpo-top10`` and ``dpo-many`` (those pairs, persona); with
    ``--online`` also ``online`` and ``online-agnostic``: online iterative DPO (``train dpo --online``:
    ``--online-rounds`` rounds of ``--online-requests`` train-split requests without feedback, 4 samples each,
    scored by the testbed scorer, best vs worst, ``--online-max-steps`` updates per round), with and without
    the persona in the system message.
 5. Evaluation on held-out users (the ``test`` split, users never seen in training): the opening request of
-   each conversation (150 drawn at random by default, of 371), with the user's derived persona in the system message, greedy answers.
+   each conversation (150 drawn at random by default, of 371), with the user's derived persona in the system message, greedy
+   answers (or, with ``--eval-temperature T``, ``--eval-samples`` answers per request sampled at T, top_p 0.9, a
+   request's score being their mean).
    Per policy: the mean TRUE persona-match score (testbed scorer) with its standard error, the paired
    difference from the base with its standard error, and UserEval win rates against the base
    (``userloop.rlhi.usereval``: testbed judge, both orders, ties half; personalisation and overall).
@@ -75,6 +85,10 @@ POLICIES = {  # name: (pairs, method, persona)
     "dpo": ("guided", "dpo", True),
     "dpo-agnostic": ("guided", "dpo", False),
     "dpo-scratch": ("scratch", "dpo", True),
+    "dpo-edited": ("edited", "dpo", True),
+    "dpo-edited-agnostic": ("edited", "dpo", False),
+    "dpo-minimal": ("minimal", "dpo", True),
+    "dpo-minimal-agnostic": ("minimal", "dpo", False),
     "sft-chosen": ("guided", "sft", True),
     "dpo-unfiltered": ("unfiltered", "dpo", True),
     "dpo-top10": ("top10", "dpo", True),
@@ -133,6 +147,39 @@ def scratch_rewrites(guided: list[dict], data: Path, seed: int) -> tuple[list[di
     return rows, dict(outcomes)
 
 
+def minimal_pairs(guided: list[dict], data: Path) -> tuple[list[dict], dict]:
+    """The ``minimal`` pairs (a diagnostic, not RLHI's data): each guided pair's feedback applied by the testbed
+    rewriter (chosen) and the original's own measured style re-rendered by it (rejected), both from the
+    original's substance with the same random draws, so the two differ in what the feedback asked for and
+    little else; kept when the chosen answer scores higher under the user's TRUE persona (part 1's filter)."""
+    from userloop.rlhi.followups import FollowUp, Labels
+    from userloop.rlhi.rewrites import Candidate, TestbedRewriter, measured_style
+    from userloop.rlhi.usereval import TestbedJudge
+
+    judge = TestbedJudge.from_data(data)
+    rewriter = TestbedRewriter()
+    outcomes: Counter = Counter()
+    rows = []
+    for i, pair in enumerate(guided):
+        original = pair["rejected"][0]["content"]
+        keep = "as a list" if measured_style(original).structure == "list" else "as a paragraph"  # changes nothing
+        rendered = []
+        for request in (pair["feedback"] or "", keep):  # the same conversation id and index: the same draws
+            followup = FollowUp(pair["conversation_id"], pair["user_id"], i, request, original, pair["prompt"][-1]["content"])
+            candidate = Candidate(followup, Labels("re_attempt", "make_aware_with_correction", request), pair["prompt"], original)
+            rendered.append(rewriter.rewrite([candidate], [pair["persona"]])[0])
+        chosen, rejected = rendered
+        if chosen is None or rejected is None:
+            outcomes["no style change asked"] += 1
+        elif judge.personal_score(pair["user_id"], chosen) <= judge.personal_score(pair["user_id"], rejected):
+            outcomes["chosen not better"] += 1
+        else:
+            outcomes["passed"] += 1
+            rows.append({**pair, "chosen": [{"role": "assistant", "content": chosen}],
+                         "rejected": [{"role": "assistant", "content": rejected}]})
+    return rows, dict(outcomes)
+
+
 def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
     """Every pair set of step 3, from ``train``-split users only; returns their counts."""
     users = train_users(data)
@@ -141,6 +188,13 @@ def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
     write_rows(guided, work / "pairs-guided.parquet")
     scratch, outcomes = scratch_rewrites(guided, default_data(prepared=False), seed)
     write_rows(scratch, work / "pairs-scratch.parquet")
+    minimal, minimal_outcomes = minimal_pairs(guided, default_data(prepared=False))
+    write_rows(minimal, work / "pairs-minimal.parquet")
+    edited_run = work / "run-edited"
+    if not (edited_run / "pairs.parquet").is_file():
+        userloop("rlhi", "build", "--rewriter", "testbed:editor", "--out", str(edited_run))
+    edited = [p for p in read_pairs(edited_run / "pairs.parquet") if p["user_id"] in users]
+    write_rows(edited, work / "pairs-edited.parquet")
     unfiltered_run = work / "run-unfiltered"
     if not (unfiltered_run / "pairs.parquet").is_file():
         accept_all = work / "accept-all.json"
@@ -155,7 +209,9 @@ def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
     write_rows(many, work / "pairs-many.parquet")
     return {"all": len(pairs), "held_out_users_dropped": len(pairs) - len(guided), "guided": len(guided),
             "guided_with_persona": sum(bool(p["persona"]) for p in guided), "scratch": len(scratch),
-            "scratch_outcomes": outcomes, "unfiltered": len(unfiltered),
+            "scratch_outcomes": outcomes, "minimal": len(minimal), "minimal_outcomes": minimal_outcomes,
+            "edited": len(edited),
+            "unfiltered": len(unfiltered),
             "top10": {"pairs": len(top), "users": len({p["user_id"] for p in top}),
                       "conversations_per_user": sorted((users[u] for u in frequent), reverse=True),
                       "distinct_personas": len({p["persona"] for p in top})},
@@ -189,18 +245,23 @@ def swapped_personas(requests: list, seed: int) -> list[str | None]:
     return out
 
 
-def axis_differences(judge, user_ids: list[str], right: list[str], swapped: list[str],
+def axis_differences(judge, user_ids: list[str], right: list[list[str]], swapped: list[list[str]],
                      differing: list[set[str]]) -> dict[str, dict[str, float]]:
-    """Per preference axis, the mean fit (true persona) of the right-persona answer minus the swapped one's: over
-    all swaps (``all``) and over the swaps whose two derived personas differ on that axis (``differing``, with
-    their count ``n``), where a policy that reads the persona has something to change."""
+    """Per preference axis, the mean fit (true persona) of the right-persona answers minus the swapped ones' (each
+    averaged over a request's samples): over all swaps (``all``) and over the swaps whose two derived personas
+    differ on that axis (``differing``, with their count ``n``), where a policy that reads the persona has
+    something to change."""
     from userloop.testbed.persona_match import score_components
+
+    def fits(persona, texts: list[str]) -> dict[str, float]:
+        per_text = [score_components(persona, text) for text in texts]
+        return {axis: sum(f[axis] for f in per_text) / len(per_text) for axis in per_text[0]}
 
     diffs: dict[str, list[float]] = {}
     where: dict[str, list[float]] = {}
     for user_id, a, b, axes in zip(user_ids, right, swapped, differing, strict=True):
         persona = judge.true_personas[user_id]
-        fits_a, fits_b = score_components(persona, a), score_components(persona, b)
+        fits_a, fits_b = fits(persona, a), fits(persona, b)
         for axis in fits_a:
             diffs.setdefault(axis, []).append(fits_a[axis] - fits_b[axis])
             if axis in axes:
@@ -222,8 +283,10 @@ def axes_that_differ(swaps: list[tuple[str, str]], personas: Path) -> list[set[s
 
 
 def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int, max_new_tokens: int,
-             persona_swap: bool = False) -> dict:
-    """Greedy answers of every policy to the held-out opening requests; scores, paired differences, win rates."""
+             persona_swap: bool = False, samples: int = 1, temperature: float = 0.0) -> dict:
+    """Every policy's answers to the held-out opening requests (greedy, or ``samples`` answers each at
+    ``temperature`` with top_p 0.9 and seed 0, a request's score being the mean over them); scores, paired
+    differences, win rates (sample k of a policy against sample k of the base)."""
     from userloop.models import load_model
     from userloop.rlhi.user_rewards import sample_candidates
     from userloop.rlhi.usereval import Comparison, TestbedJudge, UserEvalConfig, judge_both_orders, opening_requests
@@ -237,38 +300,43 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
     swapped = [i for i, persona in enumerate(swaps) if persona]
     swap_prompts = [with_persona(requests[i].prompt, swaps[i]) for i in swapped]
     differing = axes_that_differ([(requests[i].persona, swaps[i]) for i in swapped], run / "personas.jsonl") if persona_swap else []
-    answers, swap_answers = {}, {}
+    decoding = ({"n": 1, "temperature": 0.0, "top_p": None} if temperature == 0.0
+                else {"n": samples, "temperature": temperature, "top_p": 0.9, "seed": 0})
+    answers, swap_answers = {}, {}   # per policy: one list of answers per request
     for name, path in policies.items():
         started = time.perf_counter()
         model = load_model(f"hf:{path}")
-        answers[name] = [c[0] for c in sample_candidates(model, prompts, n=1, temperature=0.0, top_p=None,
-                                                         max_new_tokens=max_new_tokens)]
+        answers[name] = sample_candidates(model, prompts, max_new_tokens=max_new_tokens, **decoding)
         if persona_swap:
-            swap_answers[name] = [c[0] for c in sample_candidates(model, swap_prompts, n=1, temperature=0.0, top_p=None,
-                                                                  max_new_tokens=max_new_tokens)]
+            swap_answers[name] = sample_candidates(model, swap_prompts, max_new_tokens=max_new_tokens, **decoding)
         print(f"answered with {name} in {time.perf_counter() - started:.0f}s", flush=True)
-    scores = {name: [judge.personal_score(r.user_id, a) for r, a in zip(requests, texts, strict=True)]
-              for name, texts in answers.items()}
+
+    def score(user_id: str, texts: list[str]) -> float:
+        return sum(judge.personal_score(user_id, text) for text in texts) / len(texts)
+
+    scores = {name: [score(r.user_id, texts) for r, texts in zip(requests, per_request, strict=True)]
+              for name, per_request in answers.items()}
     out = {"requests": dict(counts), "requests_used": len(requests), "policies": {}}
     base = scores["base"]
     for name, values in scores.items():
         row = {"mean_persona_match": mean(values), "se": stderr(values),
-               "mean_words": mean([len(a.split()) for a in answers[name]])}
+               "mean_words": mean([len(a.split()) for texts in answers[name] for a in texts])}
         if name != "base":
             diff = [v - b for v, b in zip(values, base, strict=True)]
             row |= {"diff_vs_base": mean(diff), "diff_se": stderr(diff)}
             items = [(Comparison(r.user_id, r.persona, r.prompt, p, b), Comparison(r.user_id, r.persona, r.prompt, b, p))
-                     for r, p, b in zip(requests, answers[name], answers["base"], strict=True)]
+                     for r, mine, theirs in zip(requests, answers[name], answers["base"], strict=True)
+                     for p, b in zip(mine, theirs, strict=True)]
             row["win_rate_personal"] = judge_both_orders(judge, items, personalised=True)["summary"]
             row["win_rate_overall"] = judge_both_orders(judge, items, personalised=False)["summary"]
         if persona_swap:
             right = [values[i] for i in swapped]
-            wrong = [judge.personal_score(requests[i].user_id, a) for i, a in zip(swapped, swap_answers[name], strict=True)]
+            wrong = [score(requests[i].user_id, texts) for i, texts in zip(swapped, swap_answers[name], strict=True)]
             diff = [r - w for r, w in zip(right, wrong, strict=True)]
             row["persona_swap"] = {"requests": len(swapped), "right_persona": mean(right), "swapped_persona": mean(wrong),
                                    "diff": mean(diff), "diff_se": stderr(diff),
-                                   "share_answers_changed": mean([float(answers[name][i] != a)
-                                                                  for i, a in zip(swapped, swap_answers[name], strict=True)]),
+                                   "share_answers_changed": mean([float(answers[name][i][0] != texts[0])
+                                                                  for i, texts in zip(swapped, swap_answers[name], strict=True)]),
                                    "diff_per_axis": axis_differences(judge, [requests[i].user_id for i in swapped],
                                                                      [answers[name][i] for i in swapped], swap_answers[name],
                                                                      differing)}
@@ -280,7 +348,7 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
             diff = [a - b for a, b in zip(scores[conditioned], scores[agnostic], strict=True)]
             out["persona_vs_agnostic"][f"{conditioned} minus {agnostic}"] = {"diff": mean(diff), "se": stderr(diff)}
     out["over_seeds"] = over_seeds(scores)
-    out["examples"] = {name: texts[:3] for name, texts in answers.items()}
+    out["examples"] = {name: [texts[0] for texts in per_request[:3]] for name, per_request in answers.items()}
     return out
 
 
@@ -347,6 +415,9 @@ def main() -> None:
                         help="weight of an SFT term on the chosen answers in every DPO policy's loss (RPO; 0: plain DPO)")
     parser.add_argument("--max-requests", type=int, default=150, help="held-out requests to answer, drawn at random (seeded; 0: all 371)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--eval-temperature", type=float, default=0.0,
+                        help="0: greedy answers; above 0: --eval-samples answers per request at this temperature (top_p 0.9)")
+    parser.add_argument("--eval-samples", type=int, default=4, help="answers per request when --eval-temperature > 0")
     parser.add_argument("--only", nargs="*", choices=sorted(POLICIES),
                         help="train and evaluate only these policies (none: evaluate the base alone)")
     parser.add_argument("--online", action="store_true", help="also train and evaluate online iterative DPO, with and without the persona")
@@ -356,6 +427,8 @@ def main() -> None:
     parser.add_argument("--persona-swap", action="store_true",
                         help="also answer with another user's persona and score under the right one (step 5)")
     args = parser.parse_args()
+    if args.eval_temperature < 0 or args.eval_samples < 1:
+        parser.error("--eval-temperature must be 0 or more and --eval-samples 1 or more")
     args.work.mkdir(parents=True, exist_ok=True)
     with library_log(args.work):  # the libraries' warnings go to WORK/log.txt, not the terminal
         run_ablations(args)
@@ -403,7 +476,8 @@ def run_ablations(args: argparse.Namespace) -> None:
             report = train_dpo(config).report if not (out / "dpo_report.json").is_file() else json.loads((out / "dpo_report.json").read_text())
             trained[key] = report
             policies[key] = out
-    results = evaluate(policies, run, data, args.max_requests, args.max_new_tokens, args.persona_swap)
+    results = evaluate(policies, run, data, args.max_requests, args.max_new_tokens, args.persona_swap,
+                       samples=args.eval_samples, temperature=args.eval_temperature)
     summary = {"date": time.strftime("%Y-%m-%d"), "load": os.getloadavg(), "args": {k: str(v) for k, v in vars(args).items()},
                "pairs": pair_counts, "training": trained, "evaluation": results,
                "seconds": round(time.perf_counter() - started, 1)}

@@ -75,7 +75,7 @@ def test_old_spellings_still_name_their_built_in(role, old):
                                      "a chat model spec (hf:")),
     ("followup_classifier", "rules",
      "unknown model spec 'rules' for the follow-up classifier: give offline:classifier"),
-    ("rewriter", "testbed:judge", "testbed:judge is not a rewriter: give testbed:rewriter, a chat model spec"),
+    ("rewriter", "testbed:judge", "testbed:judge is not a rewriter: give testbed:rewriter, testbed:editor, a chat model spec"),
     ("judge", "testbed:nothing", "unknown model spec 'testbed:nothing' for the rewrite judge"),
     ("scorer", "rm:", "names nothing: expected rm:PATH"),
     ("rewriter", "hf:", "names no model"),

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from userloop.batching import token_budget_batches
 from userloop.errors import UserError
 from userloop.train.common import load_pretrained
 from userloop.userlm.flip import Renderer, read_split, render, user_lm_messages
@@ -71,7 +72,8 @@ def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = 
     if not turns:
         raise UserError(f"{data}: no user turn of the {split} split to score (none fits in max_length {max_length} "
                         "or all are empty)")
-    batches = {name: _batches(samples, batch_size, max_batch_tokens) for name, samples in parts.items()}
+    batches = {name: token_budget_batches(samples, lambda s: len(s.ids), max_batch_tokens, max_rows=batch_size)
+               for name, samples in parts.items()}
     if on_total is not None:
         on_total(sum(len(b) for b in batches.values()))
     result: dict = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "conversations": len(conversations),
@@ -88,17 +90,6 @@ def user_turn_perplexity(checkpoint: str | Path, data: str | Path, split: str = 
         result[name] = {"perplexity": math.exp(nll / tokens) if tokens else None,
                         "nll_per_token": nll / tokens if tokens else None, "tokens": tokens}
     return result
-
-
-def _batches(samples, batch_size: int, max_batch_tokens: int) -> list[list]:
-    """Samples sorted by length (little padding), cut into batches of at most ``batch_size`` samples and
-    ``max_batch_tokens`` padded tokens (rows x the longest; a sample longer than that is a batch alone)."""
-    batches: list[list] = []
-    for sample in sorted(samples, key=lambda s: len(s.ids)):
-        if not batches or len(batches[-1]) == batch_size or (len(batches[-1]) + 1) * len(sample.ids) > max_batch_tokens:
-            batches.append([])
-        batches[-1].append(sample)
-    return batches
 
 
 def _summed_nll(model, batch, pad: int, device: str) -> tuple[float, int]:

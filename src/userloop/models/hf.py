@@ -69,6 +69,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from userloop.batching import token_budget_batches
 from userloop.errors import UserError
 from userloop.models.base import (
     Capabilities,
@@ -250,17 +251,14 @@ class HFChatModel(ChatModel):
         """``requests`` as they are when their padded rectangle fits ``max_batch_tokens`` (or it is 0); else
         sorted by prompt length and cut into the fewest consecutive parts that fit (a request too wide for
         the budget on its own is a part of its own)."""
-        def tokens(part: list[_Request]) -> int:
-            return len(part) * params.n * (max(len(r.prompt_ids) for r in part) + params.max_new_tokens)
+        def width(request: _Request) -> int:
+            return len(request.prompt_ids) + params.max_new_tokens
 
-        if not self.max_batch_tokens or not requests or tokens(requests) <= self.max_batch_tokens:
-            return [requests] if requests else []
-        parts: list[list[_Request]] = [[]]
-        for request in sorted(requests, key=lambda r: len(r.prompt_ids)):
-            if parts[-1] and tokens([*parts[-1], request]) > self.max_batch_tokens:
-                parts.append([])
-            parts[-1].append(request)
-        return parts
+        if not requests:
+            return []
+        if not self.max_batch_tokens or len(requests) * params.n * max(map(width, requests)) <= self.max_batch_tokens:
+            return [requests]
+        return token_budget_batches(requests, width, self.max_batch_tokens, rows_per_item=params.n)
 
     async def _with_prompts(self, requests: list[_Request]) -> list[_Request]:
         """The ``requests`` still awaited, with their prompt ids made in a thread; one whose prompt is refused

@@ -53,6 +53,7 @@ ROLES = {"user": "simulated user", "assistant": "assistant", "scorer": "scorer",
 BUILTIN_PROVIDERS: dict[str, dict[str, str]] = {
     "testbed:scorer": {"scorer": "userloop.rlhi.reward_scorers:TestbedScorer.from_data"},
     "testbed:rewriter": {"rewriter": "userloop.rlhi.rewrites:TestbedRewriter"},
+    "testbed:editor": {"rewriter": "userloop.rlhi.rewrites:TestbedEditor"},
     "testbed:judge": {"judge": "userloop.rlhi.rewrites:ScorerJudge.from_data",
                       "usereval_judge": "userloop.rlhi.usereval:TestbedJudge.from_data"},
     "offline:classifier": {"followup_classifier": "userloop.rlhi.followup_classifier:loaded_offline"},

@@ -40,7 +40,7 @@ class BuildConfig:
 
     classifier: str = field(default="offline:classifier", metadata={"help": "follow-up classifier: offline:classifier, or a chat model spec (LLM judge)"})
     persona_model: str = field(default="offline:personas", metadata={"help": "persona backend: offline:personas, or a chat model spec"})
-    rewriter: str = field(default="testbed:rewriter", metadata={"help": "rewriter: testbed:rewriter (the testbed's scripted assistant, style only), or a chat model spec"})
+    rewriter: str = field(default="testbed:rewriter", metadata={"help": "rewriter: testbed:rewriter (the testbed's scripted assistant re-renders the answer, style only), testbed:editor (it edits only what the feedback asks for), or a chat model spec"})
     judge: str = field(default="testbed:judge", metadata={"help": "rewrite filter: testbed:judge (testbed persona-match scorer, needs the truth), or a chat model spec"})
     min_conversations: int = field(default=3, metadata={"help": "users need at least this many conversations for a persona"})
     batch_size: int = field(default=256, metadata={"help": "items per batch sent to a chat model"})

@@ -118,8 +118,8 @@ class LoopConfig:
                                     "logged conversations instead (the comparison arm)")
     scorer: str = option("testbed:scorer", "scores sampled answers for the user: testbed:scorer, rm:PATH or a chat "
                                            "model spec")
-    rewriter: str = option("testbed:rewriter", "rewrites answers users complained about: testbed:rewriter or a chat "
-                                               "model spec")
+    rewriter: str = option("testbed:rewriter", "rewrites answers users complained about: testbed:rewriter, "
+                                               "testbed:editor or a chat model spec")
     judge: str = option("testbed:judge", "keeps rewrites that address the feedback: testbed:judge (testbed truth) or "
                                          "a chat model spec")
     users: int = option(64, "training users per round (fresh ones each round while the pool lasts)")

@@ -13,6 +13,12 @@ Rewriters:
   (its sentences minus the assistant's stock openers, closers and filler) in the new style
   (``testbed.assistant.render``). It changes style only: feedback that asks for other content (a wrong
   answer, a missed request) gets no rewrite, and is counted.
+* :class:`TestbedEditor` (``testbed:editor``, offline): the same style change made as a minimal edit, as a
+  rewriter told to keep what was right would make it: the original is cut into the parts the testbed assistant
+  lays out (opener, lead, points, filler sentences, code, closer) and only the parts of the axes the feedback
+  asks about change (opener, closer, connectors and contractions for tone; the filler sentences' bank for
+  vocabulary; filler sentences dropped or added for length; the layout for list or prose). The rest stays word
+  for word; an unchanged style gives the original back exactly.
 * :class:`ModelRewriter` (any chat model spec): our prompt with the conversation, the original, the
   feedback and the user's persona.
 
@@ -148,6 +154,204 @@ class TestbedRewriter:
             rng = random.Random(f"{candidate.followup.conversation_id}-{candidate.followup.index}")
             out.append(render(rng, style, lead, points, block))
         return out
+
+
+# ----------------------------------------------------------------------------- the testbed editor
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def _variants(sentence: str) -> tuple[str, str]:
+    return normalised(sentence), normalised(assistant._contract(sentence))
+
+
+def _bank_index() -> dict[str, tuple[str, int]]:
+    """Each filler sentence (and its contracted form) -> (vocabulary, position in its bank)."""
+    banks = {"simple": assistant.SIMPLE, "mixed": assistant.MIXED, "technical": assistant.TECHNICAL}
+    return {v: (vocabulary, i) for vocabulary, bank in banks.items() for i, s in enumerate(bank) for v in _variants(s)}
+
+
+_FILLERS = _bank_index()
+_BANKS = {"simple": assistant.SIMPLE, "mixed": assistant.MIXED, "technical": assistant.TECHNICAL}
+
+
+@dataclass
+class _Layout:
+    """An answer cut into the parts the testbed assistant lays out (``testbed.assistant.render``); ``head`` and
+    ``items`` are the original's own text, kept verbatim."""
+
+    opener: str | None
+    tech_lead: str | None
+    head: str                               # the first paragraph after the opener: the lead (and, in prose, the points)
+    items: list[str]                        # list points that are the original's own
+    fillers: list[tuple[str | None, str, int, bool]]  # (connector, vocabulary, position in its bank, contracted)
+    other: list[str]                        # paragraphs the layout does not explain, kept as they are
+    block: str | None
+    closer: str | None
+    listed: bool                            # laid out as a list: ``head`` is the lead alone
+
+
+def _stock_piece(piece: str, bank: tuple[str, ...] | dict) -> str | None:
+    """The stock sentence of ``bank`` that ``piece`` is (in either contraction), or None."""
+    key = normalised(piece)
+    return next((s for s in bank if key in _variants(s)), None)
+
+
+def _filler(piece: str) -> tuple[str | None, str, int, bool] | None:
+    match = _CONNECTOR.match(piece)
+    bare = piece[match.end():] if match else piece
+    key = normalised(bare[:1].upper() + bare[1:])
+    found = _FILLERS.get(key)
+    if not found:
+        return None
+    return match.group(0) if match else None, *found, key != normalised(_BANKS[found[0]][found[1]])
+
+
+def _layout(text: str) -> _Layout:
+    block = None
+    if text.count("```") >= 2:
+        start, end = text.index("```"), text.rindex("```") + 3
+        block, text = text[start:end], text[:start] + "\n\n" + text[end:]
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    closers = tuple(s for tone in assistant.CLOSERS.values() for s in tone)
+    closer = paragraphs.pop() if len(paragraphs) > 1 and _stock_piece(paragraphs[-1], closers) else None
+    first = paragraphs.pop(0) if paragraphs else ""
+    opener = tech_lead = None
+    for bank, name in ((tuple(s for tone in assistant.OPENERS.values() for s in tone), "opener"),
+                       (assistant.LEADS_TECHNICAL, "tech_lead")):
+        piece = _PIECE.match(first)
+        if piece and _stock_piece(piece.group(0), bank):
+            if name == "opener":
+                opener = piece.group(0).strip()
+            else:
+                tech_lead = piece.group(0).strip()
+            first = first[piece.end():].strip()
+    items, fillers, other = [], [], []
+    listed = False
+    for paragraph in paragraphs:
+        lines = paragraph.splitlines()
+        if all(line.startswith("- ") for line in lines):
+            listed = True
+            for line in lines:
+                found = _filler(line[2:].strip())
+                if found:
+                    fillers.append(found)
+                else:
+                    items.append(line[2:].strip())
+            continue
+        pieces = [p.strip() for p in _PIECE.findall(paragraph)]
+        found = [_filler(p) for p in pieces]
+        if pieces and all(found):
+            fillers.extend(found)
+        else:
+            other.append(paragraph)
+    return _Layout(opener, tech_lead, first, items, fillers, other, block, closer, listed)
+
+
+def _filler_text(filler: tuple[str | None, str, int, bool]) -> str:
+    connector, vocabulary, position, contracted = filler
+    sentence = _BANKS[vocabulary][position]
+    sentence = assistant._contract(sentence) if contracted else sentence
+    return connector + sentence[0].lower() + sentence[1:] if connector else sentence
+
+
+def _composed(layout: _Layout, structure: str) -> str:
+    """``layout`` as the testbed assistant lays out a reply of that ``structure`` (``render``'s layout)."""
+    extra = [_filler_text(f) for f in layout.fillers]
+    if structure == "list":
+        lead, *points = _SENTENCE_END.split(layout.head) if layout.head and not layout.listed else [layout.head]
+        parts = [" ".join(p for p in (layout.opener, layout.tech_lead, lead) if p),
+                 *layout.other, "\n".join(f"- {item}" for item in [*points, *layout.items, *extra])]
+    else:
+        parts = [" ".join(p for p in (layout.opener, layout.tech_lead, layout.head, *layout.items) if p),
+                 *layout.other, " ".join(extra)]
+    if layout.block:
+        parts.insert(1, layout.block)
+    parts.append(layout.closer or "")
+    return "\n\n".join(p for p in parts if p)
+
+
+def _expanded(text: str) -> str:
+    return _CONTRACTED_WORD.sub(lambda m: _EXPAND[m.group(0)], text)
+
+
+def _in_other(bank: dict[str, tuple[str, ...]], sentence: str | None, tone: str) -> str | None:
+    """The sentence of ``bank[tone]`` at the position ``sentence`` has in the other tone's list."""
+    if sentence is None:
+        return None
+    for values in bank.values():
+        found = _stock_piece(sentence, values)
+        if found:
+            return bank[tone][values.index(found) % len(bank[tone])]
+    return sentence
+
+
+@dataclass
+class TestbedEditor:
+    """The testbed rewriter as a minimal editor: it changes what the feedback asks for and keeps the rest of
+    the original, word for word where it can (class docstring of :class:`TestbedRewriter` for the rest)."""
+
+    __test__ = False   # not a pytest class, whatever its name
+    counts: Counter = field(default_factory=Counter)
+
+    def rewrite(self, batch: Sequence[Candidate], personas: Sequence[str | None]) -> list[str | None]:
+        out: list[str | None] = []
+        for candidate in batch:
+            reasons = [r for r in feedback_reasons(candidate.labels.feedback_text) if r in REASON_PREFERENCE]
+            if not reasons:
+                self.counts["no style change asked"] += 1
+                out.append(None)
+                continue
+            before = measured_style(candidate.original)
+            after = before
+            for reason in reasons:
+                after = adjust(after, reason)
+            rng = random.Random(f"{candidate.followup.conversation_id}-{candidate.followup.index}")
+            out.append(edited(candidate.original, before, after, rng))
+        return out
+
+
+def edited(original: str, before: Style, after: Style, rng: random.Random) -> str:
+    """``original`` (measured as ``before``) with the axes where ``after`` differs changed, and nothing else."""
+    layout = _layout(original)
+    casual = after.tone == "casual"
+    if after.tone != before.tone:
+        layout.opener = _in_other(assistant.OPENERS, layout.opener, after.tone)
+        layout.closer = _in_other(assistant.CLOSERS, layout.closer, after.tone)
+        layout.fillers = [((_in_other(assistant.CONNECTORS, c, after.tone) or "").rstrip() + " " if c else None, v, i, casual)
+                          for c, v, i, _ in layout.fillers]
+        change = assistant._contract if casual else _expanded
+        layout.head, layout.items, layout.other = change(layout.head), [change(i) for i in layout.items], [
+            assistant._contract_outside_code(o) if casual else _expanded(o) for o in layout.other]
+    if after.vocabulary != before.vocabulary:
+        bank = _BANKS[after.vocabulary]
+        used: set[int] = set()
+        fillers = []
+        for connector, _, position, contracted in layout.fillers:
+            position %= len(bank)
+            while position in used and len(used) < len(bank):
+                position = (position + 1) % len(bank)
+            used.add(position)
+            fillers.append((connector, after.vocabulary, position, contracted))
+        layout.fillers = fillers
+        layout.tech_lead = assistant.LEADS_TECHNICAL[0] if after.vocabulary == "technical" else None
+    if after.length != before.length:
+        low, high = assistant.LENGTH_WORDS[after.length]
+        target = rng.randint(low, high)
+        lengths = assistant.STYLE_VALUES["length"]
+        if lengths.index(after.length) < lengths.index(before.length):
+            while layout.fillers and len(_composed(layout, after.structure).split()) > target:
+                layout.fillers.pop()
+            while len(layout.items) > 2 and len(_composed(layout, after.structure).split()) > target:
+                layout.items.pop(0)
+        else:
+            vocabulary = layout.fillers[0][1] if layout.fillers else after.vocabulary
+            present = {i for _, v, i, _ in layout.fillers if v == vocabulary}
+            spare = [i for i in range(len(_BANKS[vocabulary])) if i not in present]
+            rng.shuffle(spare)
+            connectors = assistant.CONNECTORS[after.tone]
+            while spare and len(_composed(layout, after.structure).split()) < target:
+                layout.fillers.append((rng.choice(connectors) if rng.random() < 0.5 else None, vocabulary, spare.pop(), casual))
+    return _composed(layout, after.structure)
 
 
 # ----------------------------------------------------------------------------- a chat model as rewriter
