@@ -98,6 +98,10 @@ _EXPAND = {short: long for long, short in CONTRACTIONS}
 _CONTRACTED_WORD = re.compile(r"\b(?:" + "|".join(re.escape(s) for s in _EXPAND) + r")\b")
 
 
+def _expanded(text: str) -> str:
+    return _CONTRACTED_WORD.sub(lambda m: _EXPAND[m.group(0)], text)
+
+
 def measured_style(text: str):
     """The testbed assistant's style axes read off any text (with the scorer's own measurements)."""
     f = text_features(text)
@@ -128,6 +132,19 @@ def substance(text: str, stock: frozenset[str]) -> tuple[list[str], str | None]:
     return sentences, block
 
 
+def asked_styles(candidate: Candidate, counts: Counter) -> tuple[Style, Style] | None:
+    """The original's measured style and the style its feedback asks for, or None (counted) when the feedback
+    asks for no style change."""
+    reasons = [r for r in feedback_reasons(candidate.labels.feedback_text) if r in REASON_PREFERENCE]
+    if not reasons:
+        counts["no style change asked"] += 1
+        return None
+    before = after = measured_style(candidate.original)
+    for reason in reasons:
+        after = adjust(after, reason)
+    return before, after
+
+
 @dataclass
 class TestbedRewriter:
     """The testbed's scripted assistant as an offline rewriter (style changes only; module docstring)."""
@@ -139,21 +156,18 @@ class TestbedRewriter:
     def rewrite(self, batch: Sequence[Candidate], personas: Sequence[str | None]) -> list[str | None]:
         out: list[str | None] = []
         for candidate in batch:
-            reasons = [r for r in feedback_reasons(candidate.labels.feedback_text) if r in REASON_PREFERENCE]
-            if not reasons:
-                self.counts["no style change asked"] += 1
-                out.append(None)
-                continue
-            style = measured_style(candidate.original)
-            for reason in reasons:
-                style = adjust(style, reason)
-            sentences, block = substance(candidate.original, self._stock)
-            if style.tone == "formal":
-                sentences = [_CONTRACTED_WORD.sub(lambda m: _EXPAND[m.group(0)], s) for s in sentences]
-            lead, points = (sentences[0], sentences[1:]) if sentences else ("", [])
+            styles = asked_styles(candidate, self.counts)
             rng = random.Random(f"{candidate.followup.conversation_id}-{candidate.followup.index}")
-            out.append(render(rng, style, lead, points, block))
+            out.append(None if styles is None else self.restyled(candidate.original, *styles, rng))
         return out
+
+    def restyled(self, original: str, before: Style, after: Style, rng: random.Random) -> str:
+        """``original``'s own sentences re-rendered in the style ``after``."""
+        sentences, block = substance(original, self._stock)
+        if after.tone == "formal":
+            sentences = [_expanded(s) for s in sentences]
+        lead, points = (sentences[0], sentences[1:]) if sentences else ("", [])
+        return render(rng, after, lead, points, block)
 
 
 # ----------------------------------------------------------------------------- the testbed editor
@@ -270,10 +284,6 @@ def _composed(layout: _Layout, structure: str) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-def _expanded(text: str) -> str:
-    return _CONTRACTED_WORD.sub(lambda m: _EXPAND[m.group(0)], text)
-
-
 def _in_other(bank: dict[str, tuple[str, ...]], sentence: str | None, tone: str) -> str | None:
     """The sentence of ``bank[tone]`` at the position ``sentence`` has in the other tone's list."""
     if sentence is None:
@@ -286,28 +296,14 @@ def _in_other(bank: dict[str, tuple[str, ...]], sentence: str | None, tone: str)
 
 
 @dataclass
-class TestbedEditor:
+class TestbedEditor(TestbedRewriter):
     """The testbed rewriter as a minimal editor: it changes what the feedback asks for and keeps the rest of
-    the original, word for word where it can (class docstring of :class:`TestbedRewriter` for the rest)."""
+    the original, word for word where it can (module docstring)."""
 
     __test__ = False   # not a pytest class, whatever its name
-    counts: Counter = field(default_factory=Counter)
 
-    def rewrite(self, batch: Sequence[Candidate], personas: Sequence[str | None]) -> list[str | None]:
-        out: list[str | None] = []
-        for candidate in batch:
-            reasons = [r for r in feedback_reasons(candidate.labels.feedback_text) if r in REASON_PREFERENCE]
-            if not reasons:
-                self.counts["no style change asked"] += 1
-                out.append(None)
-                continue
-            before = measured_style(candidate.original)
-            after = before
-            for reason in reasons:
-                after = adjust(after, reason)
-            rng = random.Random(f"{candidate.followup.conversation_id}-{candidate.followup.index}")
-            out.append(edited(candidate.original, before, after, rng))
-        return out
+    def restyled(self, original: str, before: Style, after: Style, rng: random.Random) -> str:
+        return edited(original, before, after, rng)
 
 
 def edited(original: str, before: Style, after: Style, rng: random.Random) -> str:
