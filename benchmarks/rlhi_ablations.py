@@ -19,15 +19,20 @@ Steps (each reuses its output when it is already in ``--work``):
      (chosen) against the original's own style re-rendered by it (rejected), with the same random draws, so the
      two differ in what the user asked for and little else (the guided pairs also differ in every random
      surface choice: opener, closer, filler order, length within its band); same quality filter.
+   * ``onpolicy``: each guided pair's logged feedback applied by the testbed editor to the base policy's own
+     greedy answer to the same prompt (persona in the system message): chosen = the edited answer, rejected =
+     the policy's answer; same filter (``WORK/pairs-onpolicy.parquet``, built only when a policy needs it).
+   * ``mirrored`` (a diagnostic): the ``edited`` pairs plus their mirrors: each with the derived persona of
+     another train-split user who prefers the opposite on the asked axes, original chosen and edit rejected,
+     kept when that user's true persona agrees; every style change is then about as often chosen as rejected.
    * ``unfiltered``: the guided rewrites without the quality filter: ``rlhi build --judge scripted:FILE`` with
      a judge that accepts every rewrite that changed the answer (``WORK/run-unfiltered``).
    * ``top10``: the guided pairs of the 10 users with the most ``train`` conversations; ``many``: as many
      guided pairs drawn at random from all users (seeded): the paper's user-diversity ablation.
 4. Policies, each trained from the base with the same steps, learning rate and seed:
    ``dpo`` (guided, persona in the system message), ``dpo-agnostic`` (guided, no persona),
-   ``dpo-scratch`` (scratch, persona), ``dpo-edited`` and ``dpo-edited-agnostic`` (edited, with and without
-   the persona), ``dpo-minimal`` and ``dpo-minimal-agnostic`` (minimal, with and without
-   the persona), ``sft-chosen`` (SFT on the guided chosen answers, persona),
+   ``dpo-scratch`` (scratch, persona); ``dpo-edited``, ``dpo-minimal``, ``dpo-mirrored`` and ``dpo-onpolicy`` (those pairs,
+   persona) and their ``-agnostic`` twins (no persona); ``sft-chosen`` (SFT on the guided chosen answers, persona),
    ``dpo-unfiltered``, ``dpo-top10`` and ``dpo-many`` (those pairs, persona); with
    ``--online`` also ``online`` and ``online-agnostic``: online iterative DPO (``train dpo --online``:
    ``--online-rounds`` rounds of ``--online-requests`` train-split requests without feedback, 4 samples each,
@@ -89,6 +94,10 @@ POLICIES = {  # name: (pairs, method, persona)
     "dpo-edited-agnostic": ("edited", "dpo", False),
     "dpo-minimal": ("minimal", "dpo", True),
     "dpo-minimal-agnostic": ("minimal", "dpo", False),
+    "dpo-mirrored": ("mirrored", "dpo", True),
+    "dpo-mirrored-agnostic": ("mirrored", "dpo", False),
+    "dpo-onpolicy": ("onpolicy", "dpo", True),
+    "dpo-onpolicy-agnostic": ("onpolicy", "dpo", False),
     "sft-chosen": ("guided", "sft", True),
     "dpo-unfiltered": ("unfiltered", "dpo", True),
     "dpo-top10": ("top10", "dpo", True),
@@ -180,6 +189,76 @@ def minimal_pairs(guided: list[dict], data: Path) -> tuple[list[dict], dict]:
     return rows, dict(outcomes)
 
 
+def onpolicy_pairs(guided: list[dict], base: Path, data: Path, max_new_tokens: int) -> tuple[list[dict], dict]:
+    """The ``onpolicy`` pairs: each guided pair's logged feedback applied by the testbed editor to the BASE
+    POLICY's own greedy answer to the same prompt (persona in the system message, as served): chosen = the
+    edited answer, rejected = the policy's answer; same quality filter as part 1 (the true persona-match score
+    must rise). Prompts too long for the policy's context with ``max_new_tokens`` are skipped and counted."""
+    from types import SimpleNamespace
+
+    from userloop.models import load_model
+    from userloop.rlhi.dpo import fitting_requests
+    from userloop.rlhi.followups import FollowUp, Labels
+    from userloop.rlhi.rewrites import Candidate, ScorerJudge, TestbedEditor, rewrite_and_filter
+    from userloop.rlhi.user_rewards import sample_candidates
+
+    outcomes: Counter = Counter()
+    requests = [SimpleNamespace(prompt=p["prompt"], persona=p["persona"], pair=p) for p in guided]
+    kept = fitting_requests(requests, str(base), max_new_tokens, persona=True, counts=outcomes)
+    model = load_model(f"hf:{base}")
+    answers = [texts[0] for texts in sample_candidates(model, [with_persona(r.prompt, r.persona) for r in kept], n=1,
+                                                      temperature=0.0, top_p=None, max_new_tokens=max_new_tokens)]
+    candidates = []
+    for i, (request, answer) in enumerate(zip(kept, answers, strict=True)):
+        pair = request.pair
+        feedback = pair["feedback"] or ""
+        followup = FollowUp(pair["conversation_id"], pair["user_id"], i, feedback, answer, pair["prompt"][-1]["content"])
+        candidates.append(Candidate(followup, Labels("re_attempt", "make_aware_with_correction", feedback), pair["prompt"], answer))
+    results = rewrite_and_filter(candidates, [r.persona for r in kept], TestbedEditor(), ScorerJudge.from_data(data))
+    outcomes.update(r.why for r in results)
+    rows = [{**request.pair, "chosen": [{"role": "assistant", "content": r.rewrite}],
+             "rejected": [{"role": "assistant", "content": r.candidate.original}]}
+            for request, r in zip(kept, results, strict=True) if r.accepted]
+    return rows, dict(outcomes)
+
+
+def mirrored_pairs(edited: list[dict], personas: Path, users: Counter, data: Path) -> tuple[list[dict], dict]:
+    """The mirrors of the ``edited`` pairs (a diagnostic, not RLHI's data): for each pair whose feedback asks
+    for a style change, the same prompt with the derived persona of another ``train``-split user who prefers
+    the opposite on every asked axis (a seeded draw), the original chosen and the edit rejected; kept when that
+    user's TRUE persona also scores the original higher (part 1's filter). Together with the edited pairs,
+    each style change is about as often chosen as rejected, so mostly the persona tells DPO which one a user
+    wants."""
+    from userloop.rlhi.reward_scorers import TestbedScorer
+    from userloop.rlhi.taxonomy import REASON_PREFERENCE, feedback_reasons
+    from userloop.testbed.persona_match import score
+
+    true = TestbedScorer.from_data(data).true_personas
+    derived = [json.loads(line) for line in personas.read_text().splitlines() if line.strip()]
+    derived = [record for record in derived if record["user_id"] in users and record.get("persona")]
+    outcomes: Counter = Counter()
+    rows = []
+    for i, pair in enumerate(edited):
+        wanted = dict(REASON_PREFERENCE[r] for r in feedback_reasons(pair["feedback"]) if r in REASON_PREFERENCE)
+        if not wanted:
+            outcomes["no style change asked"] += 1
+            continue
+        opposite = [record for record in derived if record["user_id"] != pair["user_id"]
+                    and all(record.get(axis) not in (None, value) for axis, value in wanted.items())]
+        if not opposite:
+            outcomes["no user prefers the opposite"] += 1
+            continue
+        other = random.Random(f"{pair['conversation_id']}-{i}").choice(opposite)
+        original, edit = pair["rejected"][0]["content"], pair["chosen"][0]["content"]
+        if score(true[other["user_id"]], original) <= score(true[other["user_id"]], edit):
+            outcomes["judge rejected"] += 1
+            continue
+        outcomes["passed"] += 1
+        rows.append({**pair, "user_id": other["user_id"], "persona": other["persona"],
+                     "chosen": pair["rejected"], "rejected": pair["chosen"]})
+    return rows, dict(outcomes)
+
+
 def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
     """Every pair set of step 3, from ``train``-split users only; returns their counts."""
     users = train_users(data)
@@ -195,6 +274,8 @@ def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
         userloop("rlhi", "build", "--rewriter", "testbed:editor", "--out", str(edited_run))
     edited = [p for p in read_pairs(edited_run / "pairs.parquet") if p["user_id"] in users]
     write_rows(edited, work / "pairs-edited.parquet")
+    mirrors, mirror_outcomes = mirrored_pairs(edited, run / "personas.jsonl", users, data)
+    write_rows(edited + mirrors, work / "pairs-mirrored.parquet")
     unfiltered_run = work / "run-unfiltered"
     if not (unfiltered_run / "pairs.parquet").is_file():
         accept_all = work / "accept-all.json"
@@ -210,7 +291,7 @@ def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
     return {"all": len(pairs), "held_out_users_dropped": len(pairs) - len(guided), "guided": len(guided),
             "guided_with_persona": sum(bool(p["persona"]) for p in guided), "scratch": len(scratch),
             "scratch_outcomes": outcomes, "minimal": len(minimal), "minimal_outcomes": minimal_outcomes,
-            "edited": len(edited),
+            "edited": len(edited), "mirrored": {"pairs": len(edited) + len(mirrors), "mirrors": mirror_outcomes},
             "unfiltered": len(unfiltered),
             "top10": {"pairs": len(top), "users": len({p["user_id"] for p in top}),
                       "conversations_per_user": sorted((users[u] for u in frequent), reverse=True),
@@ -449,6 +530,15 @@ def run_ablations(args: argparse.Namespace) -> None:
     print(json.dumps(pair_counts), flush=True)
     pair_counts["diagnostic"] = pair_diagnostic(read_pairs(work / "pairs-guided.parquet"), data)
     print(json.dumps(pair_counts["diagnostic"]), flush=True)
+    onpolicy = work / "pairs-onpolicy.parquet"
+    if any(POLICIES[name][0] == "onpolicy" for name in args.only or ()):
+        if not onpolicy.is_file():
+            rows, outcomes = onpolicy_pairs(read_pairs(work / "pairs-guided.parquet"), base, data, args.max_new_tokens)
+            write_rows(rows, onpolicy)
+            (work / "pairs-onpolicy.json").write_text(json.dumps(outcomes))
+        pair_counts["onpolicy"] = {"pairs": len(read_pairs(onpolicy)),
+                                   "outcomes": json.loads((work / "pairs-onpolicy.json").read_text())}
+        print(json.dumps(pair_counts["onpolicy"]), flush=True)
 
     trained: dict[str, dict] = {}
     policies = {"base": base}

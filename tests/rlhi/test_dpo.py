@@ -13,6 +13,7 @@ from userloop.cli import app
 from userloop.errors import UserError
 from userloop.rlhi.conditioning import persona_line
 from userloop.rlhi.dpo import DPOTrainConfig, parse_config, preference_rows, read_pairs, sft_rows, train_dpo
+from userloop.train.common import use_bf16
 
 PERSONA = "An expert who likes brief, structured, formal answers."
 PAIRS = [
@@ -86,6 +87,7 @@ def test_dpo_steps_move_the_policy_not_the_reference(tiny, pairs_file, tmp_path)
     report = json.loads((out / "dpo_report.json").read_text())
     assert report["steps"] == 2 and report["pairs"] == 8 and report["pairs_with_persona"] == 4
     assert report["ref"] == str(ref) and "reward_accuracy_last" in report and "reward_margin_mean" in report
+    assert report["bf16"] is use_bf16("auto")
     assert (out / "tokenizer_config.json").is_file() and (out / "train_config.yaml").is_file()
     curve = [json.loads(line) for line in (out / "loss_curve.jsonl").read_text().splitlines()]
     assert [row["step"] for row in curve] == [1, 2] and all(row["loss"] > 0 for row in curve)

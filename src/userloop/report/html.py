@@ -551,8 +551,11 @@ class _Report:
                      "testbed, a 2-layer, width-128 assistant does not: its answers scored under the asker's true "
                      "persona are worth +0.016 more with the right persona than with another user's. The small "
                      "preset's assistant (4 layers, width 256, 900 updates; configs/preset-small-assistant.yaml) "
-                     "does: +0.169. Even from that base, DPO did not beat it over three seeds. docs/rlhi.md, run 3, "
-                     "has the figures."))
+                     "does: +0.169 (+0.219 trained in bf16). From that base, DPO on RLHI's pairs did not beat it "
+                     "over three seeds, whether the rewrites re-render or edit the logged answer or edit the "
+                     "policy's own. With each edit also mirrored for a user who prefers the opposite, it was above "
+                     "the base on every seed (+0.022), not yet beyond the noise. docs/rlhi.md, run 3, has the "
+                     "figures."))
 
     # ------------------------------------------------------------------ UserEval
     def usereval(self) -> str:

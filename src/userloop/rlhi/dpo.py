@@ -273,7 +273,7 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
     if trainer.is_world_process_zero():
         save_tokenizer(trainer.processing_class, out)
         write_curve_rows(curve_rows(trainer.state.log_history), out)
-    return _training_numbers(output.training_loss, trainer.state)
+    return {**_training_numbers(output.training_loss, trainer.state), "bf16": bool(trainer.args.bf16)}
 
 
 def build_trainer(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref: str, out: Path,

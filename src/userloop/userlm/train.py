@@ -216,7 +216,7 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     report = {
         "role": config.role, "init": config.init, "scheme": config.scheme, "resumed_from": str(checkpoint) if checkpoint else None,
         "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
-        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()), "bf16": bool(trainer.args.bf16),
         "vocab_size": len(tokenizer), "flip": {"train": train_report.to_dict(), "validation": validation_report.to_dict()},
         "intents_filled_offline": filled, "detailed_intents": {"share": config.detailed_intents, **detailed},
         "personas": persona_counts or None,
