@@ -25,14 +25,15 @@ Steps (each reuses its output when it is already in ``--work``):
    * ``mirrored`` (a diagnostic): the ``edited`` pairs plus their mirrors: each with the derived persona of
      another train-split user who prefers the opposite on the asked axes, original chosen and edit rejected,
      kept when that user's true persona agrees; every style change is then about as often chosen as rejected.
+   * ``onpolicy-mirrored`` (a diagnostic): the ``onpolicy`` pairs plus their mirrors, as for ``mirrored``.
    * ``unfiltered``: the guided rewrites without the quality filter: ``rlhi build --judge scripted:FILE`` with
      a judge that accepts every rewrite that changed the answer (``WORK/run-unfiltered``).
    * ``top10``: the guided pairs of the 10 users with the most ``train`` conversations; ``many``: as many
      guided pairs drawn at random from all users (seeded): the paper's user-diversity ablation.
 4. Policies, each trained from the base with the same steps, learning rate and seed:
    ``dpo`` (guided, persona in the system message), ``dpo-agnostic`` (guided, no persona),
-   ``dpo-scratch`` (scratch, persona); ``dpo-edited``, ``dpo-minimal``, ``dpo-mirrored`` and ``dpo-onpolicy`` (those pairs,
-   persona) and their ``-agnostic`` twins (no persona); ``sft-chosen`` (SFT on the guided chosen answers, persona),
+   ``dpo-scratch`` (scratch, persona); ``dpo-edited``, ``dpo-minimal``, ``dpo-mirrored``, ``dpo-onpolicy`` and
+   ``dpo-onpolicy-mirrored`` (those pairs, persona) and their ``-agnostic`` twins (no persona); ``sft-chosen`` (SFT on the guided chosen answers, persona),
    ``dpo-unfiltered``, ``dpo-top10`` and ``dpo-many`` (those pairs, persona); with
    ``--online`` also ``online`` and ``online-agnostic``: online iterative DPO (``train dpo --online``:
    ``--online-rounds`` rounds of ``--online-requests`` train-split requests without feedback, 4 samples each,
@@ -96,6 +97,8 @@ POLICIES = {  # name: (pairs, method, persona)
     "dpo-minimal-agnostic": ("minimal", "dpo", False),
     "dpo-mirrored": ("mirrored", "dpo", True),
     "dpo-mirrored-agnostic": ("mirrored", "dpo", False),
+    "dpo-onpolicy-mirrored": ("onpolicy-mirrored", "dpo", True),
+    "dpo-onpolicy-mirrored-agnostic": ("onpolicy-mirrored", "dpo", False),
     "dpo-onpolicy": ("onpolicy", "dpo", True),
     "dpo-onpolicy-agnostic": ("onpolicy", "dpo", False),
     "sft-chosen": ("guided", "sft", True),
@@ -531,7 +534,7 @@ def run_ablations(args: argparse.Namespace) -> None:
     pair_counts["diagnostic"] = pair_diagnostic(read_pairs(work / "pairs-guided.parquet"), data)
     print(json.dumps(pair_counts["diagnostic"]), flush=True)
     onpolicy = work / "pairs-onpolicy.parquet"
-    if any(POLICIES[name][0] == "onpolicy" for name in args.only or ()):
+    if any(POLICIES[name][0].startswith("onpolicy") for name in args.only or ()):
         if not onpolicy.is_file():
             rows, outcomes = onpolicy_pairs(read_pairs(work / "pairs-guided.parquet"), base, data, args.max_new_tokens)
             write_rows(rows, onpolicy)
@@ -539,6 +542,10 @@ def run_ablations(args: argparse.Namespace) -> None:
         pair_counts["onpolicy"] = {"pairs": len(read_pairs(onpolicy)),
                                    "outcomes": json.loads((work / "pairs-onpolicy.json").read_text())}
         print(json.dumps(pair_counts["onpolicy"]), flush=True)
+        onpolicy_rows = read_pairs(onpolicy)
+        mirrors, outcomes = mirrored_pairs(onpolicy_rows, run / "personas.jsonl", train_users(data), data)
+        write_rows(onpolicy_rows + mirrors, work / "pairs-onpolicy-mirrored.parquet")
+        pair_counts["onpolicy-mirrored"] = {"pairs": len(onpolicy_rows) + len(mirrors), "mirrors": outcomes}
 
     trained: dict[str, dict] = {}
     policies = {"base": base}
