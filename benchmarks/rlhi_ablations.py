@@ -225,13 +225,13 @@ def onpolicy_pairs(guided: list[dict], base: Path, data: Path, max_new_tokens: i
     return rows, dict(outcomes)
 
 
-def mirrored_pairs(edited: list[dict], personas: Path, users: Counter, data: Path) -> tuple[list[dict], dict]:
-    """The mirrors of the ``edited`` pairs (a diagnostic, not RLHI's data): for each pair whose feedback asks
-    for a style change, the same prompt with the derived persona of another ``train``-split user who prefers
-    the opposite on every asked axis (a seeded draw), the original chosen and the edit rejected; kept when that
-    user's TRUE persona also scores the original higher (part 1's filter). Together with the edited pairs,
-    each style change is about as often chosen as rejected, so mostly the persona tells DPO which one a user
-    wants."""
+def mirrored_pairs(pairs: list[dict], personas: Path, users: Counter, data: Path) -> tuple[list[dict], dict]:
+    """The mirrors of edit pairs (``edited``, ``onpolicy``; a diagnostic, not RLHI's data): for each pair whose
+    feedback asks for a style change, the same prompt with the derived persona of another ``train``-split user
+    who prefers the opposite on every asked axis (a seeded draw), the original chosen and the edit rejected;
+    kept when that user's TRUE persona also scores the original higher (part 1's filter). Together with the
+    pairs, each style change is about as often chosen as rejected, so mostly the persona tells DPO which one a
+    user wants."""
     from userloop.rlhi.reward_scorers import TestbedScorer
     from userloop.rlhi.taxonomy import REASON_PREFERENCE, feedback_reasons
     from userloop.testbed.persona_match import score
@@ -241,7 +241,7 @@ def mirrored_pairs(edited: list[dict], personas: Path, users: Counter, data: Pat
     derived = [record for record in derived if record["user_id"] in users and record.get("persona")]
     outcomes: Counter = Counter()
     rows = []
-    for i, pair in enumerate(edited):
+    for i, pair in enumerate(pairs):
         wanted = dict(REASON_PREFERENCE[r] for r in feedback_reasons(pair["feedback"]) if r in REASON_PREFERENCE)
         if not wanted:
             outcomes["no style change asked"] += 1
@@ -539,10 +539,10 @@ def run_ablations(args: argparse.Namespace) -> None:
             rows, outcomes = onpolicy_pairs(read_pairs(work / "pairs-guided.parquet"), base, data, args.max_new_tokens)
             write_rows(rows, onpolicy)
             (work / "pairs-onpolicy.json").write_text(json.dumps(outcomes))
-        pair_counts["onpolicy"] = {"pairs": len(read_pairs(onpolicy)),
+        onpolicy_rows = read_pairs(onpolicy)
+        pair_counts["onpolicy"] = {"pairs": len(onpolicy_rows),
                                    "outcomes": json.loads((work / "pairs-onpolicy.json").read_text())}
         print(json.dumps(pair_counts["onpolicy"]), flush=True)
-        onpolicy_rows = read_pairs(onpolicy)
         mirrors, outcomes = mirrored_pairs(onpolicy_rows, run / "personas.jsonl", train_users(data), data)
         write_rows(onpolicy_rows + mirrors, work / "pairs-onpolicy-mirrored.parquet")
         pair_counts["onpolicy-mirrored"] = {"pairs": len(onpolicy_rows) + len(mirrors), "mirrors": outcomes}
