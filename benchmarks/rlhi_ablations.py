@@ -22,10 +22,11 @@ Steps (each reuses its output when it is already in ``--work``):
    * ``onpolicy``: each guided pair's logged feedback applied by the testbed editor to the base policy's own
      greedy answer to the same prompt (persona in the system message): chosen = the edited answer, rejected =
      the policy's answer; same filter (``WORK/pairs-onpolicy.parquet``, built only when a policy needs it).
-   * ``mirrored`` (a diagnostic): the ``edited`` pairs plus their mirrors: each with the derived persona of
-     another train-split user who prefers the opposite on the asked axes, original chosen and edit rejected,
-     kept when that user's true persona agrees; every style change is then about as often chosen as rejected.
-   * ``onpolicy-mirrored`` (a diagnostic): the ``onpolicy`` pairs plus their mirrors, as for ``mirrored``.
+   * ``mirrored``: the ``edited`` pairs plus their mirrors (``rlhi build --mirrors``, ``userloop.rlhi.mirrors``):
+     each with the derived persona of another train-split user who prefers the opposite on the asked axes,
+     original chosen and edit rejected, kept when that user's true persona agrees (the testbed judge); every
+     style change is then about as often chosen as rejected.
+   * ``onpolicy-mirrored``: the ``onpolicy`` pairs plus their mirrors, as for ``mirrored``.
    * ``unfiltered``: the guided rewrites without the quality filter: ``rlhi build --judge scripted:FILE`` with
      a judge that accepts every rewrite that changed the answer (``WORK/run-unfiltered``).
    * ``top10``: the guided pairs of the 10 users with the most ``train`` conversations; ``many``: as many
@@ -33,7 +34,8 @@ Steps (each reuses its output when it is already in ``--work``):
 4. Policies, each trained from the base with the same steps, learning rate and seed:
    ``dpo`` (guided, persona in the system message), ``dpo-agnostic`` (guided, no persona),
    ``dpo-scratch`` (scratch, persona); ``dpo-edited``, ``dpo-minimal``, ``dpo-mirrored``, ``dpo-onpolicy`` and
-   ``dpo-onpolicy-mirrored`` (those pairs, persona) and their ``-agnostic`` twins (no persona); ``sft-chosen`` (SFT on the guided chosen answers, persona),
+   ``dpo-onpolicy-mirrored`` (those pairs, persona) and their ``-agnostic`` twins (no persona); ``sft-chosen`` and
+   ``sft-mirrored`` (SFT on the guided or mirrored pairs' chosen answers, persona),
    ``dpo-unfiltered``, ``dpo-top10`` and ``dpo-many`` (those pairs, persona); with
    ``--online`` also ``online`` and ``online-agnostic``: online iterative DPO (``train dpo --online``:
    ``--online-rounds`` rounds of ``--online-requests`` train-split requests without feedback, 4 samples each,
@@ -102,6 +104,7 @@ POLICIES = {  # name: (pairs, method, persona)
     "dpo-onpolicy": ("onpolicy", "dpo", True),
     "dpo-onpolicy-agnostic": ("onpolicy", "dpo", False),
     "sft-chosen": ("guided", "sft", True),
+    "sft-mirrored": ("mirrored", "sft", True),
     "dpo-unfiltered": ("unfiltered", "dpo", True),
     "dpo-top10": ("top10", "dpo", True),
     "dpo-many": ("many", "dpo", True),
@@ -226,39 +229,16 @@ def onpolicy_pairs(guided: list[dict], base: Path, data: Path, max_new_tokens: i
 
 
 def mirrored_pairs(pairs: list[dict], personas: Path, users: Counter, data: Path) -> tuple[list[dict], dict]:
-    """The mirrors of edit pairs (``edited``, ``onpolicy``; a diagnostic, not RLHI's data): for each pair whose
-    feedback asks for a style change, the same prompt with the derived persona of another ``train``-split user
-    who prefers the opposite on every asked axis (a seeded draw), the original chosen and the edit rejected;
-    kept when that user's TRUE persona also scores the original higher (part 1's filter). Together with the
-    pairs, each style change is about as often chosen as rejected, so mostly the persona tells DPO which one a
-    user wants."""
-    from userloop.rlhi.reward_scorers import TestbedScorer
-    from userloop.rlhi.taxonomy import REASON_PREFERENCE, feedback_reasons
-    from userloop.testbed.persona_match import score
+    """The mirrors of edit pairs (``edited``, ``onpolicy``): ``rlhi build --mirrors`` (``rlhi.mirrors``) among
+    the ``train``-split users' derived personas, judged by the testbed judge (the user's TRUE persona, as part
+    1's filter)."""
+    from userloop.rlhi.mirrors import mirror_pairs
+    from userloop.rlhi.personas import DerivedPersona
+    from userloop.rlhi.rewrites import ScorerJudge
 
-    true = TestbedScorer.from_data(data).true_personas
-    derived = [json.loads(line) for line in personas.read_text().splitlines() if line.strip()]
-    derived = [record for record in derived if record["user_id"] in users and record.get("persona")]
-    outcomes: Counter = Counter()
-    rows = []
-    for i, pair in enumerate(pairs):
-        wanted = dict(REASON_PREFERENCE[r] for r in feedback_reasons(pair["feedback"]) if r in REASON_PREFERENCE)
-        if not wanted:
-            outcomes["no style change asked"] += 1
-            continue
-        opposite = [record for record in derived if record["user_id"] != pair["user_id"]
-                    and all(record.get(axis) not in (None, value) for axis, value in wanted.items())]
-        if not opposite:
-            outcomes["no user prefers the opposite"] += 1
-            continue
-        other = random.Random(f"{pair['conversation_id']}-{i}").choice(opposite)
-        original, edit = pair["rejected"][0]["content"], pair["chosen"][0]["content"]
-        if score(true[other["user_id"]], original) <= score(true[other["user_id"]], edit):
-            outcomes["judge rejected"] += 1
-            continue
-        outcomes["passed"] += 1
-        rows.append({**pair, "user_id": other["user_id"], "persona": other["persona"],
-                     "chosen": pair["rejected"], "rejected": pair["chosen"]})
+    derived = [DerivedPersona(**record) for record in map(json.loads, filter(str.strip, personas.read_text().splitlines()))
+               if record["user_id"] in users]
+    rows, outcomes = mirror_pairs(pairs, derived, ScorerJudge.from_data(data))
     return rows, dict(outcomes)
 
 

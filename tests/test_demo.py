@@ -89,6 +89,14 @@ def test_every_stage_runs_and_the_manifest_points_at_its_outputs(demo):
                       ("evaluate_assistant", "report.json"), ("metrics", "metrics.json"), ("rlhi", "report.json"),
                       ("usereval", "report.json")):
         assert (paths[key] / name).is_file(), key
+    for key, name in (("user_lm", "train_report.json"), ("assistant", "train_report.json"), ("dpo", "dpo_report.json")):
+        assert json.loads((paths[key] / name).read_text())["bf16"] is False, key  # float32 on every CPU (LEAN_TRAINING)
+    rlhi = json.loads((paths["rlhi"] / "report.json").read_text())   # what worked in docs/rlhi.md run 3
+    assert rlhi["config"]["rewriter"] == "testbed:editor" and rlhi["config"]["mirrors"] is True
+    assert rlhi["config"]["split"] == "train"   # UserEval asks the test split's users: none of them in DPO's pairs
+    assert rlhi["mirrors"]["pairs"] > 0 and json.loads((paths["dpo"] / "dpo_report.json").read_text())["pairs"] == rlhi["pairs"]
+    [stage] = [s for s in manifest["stages"] if s["name"] == "rlhi"]
+    assert stage["detail"].endswith(f"{rlhi['pairs']:,} preference pairs ({rlhi['mirrors']['pairs']:,} of them mirrors)")
     assert (paths["simulations"]["open"] / "summary.json").is_file()
     assert (paths["evaluate_assistant"] / "single_turn" / "summary.json").is_file()
     math = [json.loads(line) for line in (out / "scenarios" / "math.jsonl").read_text().splitlines()]

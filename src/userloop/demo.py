@@ -69,8 +69,10 @@ OUTPUTS = {"testbed": "testbed", "prepare": "prepared", "user_lm": "models/user-
            "rlhi": "rlhi", "dpo": "models/dpo", "usereval": "usereval", "report": "report"}
 REPORT = "report/index.html"
 # The trainings' memory settings (benchmarks/README.md, "userloop demo: peak memory"): each update's 8 rows in 2 passes of 4
-# whose gradients add up (the same update, up to float rounding), activations recomputed in the backward pass.
-LEAN_TRAINING = {"batch_size": 4, "gradient_accumulation_steps": 2, "gradient_checkpointing": True}
+# whose gradients add up (the same update, up to float rounding), activations recomputed in the backward pass, and
+# float32 on every CPU: bf16 autocast makes these tiny models no faster and nearly doubles the peak (1,317 vs 775 MiB),
+# and the demo then trains the same weights on CPUs with and without bf16 instructions.
+LEAN_TRAINING = {"batch_size": 4, "gradient_accumulation_steps": 2, "gradient_checkpointing": True, "bf16": "false"}
 # The file in a stage's output folder that it writes last: its outputs are complete when it is there.
 DONE_FILES = {"testbed": "summary.json", "prepare": "report.json", "user_lm": "train_report.json",
               "assistant": "train_report.json", "simulate": "summary.json", "evaluate_assistant": "report.json",
@@ -442,13 +444,16 @@ class _Demo:
     def _rlhi_backends(self) -> dict[str, str]:
         if self.judge is None:
             raise Skipped("no --judge for the rewrites on real data")
-        # on the testbed the rewriter is rlhi build's default (testbed:rewriter); elsewhere the judge's model
-        return {"judge": self.judge} if self.has_truth else {"rewriter": self.judge, "judge": self.judge}
+        # on the testbed the rewriter edits what the feedback asks for (testbed:editor); elsewhere the judge's model
+        return {"rewriter": "testbed:editor", "judge": self.judge} if self.has_truth else {"rewriter": self.judge, "judge": self.judge}
 
     def _stage_rlhi(self, bar: Task) -> str:
-        report = build(self.prepared, self._path("rlhi"), BuildConfig(**self._rlhi_backends()), progress=self._phases(bar))
+        # the train split only (UserEval asks the test split's users), with persona-contrastive mirrors: what made
+        # persona-conditioned DPO beat the base and persona-agnostic DPO on the testbed (docs/rlhi.md, run 3)
+        report = build(self.prepared, self._path("rlhi"),
+                       BuildConfig(**self._rlhi_backends(), split="train", mirrors=True), progress=self._phases(bar))
         return (f"{report['followups']['followups']:,} follow-ups, {report['personas']['written']:,} personas, "
-                f"{report['pairs']:,} preference pairs")
+                f"{report['pairs']:,} preference pairs ({report['mirrors']['pairs']:,} of them mirrors)")
 
     def _local_assistant(self) -> Path:
         """The assistant's model folder (DPO starts from it); Skipped when it is not a local hf: folder."""

@@ -127,6 +127,7 @@ def test_pairs_are_trl_conversational_preference_rows(built):
     assert row["prompt"][-1]["role"] == "user" and [m["role"] for m in row["chosen"]] == ["assistant"]
     assert row["rejected"][0]["role"] == "assistant" and row["chosen"][0]["content"] != row["rejected"][0]["content"]
     assert {"user_id", "persona", "feedback", "conversation_id"} <= set(dataset.column_names)
+    assert "mirror" not in dataset.column_names   # only rlhi build --mirrors adds it (tests/rlhi/test_mirrors.py)
     assert datasets.Dataset.from_parquet(str(out / "pairs.parquet")).num_rows == dataset.num_rows
 
 

@@ -1,9 +1,11 @@
 """``userloop rlhi build``: follow-up classification, personas and user-guided rewrites, end to end.
 
-Reads conversations (any input the readers take; the default testbed, prepared, by default), and writes
+Reads conversations (any input the readers take, or one split of a prepared folder; the default testbed,
+prepared, by default), and writes
 into ``out``: ``followups.jsonl`` (every follow-up with its labels), ``personas.jsonl`` (users with at
 least ``min_conversations`` conversations), ``pairs.parquet`` and ``pairs_dataset/`` (the preference
-pairs, TRL conversational format) and ``report.json`` (counts at every step, nothing dropped silently).
+pairs, TRL conversational format; with ``mirrors``, their mirrors after them, :mod:`userloop.rlhi.mirrors`) and
+``report.json`` (counts at every step, nothing dropped silently).
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from typing import Any
 
 import orjson
 
+from userloop.conversation import Conversation, read_parquet
 from userloop.data.readers import ReadReport, read_conversations
+from userloop.data.sources import prepared_splits
+from userloop.data.users import SPLIT_NAMES
 from userloop.errors import UserError
 from userloop.files import check_output_file, write_atomic
 from userloop.models.registry import load_role, needs_testbed, role_spec
 from userloop.progress import Progress, no_progress
 from userloop.rlhi.followups import FollowUp, JudgeClassifier, Labels, extract_followups, followup_record
+from userloop.rlhi.mirrors import mirror_pairs
 from userloop.rlhi.pairs import pair_record, write_pairs
 from userloop.rlhi.personas import ModelPersonas, group_histories
 from userloop.rlhi.rewrites import ModelJudge, ModelRewriter, candidates, rewrite_and_filter
@@ -42,12 +48,16 @@ class BuildConfig:
     persona_model: str = field(default="offline:personas", metadata={"help": "persona backend: offline:personas, or a chat model spec"})
     rewriter: str = field(default="testbed:rewriter", metadata={"help": "rewriter: testbed:rewriter (the testbed's scripted assistant re-renders the answer, style only), testbed:editor (it edits only what the feedback asks for), or a chat model spec"})
     judge: str = field(default="testbed:judge", metadata={"help": "rewrite filter: testbed:judge (testbed persona-match scorer, needs the truth), or a chat model spec"})
+    split: str | None = field(default=None, metadata={"help": "read only this split of a prepared folder (train: no held-out user in the pairs or the personas); default: every conversation of the input"})
+    mirrors: bool = field(default=False, metadata={"help": "also pair each rewrite, reversed, with another user whose persona prefers the original, when the judge agrees (persona-contrastive mirrors, docs/rlhi.md)"})
     min_conversations: int = field(default=3, metadata={"help": "users need at least this many conversations for a persona"})
     batch_size: int = field(default=256, metadata={"help": "items per batch sent to a chat model"})
 
     def validate(self) -> None:
         for name, role in ROLE_FIELDS.items():
             role_spec(role, getattr(self, name))   # a UserError naming what the role takes
+        if self.split is not None and self.split not in SPLIT_NAMES:
+            raise UserError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {self.split!r}")
         if self.min_conversations < 1:
             raise UserError(f"min_conversations must be at least 1, got {self.min_conversations}")
         if self.batch_size < 1:
@@ -62,6 +72,16 @@ def output_folder(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create the folder {path}: {err.strerror}") from None
+
+
+def read_split_conversations(data: Path, split: str) -> list[Conversation]:
+    """One split of a prepared folder (``userloop data prepare``)."""
+    if not data.exists():
+        raise UserError(f"{data}: no such folder")
+    splits = prepared_splits(data)
+    if split not in splits:
+        raise UserError(f"{data}: not a prepared folder with a {split} split (run 'userloop data prepare' first)")
+    return list(read_parquet(splits[split]))
 
 
 def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_progress) -> dict[str, Any]:
@@ -106,7 +126,12 @@ def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_pr
                 if result.accepted:
                     records.append(pair_record(result, persona_text.get(result.candidate.followup.user_id or "")))
             advance(len(batch))
-    write_pairs(records, out / "pairs.parquet", out / "pairs_dataset")
+    if config.mirrors:
+        with progress("mirroring", len(records)) as advance:
+            mirrors, mirror_outcomes = mirror_pairs(records, personas, judge, config.batch_size, advance)
+        records = [{**r, "mirror": False} for r in records] + [{**m, "mirror": True} for m in mirrors]
+        report["mirrors"] = {"outcomes": dict(mirror_outcomes.most_common()), "pairs": len(mirrors)}
+    write_pairs(records, out / "pairs.parquet", out / "pairs_dataset", mirrors=config.mirrors)
     report["rewrites"] = {"candidates": len(todo), "skipped_no_request": len(found) - len(answerable),
                           "skipped_duplicate": len(answerable) - len(todo),
                           "attempted": len(todo) - outcomes["no rewrite"],
@@ -131,7 +156,10 @@ def _classified(data: Path, config: BuildConfig, progress: Progress):
 
     offline = load_offline()
     read_report = ReadReport()
-    conversations = list(read_conversations([str(data)], report=read_report))
+    if config.split is None:
+        conversations = list(read_conversations([str(data)], report=read_report))
+    else:
+        conversations = read_split_conversations(data, config.split)
     if not conversations:
         raise UserError(f"{data}: no conversations read ({sum(read_report.bad_lines.values()):,} bad lines)")
     turns: list[FollowUp] = [f for c in conversations for f in extract_followups(c)]

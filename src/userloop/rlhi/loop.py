@@ -63,7 +63,7 @@ from userloop.files import read_user_json, write_atomic
 from userloop.models import GenerationParams, load_model
 from userloop.models.registry import canonical_spec, load_role, parse_spec, role_spec
 from userloop.progress import Progress, no_progress
-from userloop.rlhi.build import candidate_key, output_folder
+from userloop.rlhi.build import candidate_key, output_folder, read_split_conversations
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import DPOTrainConfig, fitting_requests, run_training
 from userloop.rlhi.followups import extract_followups
@@ -76,7 +76,6 @@ from userloop.rlhi.user_rewards import (
     best_worst_pairs,
     derive_personas,
     label_followups,
-    read_split_conversations,
     sample_candidates,
     sample_requests,
     score_candidates,

@@ -6,6 +6,7 @@ a one-message assistant list, as TRL's ``DPOTrainer`` reads them, plus ``user_id
 derived persona text; null for users with too little history), ``feedback`` (the span that asked for
 the change) and ``conversation_id``. Pairs from scored candidates (user-based rewards, part 2) add
 ``chosen_score`` and ``rejected_score`` (``write_pairs(..., scores=True)``); their ``feedback`` is null.
+``rlhi build --mirrors`` adds ``mirror`` (true for a persona-contrastive mirror, :mod:`userloop.rlhi.mirrors`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def pair_record(result: RewriteResult, persona: str | None) -> dict[str, Any]:
             "conversation_id": candidate.followup.conversation_id}
 
 
-def features(scores: bool = False):
+def features(scores: bool = False, mirrors: bool = False):
     """The dataset's schema (explicit, so an empty dataset has the same columns); ``scores`` adds the
-    ``chosen_score`` and ``rejected_score`` columns."""
+    ``chosen_score`` and ``rejected_score`` columns, ``mirrors`` the ``mirror`` column."""
     from datasets import Features, Value
 
     message = {"role": Value("string"), "content": Value("string")}
@@ -37,18 +38,21 @@ def features(scores: bool = False):
                "persona": Value("string"), "feedback": Value("string"), "conversation_id": Value("string")}
     if scores:
         columns |= {"chosen_score": Value("float64"), "rejected_score": Value("float64")}
+    if mirrors:
+        columns["mirror"] = Value("bool")
     return Features(columns)
 
 
-def write_pairs(records: Sequence[dict[str, Any]], parquet_path: Path, dataset_dir: Path, scores: bool = False) -> None:
+def write_pairs(records: Sequence[dict[str, Any]], parquet_path: Path, dataset_dir: Path, scores: bool = False,
+                mirrors: bool = False) -> None:
     """``records`` as ``parquet_path`` and as a dataset folder that ``datasets.load_from_disk`` reads
-    (``scores``: with the score columns)."""
+    (``scores``: with the score columns; ``mirrors``: with the ``mirror`` column)."""
     try:
         import datasets
     except ImportError:
         raise missing_dependency("datasets", "rlhi") from None
     datasets.disable_progress_bars()   # the CLI shows its own progress
-    schema = features(scores)
+    schema = features(scores, mirrors)
     # column by column, so that zero pairs still give a dataset (and a Parquet file) with every column
     dataset = datasets.Dataset.from_dict({name: [r[name] for r in records] for name in schema}, features=schema)
     dataset.to_parquet(str(parquet_path))

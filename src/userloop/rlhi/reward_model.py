@@ -47,11 +47,12 @@ from userloop.config import parse_config as parse_trainer_config
 from userloop.errors import UserError, missing_dependency
 from userloop.files import write_atomic
 from userloop.models.tiny import BEGIN_OF_TEXT, END_OF_TURN, SPECIAL_TOKENS, _llama3_template, train_byte_level_bpe
+from userloop.rlhi.build import read_split_conversations
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import read_pairs
 from userloop.rlhi.reward_scorers import RewardModelScorer, ScoreRequest
 from userloop.rlhi.rewrites import TestbedRewriter, substance
-from userloop.rlhi.user_rewards import derive_personas, label_followups, read_split_conversations
+from userloop.rlhi.user_rewards import derive_personas, label_followups
 from userloop.rlhi.usereval import TestbedJudge
 from userloop.testbed import read_truth, score
 from userloop.testbed.assistant import STYLE_VALUES, Style, render

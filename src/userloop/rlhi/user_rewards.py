@@ -30,15 +30,14 @@ from typing import Any
 import orjson
 
 from userloop.config import require_at_least_one
-from userloop.conversation import Conversation, read_parquet
+from userloop.conversation import Conversation
 from userloop.data.personas import read_personas
-from userloop.data.sources import prepared_splits
 from userloop.errors import UserError
 from userloop.files import read_user_lines, write_atomic
 from userloop.models import GenerationParams, load_model
 from userloop.models.registry import parse_spec, role_spec
 from userloop.progress import Progress, no_progress
-from userloop.rlhi.build import output_folder
+from userloop.rlhi.build import output_folder, read_split_conversations
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import FollowUp, Labels, extract_followups
 from userloop.rlhi.pairs import write_pairs
@@ -61,16 +60,6 @@ class UserRequest:
 
 
 # ----------------------------------------------------------------------------- reading requests
-def read_split_conversations(data: Path, split: str) -> list[Conversation]:
-    """One split of a prepared folder (``userloop data prepare``)."""
-    if not data.exists():
-        raise UserError(f"{data}: no such folder")
-    splits = prepared_splits(data)
-    if split not in splits:
-        raise UserError(f"{data}: not a prepared folder with a {split} split (run 'userloop data prepare' first)")
-    return list(read_parquet(splits[split]))
-
-
 def read_labels(path: Path) -> dict[tuple[str, int], Labels]:
     """``followups.jsonl`` (``rlhi build``) as labels by (conversation id, turn index)."""
     out = {}

@@ -40,7 +40,7 @@ from userloop.files import write_atomic
 from userloop.models import GenerationParams, load_model
 from userloop.models.registry import load_role, parse_spec, role_spec
 from userloop.progress import Progress, no_progress
-from userloop.rlhi.build import output_folder
+from userloop.rlhi.build import output_folder, read_split_conversations
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
@@ -48,7 +48,6 @@ from userloop.rlhi.reward_scorers import TestbedScorer
 from userloop.rlhi.user_rewards import (
     derive_personas,
     label_followups,
-    read_split_conversations,
     sample_requests,
     user_requests,
 )

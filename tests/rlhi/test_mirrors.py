@@ -1,0 +1,151 @@
+"""Persona-contrastive mirrors (``rlhi build --mirrors``): who gets a mirror, what the judges decide, the build."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from userloop.rlhi.mirrors import mirror_pairs
+from userloop.rlhi.personas import DerivedPersona
+from userloop.rlhi.rewrites import ModelJudge, PreferenceQuestion, ScorerJudge
+from userloop.testbed import score
+
+PROMPT = [{"role": "user", "content": "How do I repot a fern?"}]
+LONG = ("Certainly. Repotting a fern is straightforward. Furthermore, choose a pot one size larger, "
+        "loosen the roots gently and water it well afterwards. " * 6).strip()
+SHORT = "Use a slightly larger pot, loosen the roots, water well."
+
+
+def persona(user_id: str, detail: str, tone: str = "formal", text: str | None = None) -> DerivedPersona:
+    return DerivedPersona(user_id=user_id, persona=f"{user_id}: {detail}" if text is None else text, expertise="novice",
+                          detail=detail, tone=tone, structure="prose", domains=[], language="English",
+                          conversations=3, backend="offline")
+
+
+def pair(i: int, feedback: str, user_id: str = "asker") -> dict:
+    """The user asked for a shorter answer: the short rewrite chosen, the long original rejected."""
+    return {"prompt": PROMPT, "chosen": [{"role": "assistant", "content": SHORT}],
+            "rejected": [{"role": "assistant", "content": LONG}], "user_id": user_id, "persona": "asker: brief",
+            "feedback": feedback, "conversation_id": f"c{i}"}
+
+
+class Always:
+    """A judge with a fixed verdict, recording what it was asked."""
+
+    def __init__(self, verdict: bool) -> None:
+        self.verdict, self.asked = verdict, []
+
+    def prefers(self, questions):
+        self.asked.extend(questions)
+        return [self.verdict] * len(questions)
+
+
+PERSONAS = [persona("asker", "brief"), persona("terse", "brief"), persona("wordy", "detailed"),
+            persona("chatty", "detailed", tone="casual"), persona("nameless", "detailed", text="")]
+
+
+def test_a_mirror_reverses_the_pair_for_a_user_who_prefers_the_opposite():
+    pairs = [pair(0, "This is too long, please make it shorter."), pair(1, "Thanks, that works.")]
+    judge = Always(True)
+    mirrors, outcomes = mirror_pairs(pairs, PERSONAS, judge)
+    assert outcomes == {"passed": 1, "no style change asked": 1}
+    [mirror] = mirrors
+    assert mirror["user_id"] in ("wordy", "chatty")       # detailed, with a persona text, not the asker
+    assert mirror["persona"] == f"{mirror['user_id']}: detailed"
+    assert mirror["chosen"] == pairs[0]["rejected"] and mirror["rejected"] == pairs[0]["chosen"]
+    assert {k: mirror[k] for k in ("prompt", "feedback", "conversation_id")} == {k: pairs[0][k] for k in ("prompt", "feedback", "conversation_id")}
+    [question] = judge.asked
+    assert question == PreferenceQuestion(mirror["user_id"], mirror["persona"], PROMPT, LONG, SHORT)
+    assert mirror_pairs(pairs, PERSONAS, Always(True))[0] == mirrors   # a seeded draw: the same user every run
+
+
+def test_every_asked_axis_must_be_opposite_and_the_judge_can_refuse():
+    both = pair(0, "Too long, and please less casual.")     # wants brief and formal: chatty (detailed, casual) only
+    mirrors, _ = mirror_pairs([both], PERSONAS, Always(True))
+    assert [m["user_id"] for m in mirrors] == ["chatty"]
+    mirrors, outcomes = mirror_pairs([both], PERSONAS, Always(False))
+    assert mirrors == [] and outcomes == {"judge rejected": 1}
+    mirrors, outcomes = mirror_pairs([both], PERSONAS[:3], Always(True))
+    assert mirrors == [] and outcomes == {"no user prefers the opposite": 1}
+
+
+def test_the_testbed_judge_prefers_by_the_true_persona():
+    truth = {"wordy": {"expertise": "novice", "detail": "detailed", "tone": "formal", "structure": "prose"},
+             "terse": {"expertise": "novice", "detail": "brief", "tone": "formal", "structure": "prose"}}
+    assert score(truth["wordy"], LONG) > score(truth["wordy"], SHORT)
+    judge = ScorerJudge(truth)
+    assert judge.prefers([PreferenceQuestion("wordy", "x", PROMPT, LONG, SHORT),
+                          PreferenceQuestion("terse", "x", PROMPT, LONG, SHORT)]) == [True, False]
+
+
+def test_the_model_judge_asks_both_orders_and_ignores_position_bias(tmp_path):
+    from userloop.models import load_model
+
+    question = PreferenceQuestion("wordy", "Wants detailed answers.", PROMPT, LONG, SHORT)
+    always_a = tmp_path / "a.json"
+    always_a.write_text(json.dumps({"*": '{"better": "A"}'}))
+    assert ModelJudge(load_model(f"scripted:{always_a}")).prefers([question]) == [False]
+    # a model that picks the long answer wherever it is: A when the first answer shown is long
+    by_content = tmp_path / "content.json"
+    by_content.write_text(json.dumps({f"Answer A:\n<<<\n{LONG[:40]}": '{"better": "A"}', "*": '{"better": "B"}'}))
+    judge = ModelJudge(load_model(f"scripted:{by_content}"))
+    assert judge.prefers([question, PreferenceQuestion("wordy", "x", PROMPT, SHORT, LONG)]) == [True, False]
+    unusable = tmp_path / "no.json"
+    unusable.write_text(json.dumps(["no idea"]))
+    assert ModelJudge(load_model(f"scripted:{unusable}")).prefers([question]) == [False]
+
+
+def test_build_with_mirrors_writes_them_after_the_pairs_and_counts_every_pair(small_classifier, tmp_path):
+    from userloop.rlhi.build import BuildConfig, build
+    from userloop.testbed import generate
+
+    folder = tmp_path
+    generate(50, seed=3).write(folder / "testbed")
+    report = build(folder / "testbed", folder / "out", BuildConfig(rewriter="testbed:editor", mirrors=True))
+    rows = pq.read_table(folder / "out" / "pairs.parquet").to_pylist()
+    originals = [r for r in rows if not r["mirror"]]
+    mirrors = [r for r in rows if r["mirror"]]
+    assert report["mirrors"]["pairs"] == len(mirrors) > 0 and report["pairs"] == len(rows)
+    assert rows == originals + mirrors
+    assert sum(report["mirrors"]["outcomes"].values()) == len(originals) == report["rewrites"]["passed_filter"]
+    truth = ScorerJudge.from_data(folder / "testbed").true_personas
+    personas = {p["user_id"]: p["persona"] for p in map(orjson.loads, (folder / "out" / "personas.jsonl").read_bytes().splitlines())}
+    by_conversation = {r["conversation_id"]: r["user_id"] for r in originals}
+    for m in mirrors:
+        assert m["user_id"] != by_conversation[m["conversation_id"]] and m["persona"] == personas[m["user_id"]]
+        chosen, rejected = m["chosen"][0]["content"], m["rejected"][0]["content"]
+        assert score(truth[m["user_id"]], chosen) > score(truth[m["user_id"]], rejected)   # the testbed judge agreed
+
+
+
+def test_build_on_the_train_split_keeps_held_out_users_out(prepared, small_classifier, tmp_path):
+    from userloop.errors import UserError
+    from userloop.rlhi.build import BuildConfig, build, read_split_conversations
+
+    report = build(prepared, tmp_path / "out", BuildConfig(rewriter="testbed:editor", split="train", mirrors=True))
+    train = {c.user_id for c in read_split_conversations(prepared, "train")}
+    held_out = {c.user_id for split in ("validation", "test") for c in read_split_conversations(prepared, split)}
+    assert held_out and not train & held_out
+    rows = pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()
+    assert rows and report["pairs"] == len(rows) and {r["user_id"] for r in rows} <= train
+    assert report["conversations"] == len(read_split_conversations(prepared, "train"))
+    personas = [orjson.loads(line) for line in (tmp_path / "out" / "personas.jsonl").read_bytes().splitlines()]
+    assert personas and {p["user_id"] for p in personas} <= train
+    with pytest.raises(UserError, match="split must be one of train, validation, test, got 'tain'"):
+        build(prepared, tmp_path / "bad", BuildConfig(split="tain"))
+    with pytest.raises(UserError, match="not a prepared folder with a train split"):
+        build(prepared.parent / "raw", tmp_path / "raw", BuildConfig(split="train"))
+
+
+def test_cli_refuses_an_unknown_split_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from userloop.cli import app
+
+    result = CliRunner().invoke(app, ["rlhi", "build", "--split", "tain", "--mirrors", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == ["error: split must be one of train, validation, test, got 'tain'"]
+    assert not (tmp_path / "out").exists()
