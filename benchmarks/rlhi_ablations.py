@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import subprocess
@@ -463,8 +462,9 @@ def mean(values: list[float]) -> float:
 
 
 def stderr(values: list[float]) -> float:
-    m = sum(values) / len(values)
-    return round(math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1) / len(values)), 4)
+    from userloop.statistics import mean_se
+
+    return round(mean_se(values), 4)
 
 
 def main() -> None:
