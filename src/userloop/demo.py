@@ -70,8 +70,7 @@ OUTPUTS = {"testbed": "testbed", "prepare": "prepared", "user_lm": "models/user-
 REPORT = "report/index.html"
 # The trainings' memory settings (benchmarks/README.md, "userloop demo: peak memory"): each update's 8 rows in 2 passes of 4
 # whose gradients add up (the same update, up to float rounding), activations recomputed in the backward pass, and
-# float32 on every CPU: bf16 autocast makes these tiny models no faster and nearly doubles the peak (1,317 vs 775 MiB),
-# and the demo then trains the same weights on CPUs with and without bf16 instructions.
+# float32 on every CPU: bf16 autocast makes these tiny models no faster and nearly doubles the peak (1,317 vs 775 MiB).
 LEAN_TRAINING = {"batch_size": 4, "gradient_accumulation_steps": 2, "gradient_checkpointing": True, "bf16": "false"}
 # The file in a stage's output folder that it writes last: its outputs are complete when it is there.
 DONE_FILES = {"testbed": "summary.json", "prepare": "report.json", "user_lm": "train_report.json",

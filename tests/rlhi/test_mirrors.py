@@ -149,3 +149,20 @@ def test_cli_refuses_an_unknown_split_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == ["error: split must be one of train, validation, test, got 'tain'"]
     assert not (tmp_path / "out").exists()
+
+
+def test_build_with_a_model_judge_asks_it_about_every_mirror(small_classifier, tmp_path):
+    """A chat-model judge that accepts every rewrite and always answers "A" keeps no mirror (both orders are asked),
+    and its counts for the mirrors are reported apart from those for the rewrites."""
+    from userloop.rlhi.build import BuildConfig, build
+    from userloop.testbed import generate
+
+    generate(30, seed=3).write(tmp_path / "testbed")
+    script = tmp_path / "judge.json"
+    script.write_text(json.dumps({"Answer A:": '{"better": "A"}', "*": '{"addresses_feedback": true}'}))
+    report = build(tmp_path / "testbed", tmp_path / "out",
+                   BuildConfig(rewriter="testbed:editor", judge=f"scripted:{script}", mirrors=True))
+    asked = report["mirrors"]["outcomes"].get("judge rejected", 0)
+    assert report["pairs"] == report["rewrites"]["passed_filter"] > 0 and report["mirrors"]["pairs"] == 0 and asked > 0
+    assert report["mirrors"]["judge"] == {"valid": 2 * asked}
+    assert report["rewrites"]["judge"] == {"valid": report["rewrites"]["attempted"] - report["rewrites"]["outcomes"].get("identical", 0)}

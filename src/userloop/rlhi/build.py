@@ -126,17 +126,19 @@ def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_pr
                 if result.accepted:
                     records.append(pair_record(result, persona_text.get(result.candidate.followup.user_id or "")))
             advance(len(batch))
-    if config.mirrors:
-        with progress("mirroring", len(records)) as advance:
-            mirrors, mirror_outcomes = mirror_pairs(records, personas, judge, config.batch_size, advance)
-        records = [{**r, "mirror": False} for r in records] + [{**m, "mirror": True} for m in mirrors]
-        report["mirrors"] = {"outcomes": dict(mirror_outcomes.most_common()), "pairs": len(mirrors)}
-    write_pairs(records, out / "pairs.parquet", out / "pairs_dataset", mirrors=config.mirrors)
     report["rewrites"] = {"candidates": len(todo), "skipped_no_request": len(found) - len(answerable),
                           "skipped_duplicate": len(answerable) - len(todo),
                           "attempted": len(todo) - outcomes["no rewrite"],
                           "outcomes": dict(outcomes.most_common()), "passed_filter": outcomes["passed"],
                           "rewriter": dict(rewriter.counts), "judge": dict(judge.counts)}
+    if config.mirrors:
+        judge.counts.clear()
+        with progress("mirroring", len(records)) as advance:
+            mirrors, mirror_outcomes = mirror_pairs(records, personas, judge, config.batch_size, advance)
+        records = [{**r, "mirror": False} for r in records] + [{**m, "mirror": True} for m in mirrors]
+        report["mirrors"] = {"outcomes": dict(mirror_outcomes.most_common()), "pairs": len(mirrors),
+                             "judge": dict(judge.counts)}
+    write_pairs(records, out / "pairs.parquet", out / "pairs_dataset", mirrors=config.mirrors)
     report["pairs"] = len(records)
     report["pairs_with_persona"] = sum(r["persona"] is not None for r in records)
     report["seconds"] = round(time.perf_counter() - started, 2)
