@@ -167,8 +167,8 @@ def minimal_pairs(guided: list[dict], data: Path) -> tuple[list[dict], dict]:
     original's substance with the same random draws, so the two differ in what the feedback asked for and
     little else; kept when the chosen answer scores higher under the user's TRUE persona (part 1's filter)."""
     from userloop.rlhi.followups import FollowUp, Labels
+    from userloop.rlhi.pairwise_judges import TestbedJudge
     from userloop.rlhi.rewrites import Candidate, TestbedRewriter, measured_style
-    from userloop.rlhi.usereval import TestbedJudge
 
     judge = TestbedJudge.from_data(data)
     rewriter = TestbedRewriter()
@@ -232,12 +232,12 @@ def mirrored_pairs(pairs: list[dict], personas: Path, users: Counter, data: Path
     the ``train``-split users' derived personas, judged by the testbed judge (the user's TRUE persona, as part
     1's filter)."""
     from userloop.rlhi.mirrors import mirror_pairs
+    from userloop.rlhi.pairwise_judges import TestbedJudge
     from userloop.rlhi.personas import DerivedPersona
-    from userloop.rlhi.rewrites import ScorerJudge
 
     derived = [DerivedPersona(**record) for record in map(json.loads, filter(str.strip, personas.read_text().splitlines()))
                if record["user_id"] in users]
-    rows, outcomes = mirror_pairs(pairs, derived, ScorerJudge.from_data(data))
+    rows, outcomes = mirror_pairs(pairs, derived, TestbedJudge.from_data(data))
     return rows, dict(outcomes)
 
 
@@ -284,7 +284,7 @@ def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
 
 def pair_diagnostic(guided: list[dict], data: Path) -> dict:
     """How persona-specific the guided pairs are (module docstring, step 6), under the TRUE personas."""
-    from userloop.rlhi.usereval import TestbedJudge
+    from userloop.rlhi.pairwise_judges import TestbedJudge
 
     judge = TestbedJudge.from_data(data)
     personal, overall = [], []
@@ -351,8 +351,9 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
     ``temperature`` with top_p 0.9 and seed 0, a request's score being the mean over them); scores, paired
     differences, win rates (sample k of a policy against sample k of the base)."""
     from userloop.models import load_model
+    from userloop.rlhi.pairwise_judges import Comparison, TestbedJudge
     from userloop.rlhi.user_rewards import sample_candidates
-    from userloop.rlhi.usereval import Comparison, TestbedJudge, UserEvalConfig, judge_both_orders, opening_requests
+    from userloop.rlhi.usereval import UserEvalConfig, judge_both_orders, opening_requests
 
     counts: Counter = Counter()
     config = UserEvalConfig(policy="hf:x", baseline="hf:x", personas=run / "personas.jsonl", max_requests=max_requests)

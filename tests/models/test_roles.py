@@ -36,10 +36,10 @@ def test_every_built_in_names_roles_and_a_factory_that_exists():
 
 
 def test_each_built_in_resolves_to_its_object(testbed):
+    from userloop.rlhi.pairwise_judges import TestbedJudge
     from userloop.rlhi.personas import OfflinePersonas
     from userloop.rlhi.reward_scorers import TestbedScorer
     from userloop.rlhi.rewrites import ScorerJudge, TestbedRewriter
-    from userloop.rlhi.usereval import TestbedJudge
     from userloop.simulate.reply_kinds import RuleReplyClassifier
 
     offline = object()   # the caller's loaded offline classifier stands for itself

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from userloop.rlhi.mirrors import mirror_pairs
+from userloop.rlhi.pairwise_judges import Comparison, ModelJudge, TestbedJudge
 from userloop.rlhi.personas import DerivedPersona
-from userloop.rlhi.rewrites import ModelJudge, PreferenceQuestion, ScorerJudge
 from userloop.testbed import score
 
 PROMPT = [{"role": "user", "content": "How do I repot a fern?"}]
@@ -33,14 +33,16 @@ def pair(i: int, feedback: str, user_id: str = "asker") -> dict:
 
 
 class Always:
-    """A judge with a fixed verdict, recording what it was asked."""
+    """A pairwise judge that always prefers the original (the long answer) or always the edit, recording what it
+    was asked."""
 
     def __init__(self, verdict: bool) -> None:
         self.verdict, self.asked = verdict, []
 
-    def prefers(self, questions):
-        self.asked.extend(questions)
-        return [self.verdict] * len(questions)
+    def compare(self, items, personalised):
+        assert personalised
+        self.asked.extend(items)
+        return ["A" if (item.first == LONG) == self.verdict else "B" for item in items]
 
 
 PERSONAS = [persona("asker", "brief"), persona("terse", "brief"), persona("wordy", "detailed"),
@@ -57,8 +59,8 @@ def test_a_mirror_reverses_the_pair_for_a_user_who_prefers_the_opposite():
     assert mirror["persona"] == f"{mirror['user_id']}: detailed"
     assert mirror["chosen"] == pairs[0]["rejected"] and mirror["rejected"] == pairs[0]["chosen"]
     assert {k: mirror[k] for k in ("prompt", "feedback", "conversation_id")} == {k: pairs[0][k] for k in ("prompt", "feedback", "conversation_id")}
-    [question] = judge.asked
-    assert question == PreferenceQuestion(mirror["user_id"], mirror["persona"], PROMPT, LONG, SHORT)
+    assert judge.asked == [Comparison(mirror["user_id"], mirror["persona"], PROMPT, LONG, SHORT),
+                           Comparison(mirror["user_id"], mirror["persona"], PROMPT, SHORT, LONG)]   # both orders
     assert mirror_pairs(pairs, PERSONAS, Always(True))[0] == mirrors   # a seeded draw: the same user every run
 
 
@@ -72,30 +74,30 @@ def test_every_asked_axis_must_be_opposite_and_the_judge_can_refuse():
     assert mirrors == [] and outcomes == {"no user prefers the opposite": 1}
 
 
-def test_the_testbed_judge_prefers_by_the_true_persona():
-    truth = {"wordy": {"expertise": "novice", "detail": "detailed", "tone": "formal", "structure": "prose"},
-             "terse": {"expertise": "novice", "detail": "brief", "tone": "formal", "structure": "prose"}}
+def test_the_testbed_judge_keeps_a_mirror_by_the_true_persona():
+    truth = {"wordy": {"expertise": "novice", "detail": "detailed", "tone": "formal", "structure": "prose"}}
     assert score(truth["wordy"], LONG) > score(truth["wordy"], SHORT)
-    judge = ScorerJudge(truth)
-    assert judge.prefers([PreferenceQuestion("wordy", "x", PROMPT, LONG, SHORT),
-                          PreferenceQuestion("terse", "x", PROMPT, LONG, SHORT)]) == [True, False]
+    only_wordy = PERSONAS[:3]
+    mirrors, outcomes = mirror_pairs([pair(0, "Too long.")], only_wordy, TestbedJudge(truth))
+    assert [m["user_id"] for m in mirrors] == ["wordy"] and outcomes == {"passed": 1}
+    truth["wordy"] = {**truth["wordy"], "detail": "brief"}   # derived as detailed, truly brief: the judge refuses
+    mirrors, outcomes = mirror_pairs([pair(0, "Too long.")], only_wordy, TestbedJudge(truth))
+    assert mirrors == [] and outcomes == {"judge rejected": 1}
 
 
-def test_the_model_judge_asks_both_orders_and_ignores_position_bias(tmp_path):
+def test_a_model_judge_keeps_a_mirror_only_when_both_orders_agree(tmp_path):
     from userloop.models import load_model
 
-    question = PreferenceQuestion("wordy", "Wants detailed answers.", PROMPT, LONG, SHORT)
-    always_a = tmp_path / "a.json"
-    always_a.write_text(json.dumps({"*": '{"better": "A"}'}))
-    assert ModelJudge(load_model(f"scripted:{always_a}")).prefers([question]) == [False]
-    # a model that picks the long answer wherever it is: A when the first answer shown is long
-    by_content = tmp_path / "content.json"
-    by_content.write_text(json.dumps({f"Answer A:\n<<<\n{LONG[:40]}": '{"better": "A"}', "*": '{"better": "B"}'}))
-    judge = ModelJudge(load_model(f"scripted:{by_content}"))
-    assert judge.prefers([question, PreferenceQuestion("wordy", "x", PROMPT, SHORT, LONG)]) == [True, False]
-    unusable = tmp_path / "no.json"
-    unusable.write_text(json.dumps(["no idea"]))
-    assert ModelJudge(load_model(f"scripted:{unusable}")).prefers([question]) == [False]
+    def mirrors_with(script: object) -> list[dict]:
+        path = tmp_path / "judge.json"
+        path.write_text(json.dumps(script))
+        return mirror_pairs([pair(0, "Too long.")], PERSONAS[:3], ModelJudge(load_model(f"scripted:{path}")))[0]
+
+    assert mirrors_with({"*": '{"better": "A"}'}) == []          # position bias: the orders disagree
+    # a model that picks the long answer (the original) wherever it is shown
+    assert len(mirrors_with({f"Answer A:\n<<<\n{LONG[:40]}": '{"better": "A"}', "*": '{"better": "B"}'})) == 1
+    assert mirrors_with({f"Answer A:\n<<<\n{LONG[:40]}": '{"better": "B"}', "*": '{"better": "A"}'}) == []
+    assert mirrors_with(["no idea"]) == []                          # unusable twice: a tie in each order
 
 
 def test_build_with_mirrors_writes_them_after_the_pairs_and_counts_every_pair(small_classifier, tmp_path):
@@ -111,7 +113,7 @@ def test_build_with_mirrors_writes_them_after_the_pairs_and_counts_every_pair(sm
     assert report["mirrors"]["pairs"] == len(mirrors) > 0 and report["pairs"] == len(rows)
     assert rows == originals + mirrors
     assert sum(report["mirrors"]["outcomes"].values()) == len(originals) == report["rewrites"]["passed_filter"]
-    truth = ScorerJudge.from_data(folder / "testbed").true_personas
+    truth = TestbedJudge.from_data(folder / "testbed").true_personas
     personas = {p["user_id"]: p["persona"] for p in map(orjson.loads, (folder / "out" / "personas.jsonl").read_bytes().splitlines())}
     by_conversation = {r["conversation_id"]: r["user_id"] for r in originals}
     for m in mirrors:

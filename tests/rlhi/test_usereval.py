@@ -5,18 +5,15 @@ import json
 import orjson
 import pytest
 
-from userloop.rlhi.usereval import (
+from userloop.rlhi.pairwise_judges import (
     Comparison,
     ModelJudge,
     TestbedJudge,
-    UserEvalConfig,
-    eval_personal,
     inconsistent,
-    judge_both_orders,
     pairwise_verdicts,
     parse_preference,
-    win_rate,
 )
+from userloop.rlhi.usereval import UserEvalConfig, eval_personal, judge_both_orders, win_rate
 
 # The judge's preference in the order with the policy's answer first (A = policy) and in the swapped
 # order (A = baseline), and the verdict for the policy.

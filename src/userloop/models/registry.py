@@ -55,7 +55,7 @@ BUILTIN_PROVIDERS: dict[str, dict[str, str]] = {
     "testbed:rewriter": {"rewriter": "userloop.rlhi.rewrites:TestbedRewriter"},
     "testbed:editor": {"rewriter": "userloop.rlhi.rewrites:TestbedEditor"},
     "testbed:judge": {"judge": "userloop.rlhi.rewrites:ScorerJudge.from_data",
-                      "usereval_judge": "userloop.rlhi.usereval:TestbedJudge.from_data"},
+                      "usereval_judge": "userloop.rlhi.pairwise_judges:TestbedJudge.from_data"},
     "offline:classifier": {"followup_classifier": "userloop.rlhi.followup_classifier:loaded_offline"},
     "offline:personas": {"persona_model": "userloop.rlhi.personas:OfflinePersonas"},
     "rules:classifier": {"reply_classifier": "userloop.simulate.reply_kinds:RuleReplyClassifier"},

@@ -29,6 +29,7 @@ from userloop.progress import Progress, no_progress
 from userloop.rlhi.followups import FollowUp, JudgeClassifier, Labels, extract_followups, followup_record
 from userloop.rlhi.mirrors import mirror_pairs
 from userloop.rlhi.pairs import pair_record, write_pairs
+from userloop.rlhi.pairwise_judges import load_judge
 from userloop.rlhi.personas import ModelPersonas, group_histories
 from userloop.rlhi.rewrites import ModelJudge, ModelRewriter, candidates, rewrite_and_filter
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
@@ -132,12 +133,12 @@ def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_pr
                           "outcomes": dict(outcomes.most_common()), "passed_filter": outcomes["passed"],
                           "rewriter": dict(rewriter.counts), "judge": dict(judge.counts)}
     if config.mirrors:
-        judge.counts.clear()
+        pair_judge = load_judge(config.judge, data)   # the same --judge, comparing two answers for one user
         with progress("mirroring", len(records)) as advance:
-            mirrors, mirror_outcomes = mirror_pairs(records, personas, judge, config.batch_size, advance)
+            mirrors, mirror_outcomes = mirror_pairs(records, personas, pair_judge, config.batch_size, advance)
         records = [{**r, "mirror": False} for r in records] + [{**m, "mirror": True} for m in mirrors]
         report["mirrors"] = {"outcomes": dict(mirror_outcomes.most_common()), "pairs": len(mirrors),
-                             "judge": dict(judge.counts)}
+                             "judge": dict(pair_judge.counts)}
     write_pairs(records, out / "pairs.parquet", out / "pairs_dataset", mirrors=config.mirrors)
     report["pairs"] = len(records)
     report["pairs_with_persona"] = sum(r["persona"] is not None for r in records)

@@ -4,8 +4,8 @@ A user-guided pair says "this user wanted the answer changed this way": the rewr
 rejected. Most feedback asks for the same few changes, so DPO on such pairs alone lowers its loss by moving every
 answer that way, whoever asks: the persona in the prompt is not needed. A *mirror* of a pair is the same prompt
 and the same two answers for another user whose derived persona prefers the opposite on every axis the feedback
-asked to change, with the original chosen; it is kept when the judge agrees that this user prefers the
-original. With its mirrors, a change is about as often chosen as rejected, and mostly the persona says which
+asked to change, with the original chosen; it is kept when a pairwise judge (UserEval's,
+:mod:`userloop.rlhi.pairwise_judges`), asked in both orders, finds the original better for this user: a win. With its mirrors, a change is about as often chosen as rejected, and mostly the persona says which
 one a user wants. On the testbed this is what made persona-conditioned DPO beat both the base and
 persona-agnostic DPO (docs/rlhi.md).
 """
@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from userloop.rlhi.pairwise_judges import Comparison, pairwise_verdicts
 from userloop.rlhi.personas import DerivedPersona
-from userloop.rlhi.rewrites import PreferenceQuestion
 from userloop.rlhi.taxonomy import REASON_PREFERENCE, feedback_reasons
 
 
@@ -29,9 +29,10 @@ def mirror_pairs(pairs: Sequence[dict[str, Any]], personas: Sequence[DerivedPers
     or ``judge rejected``.
 
     The other user is a seeded draw (the conversation id and the pair's index) among ``personas`` with a persona
-    text, other than the pair's user; ``judge.prefers`` decides (``rewrites.ScorerJudge``: the true persona on the
-    testbed; ``rewrites.ModelJudge``: a chat model given the derived persona). A mirror keeps the pair's feedback
-    and conversation id and takes the other user's id and persona."""
+    text, other than the pair's user; ``judge`` compares the two answers for that user in both orders
+    (``pairwise_judges.TestbedJudge``: the true persona on the testbed; ``ModelJudge``: a chat model given the
+    derived persona). A mirror keeps the pair's feedback and conversation id and takes the other user's id and
+    persona."""
     usable = [p for p in personas if p.persona]
     outcomes: Counter = Counter()
     drafts: list[dict[str, Any]] = []
@@ -53,11 +54,14 @@ def mirror_pairs(pairs: Sequence[dict[str, Any]], personas: Sequence[DerivedPers
     mirrors = []
     for start in range(0, len(drafts), batch_size):
         batch = drafts[start:start + batch_size]
-        questions = [PreferenceQuestion(d["user_id"], d["persona"], d["prompt"], d["chosen"][0]["content"],
-                                        d["rejected"][0]["content"]) for d in batch]
-        for draft, verdict in zip(batch, judge.prefers(questions), strict=True):
-            outcomes["passed" if verdict else "judge rejected"] += 1
-            if verdict:
+        shown = [(d["chosen"][0]["content"], d["rejected"][0]["content"]) for d in batch]
+        original_first = judge.compare([Comparison(d["user_id"], d["persona"], d["prompt"], original, edit)
+                                        for d, (original, edit) in zip(batch, shown, strict=True)], personalised=True)
+        edit_first = judge.compare([Comparison(d["user_id"], d["persona"], d["prompt"], edit, original)
+                                    for d, (original, edit) in zip(batch, shown, strict=True)], personalised=True)
+        for draft, verdict in zip(batch, pairwise_verdicts(original_first, edit_first), strict=True):
+            outcomes["passed" if verdict == 1.0 else "judge rejected"] += 1
+            if verdict == 1.0:
                 mirrors.append(draft)
         if on_progress is not None:
             on_progress(len(batch))

@@ -50,10 +50,10 @@ from userloop.models.tiny import BEGIN_OF_TEXT, END_OF_TURN, SPECIAL_TOKENS, _ll
 from userloop.rlhi.build import read_split_conversations
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import read_pairs
+from userloop.rlhi.pairwise_judges import TestbedJudge
 from userloop.rlhi.reward_scorers import RewardModelScorer, ScoreRequest
 from userloop.rlhi.rewrites import TestbedRewriter, substance
 from userloop.rlhi.user_rewards import derive_personas, label_followups
-from userloop.rlhi.usereval import TestbedJudge
 from userloop.testbed import read_truth, score
 from userloop.testbed.assistant import STYLE_VALUES, Style, render
 from userloop.testbed.population import truth_folder

@@ -381,26 +381,9 @@ class ModelRewriter:
 
 
 # ----------------------------------------------------------------------------- quality filter
-PREFER_SYSTEM = """You compare two assistant answers to the same request for one user. You get the user's persona, the request, answer A and answer B. Which answer fits this user better? Answer with one JSON object and nothing else: {"better": "A"} or {"better": "B"}"""
-PREFER_RETRY = 'Your answer was not usable: {error}. Answer with {{"better": "A"}} or {{"better": "B"}} only.'
-
-
-@dataclass(frozen=True, slots=True)
-class PreferenceQuestion:
-    """Does the user ``user_id`` (derived persona ``persona``) prefer ``first`` to ``second`` as the answer to
-    ``prompt`` (a chat, the request last)?"""
-
-    user_id: str
-    persona: str
-    prompt: list[dict[str, str]]
-    first: str
-    second: str
-
-
 @dataclass
 class ScorerJudge:
-    """Testbed judge: the persona-match score of the user's true persona must rise with the rewrite (and, for a
-    mirror, be higher for the answer it prefers)."""
+    """Testbed judge: the persona-match score of the user's true persona must rise with the rewrite."""
 
     true_personas: dict[str, dict[str, Any]]
     counts: Counter = field(default_factory=Counter)
@@ -411,18 +394,14 @@ class ScorerJudge:
         return cls(TestbedScorer.from_data(data).true_personas)
 
     def accept(self, batch: Sequence[Candidate], rewrites: Sequence[str]) -> list[bool]:
-        return [self._scores_higher(c.followup.user_id, rewrite, c.original) for c, rewrite in zip(batch, rewrites, strict=True)]
-
-    def prefers(self, questions: Sequence[PreferenceQuestion]) -> list[bool]:
-        """Whether each question's user prefers its ``first`` answer: a higher score under the TRUE persona."""
-        return [self._scores_higher(q.user_id, q.first, q.second) for q in questions]
-
-    def _scores_higher(self, user_id: str | None, first: str, second: str) -> bool:
-        persona = self.true_personas.get(user_id or "")
-        if persona is None:
-            raise UserError(f"--judge testbed:judge needs the testbed truth of user {user_id}; "
-                            "on other data give --judge SPEC (a chat model)")
-        return score(persona, first) > score(persona, second)
+        out = []
+        for candidate, rewrite in zip(batch, rewrites, strict=True):
+            persona = self.true_personas.get(candidate.followup.user_id or "")
+            if persona is None:
+                raise UserError(f"--judge testbed:judge needs the testbed truth of user {candidate.followup.user_id}; "
+                                "on other data give --judge SPEC (a chat model)")
+            out.append(score(persona, rewrite) > score(persona, candidate.original))
+        return out
 
 
 JUDGE_SYSTEM = """You check a rewritten assistant answer. You get the user's feedback on an original answer, the original, and the rewrite. Does the rewrite address the feedback (it does what the feedback asks, and is still an answer to the request)? Answer with one JSON object and nothing else: {"addresses_feedback": true or false}"""
@@ -431,8 +410,7 @@ JUDGE_RETRY = 'Your answer was not usable: {error}. Answer with {{"addresses_fee
 
 @dataclass
 class ModelJudge:
-    """A chat model decides whether each rewrite addresses the feedback (JSON answer; unusable twice: rejected),
-    and which of two answers fits a user's persona (:meth:`prefers`, for ``rlhi build --mirrors``)."""
+    """A chat model decides whether each rewrite addresses the feedback (JSON answer; unusable twice: rejected)."""
 
     model: Any
     counts: Counter = field(default_factory=Counter)
@@ -448,27 +426,6 @@ class ModelJudge:
                     {"role": "user", "content": f"Feedback:\n<<<\n{c.feedback}\n>>>\n\nOriginal:\n<<<\n{clip(c.original, 6000)}\n>>>\n\n"
                                                 f"Rewrite:\n<<<\n{clip(r, 6000)}\n>>>"}] for c, r in zip(batch, rewrites, strict=True)]
         return [verdict is True for verdict in ask_validated(self.model, prompts, validate, JUDGE_RETRY, 20, self.counts)]
-
-    def prefers(self, questions: Sequence[PreferenceQuestion]) -> list[bool]:
-        """Whether each question's user prefers its ``first`` answer, by the model given the derived persona.
-        Asked in both orders (``first`` as answer A, then as B): preferred only when both verdicts say so, so
-        a model that always picks one position prefers nothing; an answer unusable twice counts against."""
-        def validate(i: int, answer: str) -> tuple[bool | None, str | None]:
-            data = parse_json_object(answer)
-            better = data.get("better") if data is not None else None
-            if not isinstance(better, str) or better.strip().upper() not in ("A", "B"):
-                return None, 'no {"better": "A"|"B"} object'
-            return (better.strip().upper() == "A") == (i % 2 == 0), None   # even: first is A; odd: first is B
-
-        prompts = []
-        for q in questions:
-            request = next((m["content"] for m in reversed(q.prompt) if m["role"] == "user"), "")
-            for a, b in ((q.first, q.second), (q.second, q.first)):
-                prompts.append([{"role": "system", "content": PREFER_SYSTEM},
-                                {"role": "user", "content": f"Persona: {q.persona}\n\nRequest:\n<<<\n{clip(request, 4000)}\n>>>\n\n"
-                                                            f"Answer A:\n<<<\n{clip(a, 6000)}\n>>>\n\nAnswer B:\n<<<\n{clip(b, 6000)}\n>>>"}])
-        verdicts = ask_validated(self.model, prompts, validate, PREFER_RETRY, 20, self.counts)
-        return [verdicts[2 * i] is True and verdicts[2 * i + 1] is True for i in range(len(questions))]
 
 
 @dataclass
