@@ -52,7 +52,8 @@ Steps (each reuses its output when it is already in ``--work``):
    user's persona (a seeded draw of a different persona), scored under the true persona of the asker: a policy that
    personalises scores higher with the right persona (paired difference and SE; share of answers changed; per
    axis over all swaps and over the swaps whose two personas differ on that axis). ``--only`` with no name
-   evaluates the base alone (e.g. ``--base CKPT --only --persona-swap`` for a checkpoint).
+   evaluates the base alone (e.g. ``--base CKPT --only --persona-swap`` for a checkpoint); ``--extra NAME=FOLDER``
+   adds policies trained elsewhere (e.g. the last round of ``rlhi loop`` runs, ``NAME-seedK`` for seeds).
 6. A pair diagnostic (no training): for the guided pairs, the gain of the chosen answer over the rejected one
    under the pair's user's TRUE persona and under the population mean of all true personas (the UserEval
    "overall" score), and the share of pairs whose chosen answer also wins for the population: how much of
@@ -485,6 +486,8 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=4, help="answers per request when --eval-temperature > 0")
     parser.add_argument("--only", nargs="*", choices=sorted(POLICIES),
                         help="train and evaluate only these policies (none: evaluate the base alone)")
+    parser.add_argument("--extra", nargs="+", default=[], metavar="NAME=FOLDER",
+                        help="also evaluate these trained policies (e.g. a loop's last round; NAME-seedK groups seeds)")
     parser.add_argument("--online", action="store_true", help="also train and evaluate online iterative DPO, with and without the persona")
     parser.add_argument("--online-rounds", type=int, default=3)
     parser.add_argument("--online-requests", type=int, default=64, help="requests sampled per online round (4 answers each)")
@@ -492,6 +495,8 @@ def main() -> None:
     parser.add_argument("--persona-swap", action="store_true",
                         help="also answer with another user's persona and score under the right one (step 5)")
     args = parser.parse_args()
+    if any("=" not in item for item in args.extra):
+        parser.error("--extra takes NAME=FOLDER pairs")
     if args.eval_temperature < 0 or args.eval_samples < 1:
         parser.error("--eval-temperature must be 0 or more and --eval-samples 1 or more")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -554,6 +559,7 @@ def run_ablations(args: argparse.Namespace) -> None:
             report = train_dpo(config).report if not (out / "dpo_report.json").is_file() else json.loads((out / "dpo_report.json").read_text())
             trained[key] = report
             policies[key] = out
+    policies |= {name: Path(folder) for name, folder in (item.split("=", 1) for item in args.extra)}
     results = evaluate(policies, run, data, args.max_requests, args.max_new_tokens, args.persona_swap,
                        samples=args.eval_samples, temperature=args.eval_temperature)
     summary = {"date": time.strftime("%Y-%m-%d"), "load": os.getloadavg(), "args": {k: str(v) for k, v in vars(args).items()},

@@ -7,13 +7,16 @@
 Runs ``userloop rlhi loop`` per arm and seed with the same settings, the same held-out users and the same DPO
 budget: ``ground-truth`` (``--user testbed:users``: the policy talks to the testbed's own users and learns from
 their follow-ups), ``simulated`` (the user LM ``--user`` plays them) and ``logged`` (``--baseline logged``: the
-same rounds on the same training users' logged train-split conversations). Every arm is evaluated by the
+same rounds on the same training users' logged train-split conversations); ``ground-truth-mirrored`` and
+``simulated-mirrored`` are the first two with ``--mirrors`` (each round's pairs plus their persona-contrastive
+mirrors, docs/rlhi.md). Every arm is evaluated by the
 testbed users (``--eval-user testbed:users``), so the arms are compared on the ground truth, and the gap
 between ``simulated`` and ``ground-truth`` is what the simulated users cost RLHI. Each run resumes where it
 stopped (``--work/ARM-seedS``). Prints one Markdown table: per arm, seed and round, the pairs, DPO's loss and
 reward accuracy, the held-out persona match with its change from round 0 (paired over the same users, with
 its SE), task success and the held-out users' feedback rate; then per arm and round the mean change over
-seeds with a 95% t interval over seeds.
+seeds with a 95% t interval over seeds; and, for a ``-mirrored`` arm run beside its twin, their difference per
+round (paired over the same held-out users, per seed; mean and t interval over seeds).
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from userloop.rlhi.loop import GROUND_TRUTH_USERS
+from userloop.rlhi.loop import GROUND_TRUTH_USERS, pair_counts
 from userloop.statistics import mean_se
 
-ARMS = ("ground-truth", "simulated", "logged")
+ARMS = ("ground-truth", "simulated", "logged", "ground-truth-mirrored", "simulated-mirrored")
 
 
 def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
     out = Path(args.work) / f"{name}-seed{seed}"
-    user = GROUND_TRUTH_USERS if name == "ground-truth" else args.user
+    user = GROUND_TRUTH_USERS if name.startswith("ground-truth") else args.user
     command = [sys.executable, "-m", "userloop.cli", "rlhi", "loop", "--policy", args.policy, "--user", user,
                "--eval-user", GROUND_TRUTH_USERS, "--out", str(out),
                "--baseline", "logged" if name == "logged" else "none", "--rounds", str(args.rounds),
@@ -41,6 +44,8 @@ def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
                "--seed", str(seed)]
     if args.personas:
         command += ["--personas", args.personas]
+    if name.endswith("-mirrored"):
+        command.append("--mirrors")
     print(" ".join(command[2:]).replace("userloop.cli", "userloop"), flush=True)
     subprocess.run(command, check=True)
     return json.loads((out / "report.json").read_text())
@@ -54,7 +59,7 @@ def table(reports: dict[tuple[str, int], dict]) -> str:
         changes = {c["round"]: c for c in report["paired_changes_from_round_0"]}
         for r in report["rounds"]:
             e, t = r["eval"], r.get("training", {})
-            pairs = f"{r['pairs']['guided']} + {r['pairs']['sampled']}" if "pairs" in r else ""
+            pairs = pair_counts(r["pairs"]) if "pairs" in r else ""
             loss = f"{t.get('train_loss')} / {t.get('reward_accuracy_mean')}" if t.get("trained") else ""
             change = changes.get(r["round"])
             moved = f"{change['persona_match_change']:+.4f} ({change['se']})" if change else ""
@@ -75,15 +80,40 @@ def over_seeds(reports: dict[tuple[str, int], dict]) -> str:
                 for change in report["paired_changes_from_round_0"]:
                     by_round.setdefault(change["round"], []).append(change["persona_match_change"])
         for index, changes in sorted(by_round.items()):
-            mean = sum(changes) / len(changes)
-            if len(changes) > 1:
-                from scipy.stats import t
+            lines.append(f"| {name} | {index} | {len(changes)} | {sum(changes) / len(changes):+.4f} | {t_interval(changes)} |")
+    return "\n".join(lines)
 
-                half = t.ppf(0.975, len(changes) - 1) * mean_se(changes)
-                interval = f"[{mean - half:+.4f}, {mean + half:+.4f}]"
-            else:
-                interval = "one seed"
-            lines.append(f"| {name} | {index} | {len(changes)} | {mean:+.4f} | {interval} |")
+
+def t_interval(values: list[float]) -> str:
+    """The 95% t interval of the mean of ``values`` (one per seed)."""
+    if len(values) < 2:
+        return "one seed"
+    from scipy.stats import t
+
+    mean = sum(values) / len(values)
+    half = t.ppf(0.975, len(values) - 1) * mean_se(values)
+    return f"[{mean - half:+.4f}, {mean + half:+.4f}]"
+
+
+def versus_twin(reports: dict[tuple[str, int], dict]) -> str:
+    """Per ``-mirrored`` arm and round: its held-out persona match minus its twin's without mirrors, paired over
+    the same seed's held-out users (both arms start from the same policy and meet the same users), mean over
+    the seeds both ran, with the 95% t interval over seeds."""
+    lines = ["| arm minus twin | round | seeds | mean difference | 95% interval over seeds | per seed |", "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(arm for arm, _ in reports if arm.endswith("-mirrored")):
+        twin = name.removesuffix("-mirrored")
+        seeds = sorted(seed for arm, seed in reports if arm == name and (twin, seed) in reports)
+        by_round: dict[int, list[float]] = {}
+        for seed in seeds:
+            mine = {r["round"]: r["eval"]["persona_match_by_user"] for r in reports[(name, seed)]["rounds"]}
+            theirs = {r["round"]: r["eval"]["persona_match_by_user"] for r in reports[(twin, seed)]["rounds"]}
+            for index in sorted(set(mine) & set(theirs) - {0}):
+                shared = [u for u in mine[index] if u in theirs[index]]
+                by_round.setdefault(index, []).append(sum(mine[index][u] - theirs[index][u] for u in shared) / len(shared))
+        for index, values in sorted(by_round.items()):
+            if len(values) == len(seeds):
+                lines.append(f"| {name} minus {twin} | {index} | {len(values)} | {sum(values) / len(values):+.4f} | "
+                             f"{t_interval(values)} | {' '.join(f'{v:+.3f}' for v in values)} |")
     return "\n".join(lines)
 
 
@@ -101,12 +131,15 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=40)
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--only", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--only", nargs="+", choices=ARMS, default=list(ARMS[:3]))
     args = parser.parse_args()
     reports = {(name, seed): run_arm(args, name, seed) for seed in args.seeds for name in args.only}
     print(table(reports))
     print()
     print(over_seeds(reports))
+    if any(arm.endswith("-mirrored") for arm, _ in reports):
+        print()
+        print(versus_twin(reports))
 
 
 if __name__ == "__main__":

@@ -140,6 +140,42 @@ def test_a_user_lm_loop_can_be_evaluated_by_the_testbed_users(finished, models, 
     assert report["rounds"][1]["interaction"]["ends"] == {"max_turns": 4}   # the scripted user LM never ends
 
 
+def test_mirrors_reverse_round_pairs_for_training_users_the_judge_agrees_with(finished, models, prepared, tmp_path,
+                                                                           monkeypatch):
+    """--mirrors: each round pair is offered, reversed, to another training user; a mirror is kept only when
+    the testbed judge (true persona) prefers its chosen answer, and held-out users never get one."""
+    import pyarrow.parquet as pq
+
+    from userloop.testbed import read_truth, score
+    from userloop.testbed.population import truth_folder
+
+    _, _, trained = finished
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
+    out = tmp_path / "run"
+    report = run_loop(config(models, prepared, mirrors=True, rounds=1, users=6, n=4, max_new_tokens=24), out)
+    [round_one] = report["rounds"][1:]
+    counts, made = round_one["counts"], round_one["pairs"]
+    originals = made["guided"] + made["sampled"]
+    assert made["total"] == originals + made["mirrors"]
+    outcomes = {k: v for k, v in counts.items() if k.startswith("mirror_")}
+    assert sum(outcomes.values()) == originals and outcomes.get("mirror_passed", 0) == made["mirrors"]
+    rows = pq.read_table(out / "round-1" / "pairs.parquet").to_pylist()
+    assert [r["mirror"] for r in rows] == [False] * originals + [True] * made["mirrors"]
+    true_personas = {u: r["persona"] for u, r in read_truth(truth_folder(prepared))[0].items()}
+    users = json.loads((out / "users.json").read_text())
+    originals_by_answers = {(r["conversation_id"], r["chosen"][0]["content"], r["rejected"][0]["content"]): r
+                            for r in rows if not r["mirror"]}
+    for mirror in (r for r in rows if r["mirror"]):
+        original = originals_by_answers[(mirror["conversation_id"], mirror["rejected"][0]["content"], mirror["chosen"][0]["content"])]
+        assert mirror["user_id"] in users["train_pool"] and mirror["persona"] != original["persona"]
+        truth = true_personas[mirror["user_id"]]
+        assert score(truth, mirror["chosen"][0]["content"]) > score(truth, mirror["rejected"][0]["content"])
+    assert made["mirrors"] > 0
+    more = run_loop(config(models, prepared, mirrors=True, rounds=2, users=6, n=4, max_new_tokens=24), out)  # --rounds 2:
+    assert [r["round"] for r in more["rounds"]] == [0, 1, 2] and more["rounds"][:2] == report["rounds"]  # goes on
+    assert json.loads((out / "config.json").read_text())["rounds"] == 2
+
+
 def test_rounds_written_with_old_end_reasons_are_read_in_todays(tmp_path):
     from userloop.rlhi.loop import _read_rounds
 
@@ -180,7 +216,8 @@ def test_rerun_resumes_without_redoing_rounds(finished, models, prepared):
         assert (out / "round-1" / "model.safetensors").stat().st_mtime_ns == stamp
         with pytest.raises(UserError, match="different config"):
             run_loop(config(models, prepared, users=5), out)
-        saved = json.loads((out / "config.json").read_text())  # written before the role providers: "testbed"
+        saved = json.loads((out / "config.json").read_text())  # written before the role providers ("testbed") and
+        saved.pop("mirrors")                                    # before --mirrors (absent: its default)
         (out / "config.json").write_text(json.dumps({**saved, "scorer": "testbed", "rewriter": "testbed"}))
         run_loop(config(models, prepared), out)
         assert (out / "rounds.jsonl").read_bytes() == before

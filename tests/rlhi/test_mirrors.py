@@ -74,6 +74,31 @@ def test_every_asked_axis_must_be_opposite_and_the_judge_can_refuse():
     assert mirrors == [] and outcomes == {"no user prefers the opposite": 1}
 
 
+def test_a_pair_without_feedback_goes_to_any_user_with_another_persona():
+    """A user-based reward pair (best vs worst of sampled answers) names no axis: any other user whose persona
+    text differs may get its mirror, and the judge alone decides."""
+    sampled = {**pair(0, "x"), "feedback": None, "persona": "terse: brief"}
+    mirrors, outcomes = mirror_pairs([sampled], [persona("asker", "brief", text="terse: brief"), *PERSONAS[1:]], Always(True))
+    assert outcomes == {"passed": 1}
+    [mirror] = mirrors
+    assert mirror["user_id"] in ("wordy", "chatty") and mirror["feedback"] is None   # not the asker's persona text
+    assert mirror["chosen"] == sampled["rejected"] and mirror["rejected"] == sampled["chosen"]
+    mirrors, outcomes = mirror_pairs([sampled], PERSONAS, Always(False))
+    assert mirrors == [] and outcomes == {"judge rejected": 1}
+    mirrors, outcomes = mirror_pairs([sampled], [persona("terse", "brief", text="terse: brief")], Always(True))
+    assert mirrors == [] and outcomes == {"no user prefers the opposite": 1}
+
+
+def test_a_personas_file_record_without_axes_has_them_unknown():
+    record = {"user_id": 7, "persona": "Likes ferns."}
+    derived = DerivedPersona.from_record(record)
+    assert (derived.user_id, derived.persona, derived.detail, derived.domains) == ("7", "Likes ferns.", None, [])
+    mirrors, outcomes = mirror_pairs([pair(0, "Too long, please make it shorter.")], [PERSONAS[0], derived], Always(True))
+    assert mirrors == [] and outcomes == {"no user prefers the opposite": 1}   # an unknown axis is never the opposite
+    full = persona("wordy", "detailed").to_dict()
+    assert DerivedPersona.from_record(full) == persona("wordy", "detailed")
+
+
 def test_the_testbed_judge_keeps_a_mirror_by_the_true_persona():
     truth = {"wordy": {"expertise": "novice", "detail": "detailed", "tone": "formal", "structure": "prose"}}
     assert score(truth["wordy"], LONG) > score(truth["wordy"], SHORT)

@@ -17,7 +17,9 @@ arXiv 2510.06552) can be such a user. Each round r = 1..R:
    (``rewriter``, kept when ``judge`` accepts them; rewrite chosen, original rejected, RLHI section 2.1);
    requests that got no feedback get ``n`` sampled answers of the policy scored for the user
    (``scorer``, persona-conditioned rewards), best chosen, worst rejected (RLHI section 2.2). At most
-   ``users`` such requests per round.
+   ``users`` such requests per round. With ``mirrors``, each pair also gets its mirror when the pairwise
+   judge (UserEval's, for ``judge``) agrees: the same prompt and answers, reversed, for another training user
+   whose persona prefers the rejected one (:mod:`userloop.rlhi.mirrors`; userloop's addition).
 3. **Train.** Persona-conditioned DPO (``rlhi.dpo.run_training``) on the round's pairs, ``max_steps``
    updates from the current policy against it as reference (iterative DPO: model t+1 against model t);
    the result is the next round's policy.
@@ -36,7 +38,7 @@ the logged interactions only). Outputs in ``out``: ``config.json``, ``users.json
 evaluated), ``rounds.jsonl`` (one line per finished round, round 0 the initial policy), ``round-K/``
 (the policy, ``pairs.parquet``, ``conversations.jsonl``, ``eval_conversations.jsonl``), ``report.json``
 and ``report.md`` (roles, guard, per-round table). A re-run with the same config resumes after the last
-finished round.
+finished round; with a larger ``rounds`` it goes on from there.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ import orjson
 
 from userloop.config import option, require_at_least_one
 from userloop.conversation import Conversation, Message, write_jsonl
-from userloop.data.personas import read_personas
+from userloop.data.personas import persona_records
 from userloop.errors import UserError
 from userloop.files import read_user_json, write_atomic
 from userloop.models import GenerationParams, load_model
@@ -67,14 +69,17 @@ from userloop.rlhi.build import candidate_key, output_folder, read_split_convers
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import DPOTrainConfig, fitting_requests, run_training
 from userloop.rlhi.followups import extract_followups
+from userloop.rlhi.mirrors import mirror_pairs
 from userloop.rlhi.pairs import pair_record
+from userloop.rlhi.pairwise_judges import load_judge
+from userloop.rlhi.personas import DerivedPersona
 from userloop.rlhi.reward_scorers import load_scorer
 from userloop.rlhi.rewrites import ModelJudge, ModelRewriter, candidates, rewrite_and_filter
 from userloop.rlhi.tasks import passes
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
 from userloop.rlhi.user_rewards import (
     best_worst_pairs,
-    derive_personas,
+    derived_personas,
     label_followups,
     sample_candidates,
     sample_requests,
@@ -127,6 +132,9 @@ class LoopConfig:
     n: int = option(4, "answers sampled per request without feedback (RLHI: 4)")
     persona: bool = option(True, "the policy sees the user's derived persona in its system message "
                                   "(--no-persona: the persona-agnostic policy)")
+    mirrors: bool = option(False, "also pair each round's pair, reversed, for another training user whose persona "
+                                  "prefers the rejected answer, when the judge agrees (persona-contrastive mirrors, "
+                                  "docs/rlhi.md)")
     max_steps: int = option(40, "DPO updates per round")
     batch_size: int = option(8, "pairs per DPO update")
     learning_rate: float = option(1e-4, "DPO peak learning rate")
@@ -478,8 +486,10 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
     user_truth, truth = read_truth(truth_dir)
     true_personas = {u: record["persona"] for u, record in user_truth.items()}
     train, test = read_split_conversations(data, "train"), read_split_conversations(data, "test")
-    personas = _personas(config, train, test)
+    derived = _personas(config, train, test)
+    personas = {p.user_id: p.persona for p in derived}
     population = split_users(train, test, personas, config.eval_users, config.seed)
+    mirror_users = [p for p in derived if p.user_id in population.train]   # mirrors go to training users only
     write_atomic(out / "users.json", json.dumps({"train_pool": sorted(population.train),
                                                  "held_out": [asdict(e) for e in population.held_out]}, indent=1))
 
@@ -488,6 +498,7 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
     scorer = load_scorer(config.scorer, data)
     rewriter = load_role("rewriter", config.rewriter, ModelRewriter)
     judge = load_role("judge", config.judge, ModelJudge, data=data)
+    pair_judge = load_judge(config.judge, data) if config.mirrors else None   # the same --judge, comparing two answers
     logged = _with_intent(train)
 
     rounds = _read_rounds(out)
@@ -527,6 +538,12 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
                                                       config.users, config.seed + index, counts)
             advance(1)
         pairs = guided + [{k: v for k, v in p.items() if k not in ("chosen_score", "rejected_score")} for p in sampled]
+        mirrors: list[dict] = []
+        if config.mirrors:
+            with progress(f"round {index}: mirrors", len(pairs)) as advance:
+                mirrors, outcomes = mirror_pairs(pairs, mirror_users, pair_judge, on_progress=advance)
+            counts.update({f"mirror_{k.replace(' ', '_')}": n for k, n in outcomes.items()})
+            pairs = [{**p, "mirror": False} for p in pairs] + [{**m, "mirror": True} for m in mirrors]
         _write_pairs(pairs, folder)
         training: dict[str, Any] = {"trained": False}
         next_policy = policy
@@ -544,7 +561,7 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
         record = {"round": index, "source": "logged" if config.baseline == "logged" else "simulated",
                   "policy_start": str(policy), "policy": str(next_policy), "users": len(episodes),
                   "conversations": len(conversations), "interaction": {**feedback_counts(labelled), "ends": _ends(conversations)},
-                  "pairs": {"guided": len(guided), "sampled": len(sampled), "total": len(pairs)},
+                  "pairs": {"guided": len(guided), "sampled": len(sampled), "mirrors": len(mirrors), "total": len(pairs)},
                   "sampling": sampling_numbers, "counts": dict(sorted(counts.items())), "training": training,
                   "eval": evaluation, "seconds": round(time.perf_counter() - round_started, 1)}
         rounds.append(record)
@@ -585,14 +602,15 @@ def _default_data() -> Path:
     return default_data(prepared=True)
 
 
-def _personas(config: LoopConfig, train, test) -> dict[str, str]:
-    """Persona text by user id: the file, or derived offline from each split's own conversations."""
+def _personas(config: LoopConfig, train, test) -> list[DerivedPersona]:
+    """The users' personas: the file's (records with a persona text), or derived offline from each split's own
+    conversations (a user in both splits: the test split's last)."""
     if config.personas:
-        return read_personas(Path(config.personas))
-    out: dict[str, str] = {}
+        return [DerivedPersona.from_record(row) for row in persona_records(Path(config.personas))
+                if row["persona"] and row["persona"].strip()]
+    out: list[DerivedPersona] = []
     for conversations in (train, test):
-        labelled = label_followups(conversations, None, Counter())
-        out |= derive_personas(conversations, labelled, config.min_conversations)
+        out += derived_personas(conversations, label_followups(conversations, None, Counter()), config.min_conversations)
     return out
 
 
@@ -604,7 +622,8 @@ def _write_pairs(pairs: list[dict], folder: Path) -> None:
 
 
 def _check_resume(out: Path, config: LoopConfig) -> None:
-    """A folder holding another run's config is refused; the same config resumes."""
+    """A folder holding another run's config is refused; the same config resumes, and the same with more
+    ``rounds`` continues the finished run (the saved config then records the new count)."""
     path = out / "config.json"
     current = asdict(config)
     if path.is_file():
@@ -612,10 +631,13 @@ def _check_resume(out: Path, config: LoopConfig) -> None:
         if not isinstance(saved, dict):
             raise UserError(f"{path} is not a loop config (a JSON object); give a new --out")
         saved = {k: canonical_spec(k, v) if k in ROLE_FIELDS else v for k, v in saved.items()}  # older spellings
-        changed = sorted(k for k in current if saved.get(k) != current[k])
-        if changed:
+        defaults = asdict(LoopConfig())
+        changed = sorted(k for k in current if k != "rounds" and saved.get(k, defaults[k]) != current[k])   # a newer
+        if changed:                                                                         # option: its default
             raise UserError(f"{out} holds a loop run with a different config ({', '.join(changed)}); give a new --out "
                             "or the same settings to resume")
+        if current["rounds"] > saved.get("rounds", 0):
+            write_atomic(path, json.dumps(current, indent=2))
     else:
         write_atomic(path, json.dumps(current, indent=2))
 
@@ -671,6 +693,12 @@ def _report(config: LoopConfig, data: Path, population: LoopUsers, rounds: list[
             "seconds_this_run": round(seconds, 1)}
 
 
+def pair_counts(pairs: dict[str, int]) -> str:
+    """A round's pairs as ``guided + sampled`` (``+ M mirrors`` when it has mirrors)."""
+    mirrors = pairs.get("mirrors")
+    return f"{pairs['guided']} + {pairs['sampled']}" + (f" + {mirrors} mirrors" if mirrors else "")
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as a page: roles, guard, one row per round."""
     roles, guard = report["roles"], report["guard"]
@@ -685,7 +713,7 @@ def report_markdown(report: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in report["rounds"]:
         e = r["eval"]
-        pairs = f"{r['pairs']['guided']} + {r['pairs']['sampled']}" if "pairs" in r else ""
+        pairs = pair_counts(r["pairs"]) if "pairs" in r else ""
         train = r.get("training", {})
         loss = f"{train.get('train_loss')} / {train.get('reward_accuracy_mean')}" if train.get("trained") else ""
         interaction = r.get("interaction", {}).get("feedback_rate", "")

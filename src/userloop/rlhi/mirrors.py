@@ -1,13 +1,15 @@
-"""Persona-contrastive mirrors of user-guided pairs (userloop's addition to RLHI; docs/rlhi.md, run 3 part 2g).
+"""Persona-contrastive mirrors of preference pairs (userloop's addition to RLHI; docs/rlhi.md, run 3 parts 2g, 4b).
 
 A user-guided pair says "this user wanted the answer changed this way": the rewrite chosen, the original
 rejected. Most feedback asks for the same few changes, so DPO on such pairs alone lowers its loss by moving every
 answer that way, whoever asks: the persona in the prompt is not needed. A *mirror* of a pair is the same prompt
 and the same two answers for another user whose derived persona prefers the opposite on every axis the feedback
 asked to change, with the original chosen; it is kept when a pairwise judge (UserEval's,
-:mod:`userloop.rlhi.pairwise_judges`), asked in both orders, finds the original better for this user: a win. With its mirrors, a change is about as often chosen as rejected, and mostly the persona says which
-one a user wants. On the testbed this is what made persona-conditioned DPO beat both the base and
-persona-agnostic DPO (docs/rlhi.md).
+:mod:`userloop.rlhi.pairwise_judges`), asked in both orders, finds the original better for this user: a win.
+A user-based reward pair (best vs worst sampled answer, no feedback) names no axis: any user with another
+persona may get its mirror, and the judge alone decides. With its mirrors, a change is about as often chosen as
+rejected, and mostly the persona says which one a user wants. On the testbed this is what made persona-conditioned DPO beat both the base and
+persona-agnostic DPO, and the online loop (``rlhi loop --mirrors``) improve round by round (docs/rlhi.md).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def mirror_pairs(pairs: Sequence[dict[str, Any]], personas: Sequence[DerivedPers
     or ``judge rejected``.
 
     The other user is a seeded draw (the conversation id and the pair's index) among ``personas`` with a persona
-    text, other than the pair's user; ``judge`` compares the two answers for that user in both orders
+    text, other than the pair's user; for a pair without feedback (a user-based reward pair, best vs worst of
+    sampled answers) any user whose persona text differs from the pair's; ``judge`` compares the two answers for that user in both orders
     (``pairwise_judges.TestbedJudge``: the true persona on the testbed; ``ModelJudge``: a chat model given the
     derived persona). A mirror keeps the pair's feedback and conversation id and takes the other user's id and
     persona."""
@@ -37,12 +40,15 @@ def mirror_pairs(pairs: Sequence[dict[str, Any]], personas: Sequence[DerivedPers
     outcomes: Counter = Counter()
     drafts: list[dict[str, Any]] = []
     for i, pair in enumerate(pairs):
-        wanted = dict(REASON_PREFERENCE[r] for r in feedback_reasons(pair["feedback"]) if r in REASON_PREFERENCE)
-        if not wanted:
-            outcomes["no style change asked"] += 1
-            continue
-        opposite = [p for p in usable if p.user_id != pair["user_id"]
-                    and all(getattr(p, axis) not in (None, value) for axis, value in wanted.items())]
+        if pair.get("feedback"):
+            wanted = dict(REASON_PREFERENCE[r] for r in feedback_reasons(pair["feedback"]) if r in REASON_PREFERENCE)
+            if not wanted:
+                outcomes["no style change asked"] += 1
+                continue
+            opposite = [p for p in usable if p.user_id != pair["user_id"]
+                        and all(getattr(p, axis) not in (None, value) for axis, value in wanted.items())]
+        else:   # a user-based reward pair: no axis is named, the judge alone decides
+            opposite = [p for p in usable if p.user_id != pair["user_id"] and p.persona != pair["persona"]]
         if not opposite:
             outcomes["no user prefers the opposite"] += 1
             continue

@@ -67,10 +67,10 @@ class DerivedPersona:
 
     user_id: str
     persona: str
-    expertise: str
-    detail: str
-    tone: str
-    structure: str
+    expertise: str | None     # None: unknown (a personas file without the axes)
+    detail: str | None
+    tone: str | None
+    structure: str | None
     domains: list[str]
     language: str | None
     conversations: int
@@ -79,6 +79,14 @@ class DerivedPersona:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_record(cls, row: dict[str, Any]) -> DerivedPersona:
+        """A record of ``personas.jsonl`` (:func:`userloop.data.personas.persona_records`); an axis the record
+        does not give is None (unknown)."""
+        return cls(str(row["user_id"]), row["persona"] or "", *(row.get(axis) for axis in ("expertise", "detail", "tone", "structure")),
+                   list(row.get("domains") or []), row.get("language"), int(row.get("conversations") or 0),
+                   str(row.get("backend") or "file"), dict(row.get("evidence") or {}))
 
 
 def describe(expertise: str, detail: str, tone: str, structure: str, domains: Sequence[str]) -> str:

@@ -41,7 +41,7 @@ from userloop.rlhi.build import output_folder, read_split_conversations
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import FollowUp, Labels, extract_followups
 from userloop.rlhi.pairs import write_pairs
-from userloop.rlhi.personas import derive_offline, group_histories
+from userloop.rlhi.personas import DerivedPersona, derive_offline, group_histories
 from userloop.rlhi.reward_scorers import Scorer, ScoreRequest, load_scorer
 
 TIE_TOLERANCE = 1e-9
@@ -90,14 +90,20 @@ def label_followups(conversations: Sequence[Conversation], followups_file: Path 
     return list(zip(followups, labels, strict=True))
 
 
-def derive_personas(conversations: Sequence[Conversation], labelled: Sequence[tuple[FollowUp, Labels]],
-                    min_conversations: int) -> dict[str, str]:
+def derived_personas(conversations: Sequence[Conversation], labelled: Sequence[tuple[FollowUp, Labels]],
+                     min_conversations: int) -> list[DerivedPersona]:
     """Offline personas (part 1's derivation) of the users with at least ``min_conversations`` conversations."""
     from userloop.rlhi.followup_classifier import load_offline
 
     domains = load_offline().domains
-    return {h.user_id: derive_offline(h, domains).persona for h in group_histories(conversations, labelled).values()
-            if len(h.conversations) >= min_conversations}
+    return [derive_offline(h, domains) for h in group_histories(conversations, labelled).values()
+            if len(h.conversations) >= min_conversations]
+
+
+def derive_personas(conversations: Sequence[Conversation], labelled: Sequence[tuple[FollowUp, Labels]],
+                    min_conversations: int) -> dict[str, str]:
+    """:func:`derived_personas` as persona text by user id."""
+    return {p.user_id: p.persona for p in derived_personas(conversations, labelled, min_conversations)}
 
 
 def user_requests(conversations: Sequence[Conversation], labelled: Sequence[tuple[FollowUp, Labels]],
