@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from collections import Counter
 
 import pytest
 from typer.testing import CliRunner
@@ -174,6 +175,33 @@ def test_mirrors_reverse_round_pairs_for_training_users_the_judge_agrees_with(fi
     more = run_loop(config(models, prepared, mirrors=True, rounds=2, users=6, n=4, max_new_tokens=24), out)  # --rounds 2:
     assert [r["round"] for r in more["rounds"]] == [0, 1, 2] and more["rounds"][:2] == report["rounds"]  # goes on
     assert json.loads((out / "config.json").read_text())["rounds"] == 2
+
+
+def test_mirrors_with_a_personas_file_of_texts_only(finished, models, prepared, tmp_path, monkeypatch):
+    """A personas file without the axes (user_id and persona only): a rewrite pair's mirror needs a user known
+    to prefer the opposite, so none is made; a sampled pair's needs only another persona text."""
+    import pyarrow.parquet as pq
+
+    from userloop.rlhi.build import read_split_conversations
+    from userloop.rlhi.user_rewards import derive_personas, label_followups
+
+    _, _, trained = finished
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
+    texts: dict[str, str] = {}
+    for split in ("train", "test"):
+        conversations = read_split_conversations(prepared, split)
+        texts |= derive_personas(conversations, label_followups(conversations, None, Counter()), 1)
+    personas = tmp_path / "personas.jsonl"
+    personas.write_text("".join(json.dumps({"user_id": u, "persona": t}) + "\n" for u, t in texts.items()))
+    out = tmp_path / "run"
+    report = run_loop(config(models, prepared, mirrors=True, rounds=1, users=6, n=4, max_new_tokens=24,
+                             personas=str(personas)), out)
+    [round_one] = report["rounds"][1:]
+    rows = pq.read_table(out / "round-1" / "pairs.parquet").to_pylist()
+    assert round_one["pairs"]["guided"] > 0 and round_one["pairs"]["mirrors"] > 0
+    assert all(row["feedback"] is None for row in rows if row["mirror"])
+    assert round_one["counts"]["mirror_no_user_prefers_the_opposite"] >= round_one["pairs"]["guided"] - \
+        round_one["counts"].get("mirror_no_style_change_asked", 0)
 
 
 def test_rounds_written_with_old_end_reasons_are_read_in_todays(tmp_path):
