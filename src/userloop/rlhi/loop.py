@@ -631,9 +631,9 @@ def _check_resume(out: Path, config: LoopConfig) -> None:
         if not isinstance(saved, dict):
             raise UserError(f"{path} is not a loop config (a JSON object); give a new --out")
         saved = {k: canonical_spec(k, v) if k in ROLE_FIELDS else v for k, v in saved.items()}  # older spellings
-        defaults = asdict(LoopConfig())
-        changed = sorted(k for k in current if k != "rounds" and saved.get(k, defaults[k]) != current[k])   # a newer
-        if changed:                                                                         # option: its default
+        defaults = asdict(LoopConfig())   # an option newer than the saved config: its default
+        changed = sorted(k for k in current if k != "rounds" and saved.get(k, defaults[k]) != current[k])
+        if changed:
             raise UserError(f"{out} holds a loop run with a different config ({', '.join(changed)}); give a new --out "
                             "or the same settings to resume")
         if current["rounds"] > saved.get("rounds", 0):
