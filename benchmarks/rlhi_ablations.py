@@ -232,12 +232,12 @@ def mirrored_pairs(pairs: list[dict], personas: Path, users: Counter, data: Path
     """The mirrors of edit pairs (``edited``, ``onpolicy``): ``rlhi build --mirrors`` (``rlhi.mirrors``) among
     the ``train``-split users' derived personas, judged by the testbed judge (the user's TRUE persona, as part
     1's filter)."""
+    from userloop.data.personas import persona_records
     from userloop.rlhi.mirrors import mirror_pairs
     from userloop.rlhi.pairwise_judges import TestbedJudge
     from userloop.rlhi.personas import DerivedPersona
 
-    derived = [DerivedPersona(**record) for record in map(json.loads, filter(str.strip, personas.read_text().splitlines()))
-               if record["user_id"] in users]
+    derived = [DerivedPersona.from_record(record) for record in persona_records(personas) if str(record["user_id"]) in users]
     rows, outcomes = mirror_pairs(pairs, derived, TestbedJudge.from_data(data))
     return rows, dict(outcomes)
 

@@ -27,7 +27,7 @@ from userloop.files import check_output_file, write_atomic
 from userloop.models.registry import load_role, needs_testbed, role_spec
 from userloop.progress import Progress, no_progress
 from userloop.rlhi.followups import FollowUp, JudgeClassifier, Labels, extract_followups, followup_record
-from userloop.rlhi.mirrors import mirror_pairs
+from userloop.rlhi.mirrors import mirror_pairs, with_mirrors
 from userloop.rlhi.pairs import pair_record, write_pairs
 from userloop.rlhi.pairwise_judges import load_judge
 from userloop.rlhi.personas import ModelPersonas, group_histories
@@ -136,7 +136,7 @@ def build(data: Path, out: Path, config: BuildConfig, progress: Progress = no_pr
         pair_judge = load_judge(config.judge, data)   # the same --judge, comparing two answers for one user
         with progress("mirroring", len(records)) as advance:
             mirrors, mirror_outcomes = mirror_pairs(records, personas, pair_judge, config.batch_size, advance)
-        records = [{**r, "mirror": False} for r in records] + [{**m, "mirror": True} for m in mirrors]
+        records = with_mirrors(records, mirrors)
         report["mirrors"] = {"outcomes": dict(mirror_outcomes.most_common()), "pairs": len(mirrors),
                              "judge": dict(pair_judge.counts)}
     write_pairs(records, out / "pairs.parquet", out / "pairs_dataset", mirrors=config.mirrors)

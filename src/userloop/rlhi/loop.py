@@ -69,7 +69,7 @@ from userloop.rlhi.build import candidate_key, output_folder, read_split_convers
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import DPOTrainConfig, fitting_requests, run_training
 from userloop.rlhi.followups import extract_followups
-from userloop.rlhi.mirrors import mirror_pairs
+from userloop.rlhi.mirrors import mirror_pairs, with_mirrors
 from userloop.rlhi.pairs import pair_record
 from userloop.rlhi.pairwise_judges import load_judge
 from userloop.rlhi.personas import DerivedPersona
@@ -543,7 +543,7 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
             with progress(f"round {index}: mirrors", len(pairs)) as advance:
                 mirrors, outcomes = mirror_pairs(pairs, mirror_users, pair_judge, on_progress=advance)
             counts.update({f"mirror_{k.replace(' ', '_')}": n for k, n in outcomes.items()})
-            pairs = [{**p, "mirror": False} for p in pairs] + [{**m, "mirror": True} for m in mirrors]
+            pairs = with_mirrors(pairs, mirrors)
         _write_pairs(pairs, folder)
         training: dict[str, Any] = {"trained": False}
         next_policy = policy

@@ -8,8 +8,9 @@ asked to change, with the original chosen; it is kept when a pairwise judge (Use
 :mod:`userloop.rlhi.pairwise_judges`), asked in both orders, finds the original better for this user: a win.
 A user-based reward pair (best vs worst sampled answer, no feedback) names no axis: any user with another
 persona may get its mirror, and the judge alone decides. With its mirrors, a change is about as often chosen as
-rejected, and mostly the persona says which one a user wants. On the testbed this is what made persona-conditioned DPO beat both the base and
-persona-agnostic DPO, and the online loop (``rlhi loop --mirrors``) improve round by round (docs/rlhi.md).
+rejected, and mostly the persona says which one a user wants. On the testbed this is what made
+persona-conditioned DPO beat both the base and persona-agnostic DPO, and the online loop (``rlhi loop
+--mirrors``) improve round by round (docs/rlhi.md).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def mirror_pairs(pairs: Sequence[dict[str, Any]], personas: Sequence[DerivedPers
 
     The other user is a seeded draw (the conversation id and the pair's index) among ``personas`` with a persona
     text, other than the pair's user; for a pair without feedback (a user-based reward pair, best vs worst of
-    sampled answers) any user whose persona text differs from the pair's; ``judge`` compares the two answers for that user in both orders
-    (``pairwise_judges.TestbedJudge``: the true persona on the testbed; ``ModelJudge``: a chat model given the
-    derived persona). A mirror keeps the pair's feedback and conversation id and takes the other user's id and
+    sampled answers) any user whose persona text differs from the pair's. ``judge`` compares the two answers for
+    that user in both orders (``pairwise_judges.TestbedJudge``: the true persona on the testbed; ``ModelJudge``: a
+    chat model given the derived persona). A mirror keeps the pair's feedback and conversation id and takes the other user's id and
     persona."""
     usable = [p for p in personas if p.persona]
     outcomes: Counter = Counter()
@@ -72,3 +73,8 @@ def mirror_pairs(pairs: Sequence[dict[str, Any]], personas: Sequence[DerivedPers
         if on_progress is not None:
             on_progress(len(batch))
     return mirrors, outcomes
+
+
+def with_mirrors(pairs: Sequence[dict[str, Any]], mirrors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``pairs`` then ``mirrors``, each row with its ``mirror`` flag (the pairs files' ``mirror`` column)."""
+    return [{**p, "mirror": False} for p in pairs] + [{**m, "mirror": True} for m in mirrors]

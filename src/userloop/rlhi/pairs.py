@@ -6,7 +6,8 @@ a one-message assistant list, as TRL's ``DPOTrainer`` reads them, plus ``user_id
 derived persona text; null for users with too little history), ``feedback`` (the span that asked for
 the change) and ``conversation_id``. Pairs from scored candidates (user-based rewards, part 2) add
 ``chosen_score`` and ``rejected_score`` (``write_pairs(..., scores=True)``); their ``feedback`` is null.
-``rlhi build --mirrors`` adds ``mirror`` (true for a persona-contrastive mirror, :mod:`userloop.rlhi.mirrors`).
+``rlhi build --mirrors`` and ``rlhi loop --mirrors`` add ``mirror`` (true for a persona-contrastive mirror,
+:mod:`userloop.rlhi.mirrors`).
 """
 
 from __future__ import annotations
