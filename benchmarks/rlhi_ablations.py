@@ -1,7 +1,7 @@
 """RLHI part 2 ablations on the testbed: what the persona, the user's feedback and DPO each contribute.
 
     python benchmarks/rlhi_ablations.py --work /tmp/rlhi2/ablations [--base CKPT] [--seeds 0 1] [--max-steps 150]
-        [--online] [--persona-swap]
+        [--online] [--persona-swap] [--task-success]
 
 Steps (each reuses its output when it is already in ``--work``):
 
@@ -53,7 +53,11 @@ Steps (each reuses its output when it is already in ``--work``):
    personalises scores higher with the right persona (paired difference and SE; share of answers changed; per
    axis over all swaps and over the swaps whose two personas differ on that axis). ``--only`` with no name
    evaluates the base alone (e.g. ``--base CKPT --only --persona-swap`` for a checkpoint); ``--extra NAME=FOLDER``
-   adds policies trained elsewhere (e.g. the last round of ``rlhi loop`` runs, ``NAME-seedK`` for seeds).
+   adds policies trained elsewhere (e.g. the last round of ``rlhi loop`` runs, ``NAME-seedK`` for seeds). With
+   ``--task-success`` each policy also answers every request's task in full (the first task of the request's
+   conversation, its shards in one turn, greedy, the same persona) and the task's check is applied
+   (``rlhi.tasks.passes``, as ``rlhi loop`` measures task success): the share passed, its paired difference
+   from the base, and over seeds as below.
 6. A pair diagnostic (no training): for the guided pairs, the gain of the chosen answer over the rejected one
    under the pair's user's TRUE persona and under the population mean of all true personas (the UserEval
    "overall" score), and the share of pairs whose chosen answer also wins for the population: how much of
@@ -82,6 +86,7 @@ from userloop.logs import library_log
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import DPOTrainConfig, read_pairs, train_dpo
 from userloop.rlhi.personas import PREFERENCE_FIELDS
+from userloop.rlhi.tasks import passes
 from userloop.testbed.default import default_data
 
 # A request to change one style axis, in words the testbed rewriter reads (taxonomy.REASON_CUES).
@@ -347,7 +352,7 @@ def axes_that_differ(swaps: list[tuple[str, str]], personas: Path) -> list[set[s
 
 
 def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int, max_new_tokens: int,
-             persona_swap: bool = False, samples: int = 1, temperature: float = 0.0) -> dict:
+             persona_swap: bool = False, samples: int = 1, temperature: float = 0.0, task_success: bool = False) -> dict:
     """Every policy's answers to the held-out opening requests (greedy, or ``samples`` answers each at
     ``temperature`` with top_p 0.9 and seed 0, a request's score being the mean over them); scores, paired
     differences, win rates (sample k of a policy against sample k of the base)."""
@@ -367,13 +372,18 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
     differing = axes_that_differ([(requests[i].persona, swaps[i]) for i in swapped], run / "personas.jsonl") if persona_swap else []
     decoding = ({"n": 1, "temperature": 0.0, "top_p": None} if temperature == 0.0
                 else {"n": samples, "temperature": temperature, "top_p": 0.9, "seed": 0})
-    answers, swap_answers = {}, {}   # per policy: one list of answers per request
+    tasks = [truth_tasks(data)[r.conversation_id] for r in requests] if task_success else []
+    task_prompts = [with_persona([{"role": "user", "content": t["full_request"]}], r.persona) for r, t in zip(requests, tasks)]
+    answers, swap_answers, solved = {}, {}, {}   # per policy: one list of answers per request; tasks passed
     for name, path in policies.items():
         started = time.perf_counter()
         model = load_model(f"hf:{path}")
         answers[name] = sample_candidates(model, prompts, max_new_tokens=max_new_tokens, **decoding)
         if persona_swap:
             swap_answers[name] = sample_candidates(model, swap_prompts, max_new_tokens=max_new_tokens, **decoding)
+        if task_success:
+            full = sample_candidates(model, task_prompts, max_new_tokens=max_new_tokens, n=1, temperature=0.0, top_p=None)
+            solved[name] = [float(passes(t, texts[0])) for t, texts in zip(tasks, full, strict=True)]
         print(f"answered with {name} in {time.perf_counter() - started:.0f}s", flush=True)
 
     def score(user_id: str, texts: list[str]) -> float:
@@ -405,7 +415,14 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
                                    "diff_per_axis": axis_differences(judge, [requests[i].user_id for i in swapped],
                                                                      [answers[name][i] for i in swapped], swap_answers[name],
                                                                      differing)}
+        if task_success:
+            row["task_success"] = {"share": mean(solved[name]), "se": stderr(solved[name]), "per_request": solved[name]}
+            if name != "base":
+                diff = [v - b for v, b in zip(solved[name], solved["base"], strict=True)]
+                row["task_success"] |= {"diff_vs_base": mean(diff), "diff_se": stderr(diff)}
         out["policies"][name] = row
+    if task_success:
+        out["task_success_over_seeds"] = over_seeds(solved)
     out["persona_vs_agnostic"] = {}   # the expectation to check: persona-conditioned over agnostic (per seed)
     for agnostic in [name for name in scores if "-agnostic" in name]:
         conditioned = agnostic.replace("-agnostic", "")
@@ -415,6 +432,14 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
     out["over_seeds"] = over_seeds(scores)
     out["examples"] = {name: [texts[0] for texts in per_request[:3]] for name, per_request in answers.items()}
     return out
+
+
+def truth_tasks(data: Path) -> dict[str, dict]:
+    """Each testbed conversation's first task (its truth: full request and check), by conversation id."""
+    from userloop.testbed import read_truth
+    from userloop.testbed.population import truth_folder
+
+    return {cid: row["tasks"][0] for cid, row in read_truth(truth_folder(data))[1].items()}
 
 
 def over_seeds(scores: dict[str, list[float]]) -> dict:
@@ -492,6 +517,9 @@ def main() -> None:
     parser.add_argument("--online-rounds", type=int, default=3)
     parser.add_argument("--online-requests", type=int, default=64, help="requests sampled per online round (4 answers each)")
     parser.add_argument("--online-max-steps", type=int, default=8, help="updates per online round (batch 8)")
+    parser.add_argument("--task-success", action="store_true",
+                        help="also answer each held-out request's task in full (greedy, persona in the system message) "
+                             "and apply the task's check (rlhi.tasks.passes)")
     parser.add_argument("--persona-swap", action="store_true",
                         help="also answer with another user's persona and score under the right one (step 5)")
     args = parser.parse_args()
@@ -561,7 +589,7 @@ def run_ablations(args: argparse.Namespace) -> None:
             policies[key] = out
     policies |= {name: Path(folder) for name, folder in (item.split("=", 1) for item in args.extra)}
     results = evaluate(policies, run, data, args.max_requests, args.max_new_tokens, args.persona_swap,
-                       samples=args.eval_samples, temperature=args.eval_temperature)
+                       samples=args.eval_samples, temperature=args.eval_temperature, task_success=args.task_success)
     summary = {"date": time.strftime("%Y-%m-%d"), "load": os.getloadavg(), "args": {k: str(v) for k, v in vars(args).items()},
                "pairs": pair_counts, "training": trained, "evaluation": results,
                "seconds": round(time.perf_counter() - started, 1)}
@@ -577,6 +605,15 @@ def print_table(results: dict, trained: dict) -> None:
         print(f"{label} over {row['seeds']} seeds: {row['mean']:+.4f}, 95% interval over requests "
               f"[{row['interval'][0]:+.4f}, {row['interval'][1]:+.4f}], over seeds [{row['seed_interval'][0]:+.4f}, "
               f"{row['seed_interval'][1]:+.4f}]; per seed " + ", ".join(f"{v:+.4f}" for v in row["per_seed"].values()))
+    for label, row in results.get("task_success_over_seeds", {}).items():
+        print(f"task success, {label} over {row['seeds']} seeds: {row['mean']:+.4f}, 95% interval over requests "
+              f"[{row['interval'][0]:+.4f}, {row['interval'][1]:+.4f}], over seeds [{row['seed_interval'][0]:+.4f}, "
+              f"{row['seed_interval'][1]:+.4f}]")
+    for name, row in results["policies"].items():
+        if "task_success" in row:
+            t = row["task_success"]
+            print(f"task success, {name}: {t['share']:.4f} (SE {t['se']:.4f})"
+                  + (f", vs base {t['diff_vs_base']:+.4f} (paired SE {t['diff_se']:.4f})" if "diff_vs_base" in t else ""))
     for name, row in results["policies"].items():
         if "persona_swap" in row:
             swap = row["persona_swap"]

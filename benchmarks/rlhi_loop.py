@@ -9,14 +9,20 @@ budget: ``ground-truth`` (``--user testbed:users``: the policy talks to the test
 their follow-ups), ``simulated`` (the user LM ``--user`` plays them) and ``logged`` (``--baseline logged``: the
 same rounds on the same training users' logged train-split conversations); ``ground-truth-mirrored`` and
 ``simulated-mirrored`` are the first two with ``--mirrors`` (each round's pairs plus their persona-contrastive
-mirrors, docs/rlhi.md). Every arm is evaluated by the
+mirrors, docs/rlhi.md); ``ground-truth-mirrored-corrector`` adds ``--rewriter testbed:corrector`` (users'
+stated corrections become rewrites too) and ``ground-truth-mirrored-corrector-task`` then ``--scorer
+testbed:task-scorer`` (sampled answers are also rewarded for passing the task's check), and
+``ground-truth-mirrored-corrector-task-sft`` then ``--sft-weight`` (default 1: the chosen answers' NLL added to
+each round's DPO loss). Every arm is evaluated by the
 testbed users (``--eval-user testbed:users``), so the arms are compared on the ground truth, and the gap
 between ``simulated`` and ``ground-truth`` is what the simulated users cost RLHI. Each run resumes where it
 stopped (``--work/ARM-seedS``). Prints one Markdown table: per arm, seed and round, the pairs, DPO's loss and
 reward accuracy, the held-out persona match with its change from round 0 (paired over the same users, with
 its SE), task success and the held-out users' feedback rate; then per arm and round the mean change over
-seeds with a 95% t interval over seeds; and, for a ``-mirrored`` arm run beside its twin, their difference per
-round (paired over the same held-out users, per seed; mean and t interval over seeds).
+seeds with a 95% t interval over seeds; and, for an arm run beside its twin (its name without the last part:
+``ground-truth-mirrored`` for ``ground-truth-mirrored-corrector``), their difference in persona match (paired
+over the same held-out users) and in task success (the same held-out tasks) per round: mean over seeds, t
+interval over seeds.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from pathlib import Path
 from userloop.rlhi.loop import GROUND_TRUTH_USERS, pair_counts
 from userloop.statistics import mean_se
 
-ARMS = ("ground-truth", "simulated", "logged", "ground-truth-mirrored", "simulated-mirrored")
+ARMS = ("ground-truth", "simulated", "logged", "ground-truth-mirrored", "simulated-mirrored",
+        "ground-truth-mirrored-corrector", "ground-truth-mirrored-corrector-task",
+        "ground-truth-mirrored-corrector-task-sft")
 
 
 def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
@@ -44,8 +52,15 @@ def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
                "--seed", str(seed)]
     if args.personas:
         command += ["--personas", args.personas]
-    if name.endswith("-mirrored"):
+    parts = name.split("-")
+    if "mirrored" in parts:
         command.append("--mirrors")
+    if "corrector" in parts:
+        command += ["--rewriter", "testbed:corrector"]
+    if "task" in parts:
+        command += ["--scorer", "testbed:task-scorer"]
+    if "sft" in parts:
+        command += ["--sft-weight", str(args.sft_weight)]
     print(" ".join(command[2:]).replace("userloop.cli", "userloop"), flush=True)
     subprocess.run(command, check=True)
     return json.loads((out / "report.json").read_text())
@@ -70,17 +85,25 @@ def table(reports: dict[tuple[str, int], dict]) -> str:
 
 
 def over_seeds(reports: dict[tuple[str, int], dict]) -> str:
-    """Per arm and round: the change in held-out persona match from round 0, mean over seeds, 95% t interval."""
-    lines = ["| arm | round | seeds | mean change from round 0 | 95% interval over seeds |", "|---|---|---|---|---|"]
+    """Per arm and round: the change in held-out persona match from round 0 and the task success, each the mean
+    over seeds with a 95% t interval."""
+    lines = ["| arm | round | seeds | mean change from round 0 | 95% interval over seeds | task success | 95% interval |",
+             "|---|---|---|---|---|---|---|"]
     arms = dict.fromkeys(name for name, _ in reports)
     for name in arms:
-        by_round: dict[int, list[float]] = {}
+        changes: dict[int, list[float]] = {}
+        solved: dict[int, list[float]] = {}
         for (arm, _), report in reports.items():
             if arm == name:
                 for change in report["paired_changes_from_round_0"]:
-                    by_round.setdefault(change["round"], []).append(change["persona_match_change"])
-        for index, changes in sorted(by_round.items()):
-            lines.append(f"| {name} | {index} | {len(changes)} | {sum(changes) / len(changes):+.4f} | {t_interval(changes)} |")
+                    changes.setdefault(change["round"], []).append(change["persona_match_change"])
+                for r in report["rounds"]:
+                    solved.setdefault(r["round"], []).append(r["eval"]["task_success"])
+        for index, values in sorted(solved.items()):
+            moved = changes.get(index, [])
+            change = f"{sum(moved) / len(moved):+.4f} | {t_interval(moved)}" if moved else " | "
+            lines.append(f"| {name} | {index} | {len(values)} | {change} | {sum(values) / len(values):.4f} | "
+                         f"{t_interval(values)} |")
     return "\n".join(lines)
 
 
@@ -95,25 +118,36 @@ def t_interval(values: list[float]) -> str:
     return f"[{mean - half:+.4f}, {mean + half:+.4f}]"
 
 
+def twin_of(name: str) -> str | None:
+    """The arm ``name`` adds one option to (its name without the last part), or None."""
+    twin = name.rpartition("-")[0]
+    return twin if twin in ARMS else None
+
+
 def versus_twin(reports: dict[tuple[str, int], dict]) -> str:
-    """Per ``-mirrored`` arm and round: its held-out persona match minus its twin's without mirrors, paired over
-    the same seed's held-out users (both arms start from the same policy and meet the same users), mean over
-    the seeds both ran, with the 95% t interval over seeds."""
-    lines = ["| arm minus twin | round | seeds | mean difference | 95% interval over seeds | per seed |", "|---|---|---|---|---|---|"]
-    for name in dict.fromkeys(arm for arm, _ in reports if arm.endswith("-mirrored")):
-        twin = name.removesuffix("-mirrored")
+    """Per arm with its twin (:func:`twin_of`) and round: its held-out persona match minus the twin's, paired over
+    the same seed's held-out users (both arms start from the same policy and meet the same users), and its task
+    success minus the twin's (the same tasks); mean over the seeds both ran, with the 95% t interval over seeds."""
+    lines = [("| arm minus twin | round | seeds | persona match: mean difference | 95% interval | per seed | "
+             "task success: mean difference | 95% interval |"), "|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(arm for arm, _ in reports if twin_of(arm)):
+        twin = twin_of(name)
         seeds = sorted(seed for arm, seed in reports if arm == name and (twin, seed) in reports)
-        by_round: dict[int, list[float]] = {}
+        by_round: dict[int, list[tuple[float, float]]] = {}
         for seed in seeds:
-            mine = {r["round"]: r["eval"]["persona_match_by_user"] for r in reports[(name, seed)]["rounds"]}
-            theirs = {r["round"]: r["eval"]["persona_match_by_user"] for r in reports[(twin, seed)]["rounds"]}
+            mine = {r["round"]: r["eval"] for r in reports[(name, seed)]["rounds"]}
+            theirs = {r["round"]: r["eval"] for r in reports[(twin, seed)]["rounds"]}
             for index in sorted(set(mine) & set(theirs) - {0}):
-                shared = [u for u in mine[index] if u in theirs[index]]
-                by_round.setdefault(index, []).append(sum(mine[index][u] - theirs[index][u] for u in shared) / len(shared))
+                a, b = mine[index]["persona_match_by_user"], theirs[index]["persona_match_by_user"]
+                shared = [u for u in a if u in b]
+                by_round.setdefault(index, []).append((sum(a[u] - b[u] for u in shared) / len(shared),
+                                                       mine[index]["task_success"] - theirs[index]["task_success"]))
         for index, values in sorted(by_round.items()):
             if len(values) == len(seeds):
-                lines.append(f"| {name} minus {twin} | {index} | {len(values)} | {sum(values) / len(values):+.4f} | "
-                             f"{t_interval(values)} | {' '.join(f'{v:+.3f}' for v in values)} |")
+                match, solved = [v[0] for v in values], [v[1] for v in values]
+                lines.append(f"| {name} minus {twin} | {index} | {len(values)} | {sum(match) / len(match):+.4f} | "
+                             f"{t_interval(match)} | {' '.join(f'{v:+.3f}' for v in match)} | "
+                             f"{sum(solved) / len(solved):+.4f} | {t_interval(solved)} |")
     return "\n".join(lines)
 
 
@@ -131,13 +165,14 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=40)
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--sft-weight", type=float, default=1.0, help="the -sft arms' --sft-weight")
     parser.add_argument("--only", nargs="+", choices=ARMS, default=list(ARMS[:3]))
     args = parser.parse_args()
     reports = {(name, seed): run_arm(args, name, seed) for seed in args.seeds for name in args.only}
     print(table(reports))
     print()
     print(over_seeds(reports))
-    if any(arm.endswith("-mirrored") for arm, _ in reports):
+    if any(twin_of(arm) for arm, _ in reports):
         print()
         print(versus_twin(reports))
 

@@ -70,12 +70,13 @@ def test_old_spellings_still_name_their_built_in(role, old):
 
 
 @pytest.mark.parametrize(("role", "spec", "message"), [
-    ("scorer", "bogus", "unknown model spec 'bogus' for the scorer: give testbed:scorer, rm:PATH"),
+    ("scorer", "bogus", "unknown model spec 'bogus' for the scorer: give testbed:scorer, testbed:task-scorer, rm:PATH"),
     ("reply_classifier", "offline", ("unknown model spec 'offline' for the reply classifier: give rules:classifier, "
                                      "a chat model spec (hf:")),
     ("followup_classifier", "rules",
      "unknown model spec 'rules' for the follow-up classifier: give offline:classifier"),
-    ("rewriter", "testbed:judge", "testbed:judge is not a rewriter: give testbed:rewriter, testbed:editor, a chat model spec"),
+    ("rewriter", "testbed:judge", ("testbed:judge is not a rewriter: give testbed:rewriter, testbed:editor, testbed:corrector, "
+                                         "a chat model spec")),
     ("judge", "testbed:nothing", "unknown model spec 'testbed:nothing' for the rewrite judge"),
     ("scorer", "rm:", "names nothing: expected rm:PATH"),
     ("rewriter", "hf:", "names no model"),

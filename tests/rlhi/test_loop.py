@@ -177,6 +177,24 @@ def test_mirrors_reverse_round_pairs_for_training_users_the_judge_agrees_with(fi
     assert json.loads((out / "config.json").read_text())["rounds"] == 2
 
 
+def test_the_task_scorer_and_corrector_play_the_loop(finished, models, prepared, tmp_path, monkeypatch):
+    """--scorer testbed:task-scorer --rewriter testbed:corrector --sft-weight 1 with the testbed users: every
+    sampled answer is scored, with the task's check where its request states a whole task; what each role did
+    is counted per round; DPO trains with the SFT term."""
+    _, _, trained = finished
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
+    report = run_loop(config(models, prepared, user="testbed:users", rounds=1, users=6, n=2, max_new_tokens=24,
+                             scorer="testbed:task-scorer", rewriter="testbed:corrector", sft_weight=1.0),
+                      tmp_path / "run")
+    [round_one] = report["rounds"][1:]
+    counts = round_one["counts"]
+    scored = sum(n for k, n in counts.items() if k in ("scorer_checked_solved", "scorer_checked_unsolved", "scorer_unchecked"))
+    assert scored == counts["scorer_scored"] == round_one["sampling"]["requests"] * 2
+    assert counts.get("scorer_checked_solved", 0) + counts.get("scorer_checked_unsolved", 0) > 0
+    assert report["roles"]["scorer"] == "testbed-task" and report["roles"]["rewriter"] == "testbed:corrector"
+    assert round_one["training"]["trained"] and report["config"]["sft_weight"] == 1.0   # DPO with the SFT term
+
+
 def test_mirrors_with_a_personas_file_of_texts_only(finished, models, prepared, tmp_path, monkeypatch):
     """A personas file without the axes (user_id and persona only): a rewrite pair's mirror needs a user known
     to prefer the opposite, so none is made; a sampled pair's needs only another persona text."""

@@ -52,8 +52,10 @@ ROLES = {"user": "simulated user", "assistant": "assistant", "scorer": "scorer",
 # takes a target (rm:PATH), which its factory gets first.
 BUILTIN_PROVIDERS: dict[str, dict[str, str]] = {
     "testbed:scorer": {"scorer": "userloop.rlhi.reward_scorers:TestbedScorer.from_data"},
+    "testbed:task-scorer": {"scorer": "userloop.rlhi.reward_scorers:TestbedTaskScorer.from_data"},
     "testbed:rewriter": {"rewriter": "userloop.rlhi.rewrites:TestbedRewriter"},
     "testbed:editor": {"rewriter": "userloop.rlhi.rewrites:TestbedEditor"},
+    "testbed:corrector": {"rewriter": "userloop.rlhi.rewrites:TestbedCorrector"},
     "testbed:judge": {"judge": "userloop.rlhi.rewrites:ScorerJudge.from_data",
                       "usereval_judge": "userloop.rlhi.pairwise_judges:TestbedJudge.from_data"},
     "offline:classifier": {"followup_classifier": "userloop.rlhi.followup_classifier:loaded_offline"},

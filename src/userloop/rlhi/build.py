@@ -47,7 +47,7 @@ class BuildConfig:
 
     classifier: str = field(default="offline:classifier", metadata={"help": "follow-up classifier: offline:classifier, or a chat model spec (LLM judge)"})
     persona_model: str = field(default="offline:personas", metadata={"help": "persona backend: offline:personas, or a chat model spec"})
-    rewriter: str = field(default="testbed:rewriter", metadata={"help": "rewriter: testbed:rewriter (the testbed's scripted assistant re-renders the answer, style only), testbed:editor (it edits only what the feedback asks for), or a chat model spec"})
+    rewriter: str = field(default="testbed:rewriter", metadata={"help": "rewriter: testbed:rewriter (the testbed's scripted assistant re-renders the answer, style only), testbed:editor (it edits only what the feedback asks for), testbed:corrector (the editor that also makes the corrections users state), or a chat model spec"})
     judge: str = field(default="testbed:judge", metadata={"help": "rewrite filter: testbed:judge (testbed persona-match scorer, needs the truth), or a chat model spec"})
     split: str | None = field(default=None, metadata={"help": "read only this split of a prepared folder (train: no held-out user in the pairs or the personas); default: every conversation of the input"})
     mirrors: bool = field(default=False, metadata={"help": "also pair each rewrite, reversed, with another user whose persona prefers the original, when the judge agrees (persona-contrastive mirrors, docs/rlhi.md)"})

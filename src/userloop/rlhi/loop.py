@@ -21,7 +21,8 @@ arXiv 2510.06552) can be such a user. Each round r = 1..R:
    judge (UserEval's, for ``judge``) agrees: the same prompt and answers, reversed, for another training user
    whose persona prefers the rejected one (:mod:`userloop.rlhi.mirrors`; userloop's addition).
 3. **Train.** Persona-conditioned DPO (``rlhi.dpo.run_training``) on the round's pairs, ``max_steps``
-   updates from the current policy against it as reference (iterative DPO: model t+1 against model t);
+   updates from the current policy against it as reference (iterative DPO: model t+1 against model t), with
+   ``sft_weight`` times the chosen answers' NLL added (RPO, Pang et al. 2024; default 0);
    the result is the next round's policy.
 4. **Evaluate** (also before round 1) on held-out users: ``eval_users`` users of the test split, none
    of whose persona texts any training user has (asserted; training users that share one are left out
@@ -120,10 +121,11 @@ class LoopConfig:
                                          "offline from each split's own conversations")
     baseline: str = option("none", "none: simulated users; logged: the same training on the round's users' "
                                     "logged conversations instead (the comparison arm)")
-    scorer: str = option("testbed:scorer", "scores sampled answers for the user: testbed:scorer, rm:PATH or a chat "
-                                           "model spec")
+    scorer: str = option("testbed:scorer", "scores sampled answers for the user: testbed:scorer, testbed:task-scorer "
+                                           "(also the task's check), rm:PATH or a chat model spec")
     rewriter: str = option("testbed:rewriter", "rewrites answers users complained about: testbed:rewriter, "
-                                               "testbed:editor or a chat model spec")
+                                               "testbed:editor, testbed:corrector (also stated corrections) or a chat "
+                                               "model spec")
     judge: str = option("testbed:judge", "keeps rewrites that address the feedback: testbed:judge (testbed truth) or "
                                          "a chat model spec")
     users: int = option(64, "training users per round (fresh ones each round while the pool lasts)")
@@ -139,6 +141,8 @@ class LoopConfig:
     batch_size: int = option(8, "pairs per DPO update")
     learning_rate: float = option(1e-4, "DPO peak learning rate")
     beta: float = option(0.1, "DPO beta")
+    sft_weight: float = option(0.0, "weight of a negative log-likelihood term on the chosen answers added to each "
+                                    "round's DPO loss (RPO; 0: plain DPO)")
     temperature: float = option(0.6, "policy sampling temperature while interacting and for candidates (RLHI: 0.6)")
     top_p: float = option(0.9, "policy nucleus sampling (RLHI: 0.9)")
     max_new_tokens: int = option(192, "longest policy answer in tokens")
@@ -172,6 +176,8 @@ class LoopConfig:
             raise UserError(f"n must be at least 2 to pair a best with a worst answer, got {self.n}")
         if self.learning_rate <= 0 or self.beta <= 0:
             raise UserError("learning_rate and beta must be positive")
+        if self.sft_weight < 0:
+            raise UserError(f"sft_weight must be 0 (plain DPO) or positive, got {self.sft_weight}")
         if not 0 < self.top_p <= 1 or not 0 < self.temperature <= 100:
             raise UserError(f"top_p must be in (0, 1] and temperature in (0, 100], got {self.top_p} and {self.temperature}")
         if self.personas and not Path(self.personas).is_file():
@@ -533,9 +539,12 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
         write_jsonl(conversations, folder / "conversations.jsonl")
         labelled = classify(conversations)
         with progress(f"round {index}: pairs", 1) as advance:
+            roles_before = {role: Counter(model.counts) for role, model in (("rewriter", rewriter), ("scorer", scorer))}
             guided = guided_pairs(conversations, labelled, personas, rewriter, judge, counts)
             sampled, sampling_numbers = sampled_pairs(policy, conversations, labelled, personas, scorer, config,
                                                       config.users, config.seed + index, counts)
+            for role, model in (("rewriter", rewriter), ("scorer", scorer)):
+                counts.update({f"{role}_{k.replace(' ', '_')}": n for k, n in (model.counts - roles_before[role]).items()})
             advance(1)
         pairs = guided + [{k: v for k, v in p.items() if k not in ("chosen_score", "rejected_score")} for p in sampled]
         mirrors: list[dict] = []
@@ -550,6 +559,7 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
         if pairs:
             dpo = DPOTrainConfig(policy=str(policy), out=str(folder), persona=config.persona, max_steps=config.max_steps,
                                  batch_size=config.batch_size, learning_rate=config.learning_rate, beta=config.beta,
+                                 sft_weight=config.sft_weight,
                                  logging_steps=max(1, config.max_steps // 8), seed=config.seed + index)
             with progress(f"round {index}: DPO", config.max_steps) as advance:
                 training = {"trained": True, **run_training(dpo, pairs, str(policy), str(policy), folder,

@@ -7,6 +7,12 @@ Three kinds, one :class:`Scorer` interface, chosen by a spec (:func:`load_scorer
 * ``testbed:scorer`` (:class:`TestbedScorer`): the testbed's ground truth, ``testbed.score(true persona,
   response)`` in [0, 1], the true persona looked up by ``user_id`` in ``truth.jsonl``. It ignores the
   derived persona the request carries (that is what a deployed system sees, not the truth).
+* ``testbed:task-scorer`` (:class:`TestbedTaskScorer`): what the testbed user wants of an answer, its task
+  solved and its style. Where the request was written by an interactive testbed user (``testbed:users``) in
+  this process and states its whole task, the reward is the mean of the task's check (1 when the answer
+  passes it, :func:`userloop.rlhi.tasks.passes`, the check ``rlhi loop`` measures task success with) and
+  persona match; elsewhere persona match alone (counted as ``unchecked``). Persona match alone rewards a
+  stylish wrong answer; this user would not.
 * ``rm:PATH`` (:class:`RewardModelScorer`): a reward model trained by ``userloop train reward`` (or any
   ``save_pretrained`` sequence-classification folder with one label and a chat template): the scalar
   output for the conversation ``with_persona(prompt, persona) + [response]``, batched.
@@ -29,6 +35,8 @@ from userloop.models.registry import load_role
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.followups import clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
+from userloop.rlhi.tasks import passes
+from userloop.simulate.testbed_users import spoken
 from userloop.testbed import read_truth, score
 from userloop.testbed.population import truth_folder
 
@@ -82,6 +90,29 @@ class TestbedScorer:
                                 "the requests do not come from this testbed's data")
             out.append(score(persona, request.response))
         self.counts["scored"] += len(requests)
+        return out
+
+
+@dataclass
+class TestbedTaskScorer(TestbedScorer):
+    """Persona match, averaged with the task's check where the testbed user stated the whole task (module
+    docstring)."""
+
+    __test__ = False
+    name: str = "testbed-task"
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        matches = super().score(requests)
+        out = []
+        for request, match in zip(requests, matches, strict=True):
+            said = spoken(request.prompt)
+            if said is None or said.revealed < len(said.task.shards):
+                self.counts["unchecked"] += 1
+                out.append(match)
+                continue
+            solved = passes(said.task.truth(), request.response)
+            self.counts["checked_solved" if solved else "checked_unsolved"] += 1
+            out.append((float(solved) + match) / 2)
         return out
 
 

@@ -19,13 +19,16 @@ Rewriters:
   asks about change (opener, closer, connectors and contractions for tone; the filler sentences' bank for
   vocabulary; filler sentences dropped or added for length; the layout for list or prose). The rest stays word
   for word; an unchanged style gives the original back exactly.
+* :class:`TestbedCorrector` (``testbed:corrector``, offline): the editor that also makes the corrections users
+  state ("it's 5, not 6", "you didn't mention the gloves", a function's bug; :mod:`userloop.rlhi.corrections`),
+  so feedback on a wrong answer yields a pair too. The other two leave such feedback without a rewrite.
 * :class:`ModelRewriter` (any chat model spec): our prompt with the conversation, the original, the
   feedback and the user's persona.
 
 Quality filter (the paper found filtering essential): the rewrite must differ from the original
 (compared lower-cased with whitespace collapsed) and address the feedback, judged by
 :class:`ScorerJudge` (``testbed:judge``, testbed only: the persona-match score of the user's true persona
-must rise) or :class:`ModelJudge` (a chat model answering JSON).
+must rise; for a stated correction, the correction must be made and the score must not fall) or :class:`ModelJudge` (a chat model answering JSON).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any
 
 from userloop.conversation import Conversation
 from userloop.errors import UserError
+from userloop.rlhi.corrections import applied, corrected, stated_correction
 from userloop.rlhi.followups import FollowUp, Labels, clip
 from userloop.rlhi.llm import ask_validated, parse_json_object
 from userloop.rlhi.reward_scorers import TestbedScorer
@@ -306,6 +310,26 @@ class TestbedEditor(TestbedRewriter):
         return edited(original, before, after, rng)
 
 
+@dataclass
+class TestbedCorrector(TestbedEditor):
+    """The testbed editor that also makes the corrections users state (module docstring)."""
+
+    __test__ = False   # not a pytest class, whatever its name
+
+    def rewrite(self, batch: Sequence[Candidate], personas: Sequence[str | None]) -> list[str | None]:
+        out: list[str | None] = []
+        for candidate in batch:
+            correction = stated_correction(candidate.labels.feedback_type, candidate.followup.text, candidate.original)
+            fixed = None if correction is None else corrected(correction, candidate.original, candidate.prompt)
+            if correction is not None:
+                self.counts["correction made" if fixed is not None else "correction not made"] += 1
+            out.append(fixed)
+        rest = [i for i, fixed in enumerate(out) if fixed is None]
+        for i, styled in zip(rest, super().rewrite([batch[i] for i in rest], [personas[i] for i in rest]), strict=True):
+            out[i] = styled
+        return out
+
+
 def edited(original: str, before: Style, after: Style, rng: random.Random) -> str:
     """``original`` (measured as ``before``) with the axes where ``after`` differs changed, and nothing else."""
     layout = _layout(original)
@@ -383,7 +407,8 @@ class ModelRewriter:
 # ----------------------------------------------------------------------------- quality filter
 @dataclass
 class ScorerJudge:
-    """Testbed judge: the persona-match score of the user's true persona must rise with the rewrite."""
+    """Testbed judge: the persona-match score of the user's true persona must rise with the rewrite; a rewrite
+    that makes the correction the user stated must not lower it."""
 
     true_personas: dict[str, dict[str, Any]]
     counts: Counter = field(default_factory=Counter)
@@ -400,7 +425,12 @@ class ScorerJudge:
             if persona is None:
                 raise UserError(f"--judge testbed:judge needs the testbed truth of user {candidate.followup.user_id}; "
                                 "on other data give --judge SPEC (a chat model)")
-            out.append(score(persona, rewrite) > score(persona, candidate.original))
+            before, after = score(persona, candidate.original), score(persona, rewrite)
+            correction = stated_correction(candidate.labels.feedback_type, candidate.followup.text, candidate.original)
+            if correction is not None and applied(correction, rewrite, candidate.prompt):
+                out.append(after >= before)
+            else:
+                out.append(after > before)
         return out
 
 
