@@ -13,7 +13,8 @@ mirrors, docs/rlhi.md); ``ground-truth-mirrored-corrector`` adds ``--rewriter te
 stated corrections become rewrites too) and ``ground-truth-mirrored-corrector-task`` then ``--scorer
 testbed:task-scorer`` (sampled answers are also rewarded for passing the task's check), and
 ``ground-truth-mirrored-corrector-task-sft`` then ``--sft-weight`` (default 1: the chosen answers' NLL added to
-each round's DPO loss). Every arm is evaluated by the
+each round's DPO loss) or ``-anchored`` ``--reference initial`` (every round's DPO reference is the initial
+policy, not the round's own). Every arm is evaluated by the
 testbed users (``--eval-user testbed:users``), so the arms are compared on the ground truth, and the gap
 between ``simulated`` and ``ground-truth`` is what the simulated users cost RLHI. Each run resumes where it
 stopped (``--work/ARM-seedS``). Prints one Markdown table: per arm, seed and round, the pairs, DPO's loss and
@@ -38,7 +39,7 @@ from userloop.statistics import mean_se
 
 ARMS = ("ground-truth", "simulated", "logged", "ground-truth-mirrored", "simulated-mirrored",
         "ground-truth-mirrored-corrector", "ground-truth-mirrored-corrector-task",
-        "ground-truth-mirrored-corrector-task-sft")
+        "ground-truth-mirrored-corrector-task-sft", "ground-truth-mirrored-corrector-task-anchored")
 
 
 def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
@@ -59,6 +60,8 @@ def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
         command += ["--rewriter", "testbed:corrector"]
     if "task" in parts:
         command += ["--scorer", "testbed:task-scorer"]
+    if "anchored" in parts:
+        command += ["--reference", "initial"]
     if "sft" in parts:
         command += ["--sft-weight", str(args.sft_weight)]
     print(" ".join(command[2:]).replace("userloop.cli", "userloop"), flush=True)

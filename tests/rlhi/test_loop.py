@@ -178,13 +178,15 @@ def test_mirrors_reverse_round_pairs_for_training_users_the_judge_agrees_with(fi
 
 
 def test_the_task_scorer_and_corrector_play_the_loop(finished, models, prepared, tmp_path, monkeypatch):
-    """--scorer testbed:task-scorer --rewriter testbed:corrector --sft-weight 1 with the testbed users: every
+    """--scorer testbed:task-scorer --rewriter testbed:corrector --sft-weight 1 --reference initial with the
+    testbed users: every
     sampled answer is scored, with the task's check where its request states a whole task; what each role did
     is counted per round; DPO trains with the SFT term."""
     _, _, trained = finished
     monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
     report = run_loop(config(models, prepared, user="testbed:users", rounds=1, users=6, n=2, max_new_tokens=24,
-                             scorer="testbed:task-scorer", rewriter="testbed:corrector", sft_weight=1.0),
+                             scorer="testbed:task-scorer", rewriter="testbed:corrector", sft_weight=1.0,
+                             reference="initial"),
                       tmp_path / "run")
     [round_one] = report["rounds"][1:]
     counts = round_one["counts"]
@@ -192,7 +194,8 @@ def test_the_task_scorer_and_corrector_play_the_loop(finished, models, prepared,
     assert scored == counts["scorer_scored"] == round_one["sampling"]["requests"] * 2
     assert counts.get("scorer_checked_solved", 0) + counts.get("scorer_checked_unsolved", 0) > 0
     assert report["roles"]["scorer"] == "testbed-task" and report["roles"]["rewriter"] == "testbed:corrector"
-    assert round_one["training"]["trained"] and report["config"]["sft_weight"] == 1.0   # DPO with the SFT term
+    assert round_one["training"]["trained"] and report["config"]["sft_weight"] == 1.0   # DPO with the SFT term,
+    assert report["config"]["reference"] == "initial"                                  # against the initial policy
 
 
 def test_mirrors_with_a_personas_file_of_texts_only(finished, models, prepared, tmp_path, monkeypatch):
@@ -300,6 +303,8 @@ def test_training_and_held_out_users_and_personas_are_disjoint():
     ({"n": 1}, "n must be at least 2"),
     ({"rewriter": "bad"}, "unknown model spec"),
     ({"personas": "/no/such.jsonl"}, "no such file"),
+    ({"reference": "base"}, "--reference must be one of previous, initial"),
+    ({"sft_weight": -1.0}, "sft_weight must be 0"),
 ])
 def test_config_errors_are_one_line(models, prepared, changes, message):
     with pytest.raises(UserError, match=message):

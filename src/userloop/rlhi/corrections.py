@@ -29,6 +29,7 @@ from userloop.testbed.families.code import FUNCTIONS
 from userloop.testbed.families.recommend import CATALOGUES
 
 WITH_CORRECTION = "make_aware_with_correction"
+_READ_CHARS = 400
 _VALUE = re.compile(r"(?:\bbe|\bit's|\bit is)\s+(.+?),\s*not\s+(.+?)\s*[.!?]*\s*$", re.IGNORECASE)
 _LIMIT = re.compile(r"supposed to be under (\d+) words", re.IGNORECASE)
 _MENTION = re.compile(r"didn'?t mention (?:the )?(.+?)\s*[.!?]*\s*$", re.IGNORECASE)
@@ -53,6 +54,7 @@ def stated_correction(feedback_type: str | None, followup: str, original: str) -
     module cannot read)."""
     if feedback_type != WITH_CORRECTION:
         return None
+    followup = followup[-_READ_CHARS:]   # a stated correction is one short sentence; long texts are not scanned whole
     function = _function_in(original)
     if function is not None:
         return Correction("code", function)

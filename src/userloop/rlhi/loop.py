@@ -21,7 +21,8 @@ arXiv 2510.06552) can be such a user. Each round r = 1..R:
    judge (UserEval's, for ``judge``) agrees: the same prompt and answers, reversed, for another training user
    whose persona prefers the rejected one (:mod:`userloop.rlhi.mirrors`; userloop's addition).
 3. **Train.** Persona-conditioned DPO (``rlhi.dpo.run_training``) on the round's pairs, ``max_steps``
-   updates from the current policy against it as reference (iterative DPO: model t+1 against model t), with
+   updates from the current policy against it as reference (iterative DPO: model t+1 against model t; with
+   ``reference="initial"``, against the loop's initial policy every round), with
    ``sft_weight`` times the chosen answers' NLL added (RPO, Pang et al. 2024; default 0);
    the result is the next round's policy.
 4. **Evaluate** (also before round 1) on held-out users: ``eval_users`` users of the test split, none
@@ -99,6 +100,7 @@ from userloop.train.common import quiet_libraries
 from userloop.userlm.simulator import DEFAULT_PARAMS, GuardrailConfig, UserSimulator
 
 BASELINES = ("none", "logged")
+REFERENCES = ("previous", "initial")
 GROUND_TRUTH_USERS = "testbed:users"   # --user: the interactive testbed users instead of a user LM
 ROLE_FIELDS = ("scorer", "rewriter", "judge")   # LoopConfig fields that are model roles (their names are the roles)
 
@@ -141,6 +143,9 @@ class LoopConfig:
     batch_size: int = option(8, "pairs per DPO update")
     learning_rate: float = option(1e-4, "DPO peak learning rate")
     beta: float = option(0.1, "DPO beta")
+    reference: str = option("previous", "each round's DPO reference: previous (the policy the round starts from: "
+                                        "iterative DPO) or initial (the loop's initial policy, so every round's KL "
+                                        "is to it)")
     sft_weight: float = option(0.0, "weight of a negative log-likelihood term on the chosen answers added to each "
                                     "round's DPO loss (RPO; 0: plain DPO)")
     temperature: float = option(0.6, "policy sampling temperature while interacting and for candidates (RLHI: 0.6)")
@@ -176,6 +181,8 @@ class LoopConfig:
             raise UserError(f"n must be at least 2 to pair a best with a worst answer, got {self.n}")
         if self.learning_rate <= 0 or self.beta <= 0:
             raise UserError("learning_rate and beta must be positive")
+        if self.reference not in REFERENCES:
+            raise UserError(f"--reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
         if self.sft_weight < 0:
             raise UserError(f"sft_weight must be 0 (plain DPO) or positive, got {self.sft_weight}")
         if not 0 < self.top_p <= 1 or not 0 < self.temperature <= 100:
@@ -562,7 +569,8 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
                                  sft_weight=config.sft_weight,
                                  logging_steps=max(1, config.max_steps // 8), seed=config.seed + index)
             with progress(f"round {index}: DPO", config.max_steps) as advance:
-                training = {"trained": True, **run_training(dpo, pairs, str(policy), str(policy), folder,
+                reference = policy if config.reference == "previous" else policy_folder(config.policy)
+                training = {"trained": True, **run_training(dpo, pairs, str(policy), str(reference), folder,
                                                             _step_progress(advance))}
             next_policy = folder
         with progress(f"round {index}: evaluation", 1) as advance:
