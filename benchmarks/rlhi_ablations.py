@@ -416,7 +416,10 @@ def evaluate(policies: dict[str, Path], run: Path, data: Path, max_requests: int
                                                                      [answers[name][i] for i in swapped], swap_answers[name],
                                                                      differing)}
         if task_success:
-            row["task_success"] = {"share": mean(solved[name]), "se": stderr(solved[name]), "per_request": solved[name]}
+            families = sorted({t["family"] for t in tasks})
+            row["task_success"] = {"share": mean(solved[name]), "se": stderr(solved[name]), "per_request": solved[name],
+                                   "by_family": {f: [int(sum(v for v, t in zip(solved[name], tasks) if t["family"] == f)),
+                                                     sum(t["family"] == f for t in tasks)] for f in families}}
             if name != "base":
                 diff = [v - b for v, b in zip(solved[name], solved["base"], strict=True)]
                 row["task_success"] |= {"diff_vs_base": mean(diff), "diff_se": stderr(diff)}

@@ -2,7 +2,7 @@
 
     python benchmarks/rlhi_loop.py --work runs/loops --policy runs/base --user hf:runs/persona-userlm \
         [--personas runs/rlhi/personas.jsonl] [--rounds 2] [--users 64] [--eval-users 50] [--max-steps 40] \
-        [--seeds 0 1 2] [--only ground-truth simulated logged]
+        [--learning-rate 1e-4] [--seeds 0 1 2] [--only ground-truth simulated logged]
 
 Runs ``userloop rlhi loop`` per arm and seed with the same settings, the same held-out users and the same DPO
 budget: ``ground-truth`` (``--user testbed:users``: the policy talks to the testbed's own users and learns from
@@ -20,8 +20,9 @@ between ``simulated`` and ``ground-truth`` is what the simulated users cost RLHI
 stopped (``--work/ARM-seedS``). Prints one Markdown table: per arm, seed and round, the pairs, DPO's loss and
 reward accuracy, the held-out persona match with its change from round 0 (paired over the same users, with
 its SE), task success and the held-out users' feedback rate; then per arm and round the mean change over
-seeds with a 95% t interval over seeds; and, for an arm run beside its twin (its name without the last part:
-``ground-truth-mirrored`` for ``ground-truth-mirrored-corrector``), their difference in persona match (paired
+seeds with a 95% t interval over seeds; and, for an arm run beside its twin (its name without the last parts,
+the fewest that name an arm that ran: ``ground-truth-mirrored`` for ``ground-truth-mirrored-corrector``), their
+difference in persona match (paired
 over the same held-out users) and in task success (the same held-out tasks) per round: mean over seeds, t
 interval over seeds.
 """
@@ -49,7 +50,7 @@ def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
                "--eval-user", GROUND_TRUTH_USERS, "--out", str(out),
                "--baseline", "logged" if name == "logged" else "none", "--rounds", str(args.rounds),
                "--users", str(args.users), "--eval-users", str(args.eval_users), "--turns", str(args.turns),
-               "--n", str(args.n), "--max-steps", str(args.max_steps), "--max-new-tokens", str(args.max_new_tokens),
+               "--n", str(args.n), "--max-steps", str(args.max_steps), "--learning-rate", str(args.learning_rate), "--max-new-tokens", str(args.max_new_tokens),
                "--seed", str(seed)]
     if args.personas:
         command += ["--personas", args.personas]
@@ -121,10 +122,14 @@ def t_interval(values: list[float]) -> str:
     return f"[{mean - half:+.4f}, {mean + half:+.4f}]"
 
 
-def twin_of(name: str) -> str | None:
-    """The arm ``name`` adds one option to (its name without the last part), or None."""
+def twin_of(name: str, present: set[str]) -> str | None:
+    """The arm among ``present`` that ``name`` adds options to: its name with the last parts dropped, the fewest
+    that name a present arm (``ground-truth-mirrored`` for ``ground-truth-mirrored-corrector-task`` when the
+    ``-corrector`` arm did not run), or None."""
     twin = name.rpartition("-")[0]
-    return twin if twin in ARMS else None
+    while twin and twin not in present:
+        twin = twin.rpartition("-")[0]
+    return twin or None
 
 
 def versus_twin(reports: dict[tuple[str, int], dict]) -> str:
@@ -133,8 +138,9 @@ def versus_twin(reports: dict[tuple[str, int], dict]) -> str:
     success minus the twin's (the same tasks); mean over the seeds both ran, with the 95% t interval over seeds."""
     lines = [("| arm minus twin | round | seeds | persona match: mean difference | 95% interval | per seed | "
              "task success: mean difference | 95% interval |"), "|---|---|---|---|---|---|---|---|"]
-    for name in dict.fromkeys(arm for arm, _ in reports if twin_of(arm)):
-        twin = twin_of(name)
+    present = {arm for arm, _ in reports}
+    for name in dict.fromkeys(arm for arm, _ in reports if twin_of(arm, present)):
+        twin = twin_of(name, present)
         seeds = sorted(seed for arm, seed in reports if arm == name and (twin, seed) in reports)
         by_round: dict[int, list[tuple[float, float]]] = {}
         for seed in seeds:
@@ -166,6 +172,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--max-steps", type=int, default=40)
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="every arm's DPO learning rate")
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--sft-weight", type=float, default=1.0, help="the -sft arms' --sft-weight")
@@ -175,7 +182,7 @@ def main() -> None:
     print(table(reports))
     print()
     print(over_seeds(reports))
-    if any(twin_of(arm) for arm, _ in reports):
+    if any(twin_of(arm, {a for a, _ in reports}) for arm, _ in reports):
         print()
         print(versus_twin(reports))
 
