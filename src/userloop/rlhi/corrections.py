@@ -87,7 +87,6 @@ def corrected(correction: Correction, original: str, prompt: list[dict[str, str]
     if correction.kind == "misfit":
         return _refitted(original, correction.wrong, correction.right)
     paragraphs = original.split("\n\n")
-    asked = _asked_words(prompt)
     if correction.kind == "mention":
         i = paragraphs.index(_piece(paragraphs, prompt))
         lines = paragraphs[i].rstrip().split("\n")
@@ -97,7 +96,7 @@ def corrected(correction: Correction, original: str, prompt: list[dict[str, str]
             lines[-1] += f" I also want to mention the {correction.right}."
         paragraphs[i] = "\n".join(lines)
         return "\n\n".join(paragraphs)
-    return _shortened(paragraphs, int(correction.right), prompt, asked)
+    return _shortened(paragraphs, int(correction.right), prompt)
 
 
 def applied(correction: Correction, text: str, prompt: list[dict[str, str]]) -> bool:
@@ -165,9 +164,8 @@ def _refitted(original: str, item: str, tag: str) -> str | None:
     named = {name for name, _, _, _ in _items() if _whole(name).search(original)}
     fit = next(((name, blurb) for name, blurb, tags in CATALOGUES[domain][2] if tag in tags and name not in named), None)
     line = lines[at]
-    if re.match(r"\s*(?:[-*\u2022]|\d{1,2}[.)])\s", line):
-        marker = re.match(r"\s*(?:[-*\u2022]|\d{1,2}[.)])\s", line).group(0)
-        lines[at:at + 1] = [f"{marker}{fit[0][:1].upper() + fit[0][1:]}: {fit[1]}."] if fit else []
+    if marker := re.match(r"\s*(?:[-*\u2022]|\d{1,2}[.)])\s", line):
+        lines[at:at + 1] = [f"{marker.group(0)}{fit[0][:1].upper() + fit[0][1:]}: {fit[1]}."] if fit else []
         return "\n".join(lines)
     sentences = _SENTENCE.findall(line)
     kept = [s for s in sentences if not pattern.search(s)]
@@ -184,10 +182,10 @@ def _piece(paragraphs: list[str], prompt: list[dict[str, str]]) -> str:
     return max(paragraphs, key=lambda p: (sum(w.lower() in asked for w in re.findall(r"[A-Za-z]{4,}", p)), len(p.split())))
 
 
-def _shortened(paragraphs: list[str], limit: int, prompt: list[dict[str, str]], asked: set[str]) -> str | None:
+def _shortened(paragraphs: list[str], limit: int, prompt: list[dict[str, str]]) -> str | None:
     """The piece with sentences dropped from its end (from lines of several sentences first; never one naming an
     asked-for word) until it is under ``limit`` words."""
-    piece = _piece(paragraphs, prompt)
+    piece, asked = _piece(paragraphs, prompt), _asked_words(prompt)
     lines = [_SENTENCE.findall(line) or [line] for line in piece.split("\n")]
     while len(" ".join(s for line in lines for s in line).split()) >= limit:
         keep = [(i, j) for i, line in enumerate(lines) for j, s in enumerate(line) if not any(_whole(w).search(s) for w in asked)]
