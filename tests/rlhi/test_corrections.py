@@ -15,6 +15,7 @@ from userloop.rlhi.tasks import passes
 from userloop.testbed import assistant
 from userloop.testbed.assistant import STYLE_VALUES, Style
 from userloop.testbed.families import family_modules
+from userloop.testbed.families.code import FUNCTIONS
 from userloop.testbed.phrasing import WRONG_WITH_CORRECTION, WRONG_WITHOUT_CORRECTION
 
 WITH = "make_aware_with_correction"
@@ -98,6 +99,23 @@ def test_the_judge_accepts_a_made_correction_that_keeps_the_style():
     assert [r.why for r in results] == ["passed", "passed"]
     not_made = candidate(text, "it's 45, not 40", WITH)
     assert judge.accept([not_made], ["The answer is 40 or so."]) == [False]
+
+
+def test_a_right_function_gets_no_code_correction_and_style_feedback_on_it_must_raise_the_score():
+    """Feedback labelled as a correction on an answer whose function is already the reference ("more technical
+    pls") is not a code correction: the corrector makes the style edit, and the judge asks it to raise the score
+    (a correction counts as made only when the original lacked it)."""
+    function = FUNCTIONS[0]
+    text = f"Sure, here it is.\n\n```python\n{function.code}\n```\n\nIt adds things up."
+    assert stated_correction(WITH, "more technical pls", text) is None
+    buggy = text.replace(function.code, function.bug)
+    assert stated_correction(WITH, "more technical pls", buggy) == Correction("code", function.name)
+    persona = {"detail": "brief", "structure": "prose", "tone": "casual", "expertise": "novice", "interests": []}
+    judge = ScorerJudge({"u1": persona})
+    style = candidate(text, "more technical pls", WITH)
+    kept_code = text.replace("It adds things up.", "It adds things up, in most practical cases.")
+    assert judge.accept([style], [kept_code]) == [False]   # same code, the score does not rise
+    assert TestbedCorrector().rewrite([style], [None]) == TestbedEditor().rewrite([style], [None])
 
 
 def test_the_task_scorer_checks_answers_to_a_testbed_users_whole_task(tmp_path):

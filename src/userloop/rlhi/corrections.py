@@ -12,8 +12,9 @@ fix. :func:`stated_correction` reads it, in the testbed users' phrasings (docs/t
   a word the user asked to mention) until it is under N words;
 * ``misfit``: "ITEM isn't what I asked for, I said WHAT": ITEM's line (or sentence) goes, and the first
   catalogue item with the tag WHAT asks for that the answer does not name yet takes its place;
-* ``code``: any stated correction of an answer whose function is one of the testbed's (``def NAME(``):
-  the function becomes the reference solution, as the testbed assistant fixes a bug it is told about.
+* ``code``: any stated correction of an answer whose function is one of the testbed's (``def NAME(``) and
+  not yet its reference solution: the function becomes the reference solution, as the testbed assistant
+  fixes a bug it is told about.
 
 The catalogues and reference functions are the testbed world's knowledge, what an LLM rewriter would bring;
 the user's task and its truth are not read. :func:`applied` tells whether a text carries a correction (the
@@ -56,7 +57,7 @@ def stated_correction(feedback_type: str | None, followup: str, original: str) -
         return None
     followup = followup[-_READ_CHARS:]   # a stated correction is one short sentence; long texts are not scanned whole
     function = _function_in(original)
-    if function is not None:
+    if function is not None and _FUNCTIONS[function].code not in original:   # a right function has nothing to fix
         return Correction("code", function)
     if found := _LIMIT.search(followup):
         return Correction("limit", found.group(1))

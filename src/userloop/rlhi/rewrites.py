@@ -28,7 +28,8 @@ Rewriters:
 Quality filter (the paper found filtering essential): the rewrite must differ from the original
 (compared lower-cased with whitespace collapsed) and address the feedback, judged by
 :class:`ScorerJudge` (``testbed:judge``, testbed only: the persona-match score of the user's true persona
-must rise; for a stated correction, the correction must be made and the score must not fall) or :class:`ModelJudge` (a chat model answering JSON).
+must rise; for a stated correction, the correction must be made (absent from the original, present in the
+rewrite) and the score must not fall) or :class:`ModelJudge` (a chat model answering JSON).
 """
 
 from __future__ import annotations
@@ -408,7 +409,8 @@ class ModelRewriter:
 @dataclass
 class ScorerJudge:
     """Testbed judge: the persona-match score of the user's true persona must rise with the rewrite; a rewrite
-    that makes the correction the user stated must not lower it."""
+    that makes the correction the user stated (absent from the original, present in the rewrite) must not lower
+    it."""
 
     true_personas: dict[str, dict[str, Any]]
     counts: Counter = field(default_factory=Counter)
@@ -427,7 +429,9 @@ class ScorerJudge:
                                 "on other data give --judge SPEC (a chat model)")
             before, after = score(persona, candidate.original), score(persona, rewrite)
             correction = stated_correction(candidate.labels.feedback_type, candidate.followup.text, candidate.original)
-            if correction is not None and applied(correction, rewrite, candidate.prompt):
+            made = (correction is not None and applied(correction, rewrite, candidate.prompt)
+                    and not applied(correction, candidate.original, candidate.prompt))
+            if made:
                 out.append(after >= before)
             else:
                 out.append(after > before)
