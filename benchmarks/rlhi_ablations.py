@@ -31,12 +31,21 @@ Steps (each reuses its output when it is already in ``--work``):
      a judge that accepts every rewrite that changed the answer (``WORK/run-unfiltered``).
    * ``top10``: the guided pairs of the 10 users with the most ``train`` conversations; ``many``: as many
      guided pairs drawn at random from all users (seeded): the paper's user-diversity ablation.
+   * The paper's ablations on the ``mirrored`` pairs (each built like ``mirrored``, from the editor's pairs):
+     ``scratch-mirrored`` (each edit pair's original edited by the testbed editor toward one style axis drawn at
+     random instead of the user's feedback, the same quality filter, then mirrored along the drawn axis);
+     ``unfiltered-mirrored`` (``rlhi build --rewriter testbed:editor`` with the accept-all judge, and every
+     mirror drafted for a user who prefers the opposite kept unjudged: no quality filter anywhere);
+     ``top10-mirrored`` (the edit pairs of the 10 users with the most ``train`` conversations, mirrored among
+     those 10 users' personas only); ``many-mirrored`` (as many edit pairs drawn at random from all users,
+     mirrored among all, its mirrors cut at random to ``top10-mirrored``'s number).
 4. Policies, each trained from the base with the same steps, learning rate and seed:
    ``dpo`` (guided, persona in the system message), ``dpo-agnostic`` (guided, no persona),
    ``dpo-scratch`` (scratch, persona); ``dpo-edited``, ``dpo-minimal``, ``dpo-mirrored``, ``dpo-onpolicy`` and
    ``dpo-onpolicy-mirrored`` (those pairs, persona) and their ``-agnostic`` twins (no persona); ``sft-chosen`` and
    ``sft-mirrored`` (SFT on the guided or mirrored pairs' chosen answers, persona),
-   ``dpo-unfiltered``, ``dpo-top10`` and ``dpo-many`` (those pairs, persona); with
+   ``dpo-unfiltered``, ``dpo-top10`` and ``dpo-many`` (those pairs, persona); ``dpo-mirrored-scratch``,
+   ``dpo-mirrored-unfiltered``, ``dpo-mirrored-top10`` and ``dpo-mirrored-many`` (those pairs, persona); with
    ``--online`` also ``online`` and ``online-agnostic``: online iterative DPO (``train dpo --online``:
    ``--online-rounds`` rounds of ``--online-requests`` train-split requests without feedback, 4 samples each,
    scored by the testbed scorer, best vs worst, ``--online-max-steps`` updates per round), with and without
@@ -65,9 +74,12 @@ Steps (each reuses its output when it is already in ``--work``):
 
 Writes ``--work/ablations.json`` and prints a Markdown table; the libraries' warnings go to ``--work/log.txt``. With several ``--seeds`` each policy is
 trained once per seed (the base and the pairs are shared) and is a row of its own (``NAME-seedK``);
-``over_seeds`` then gives each policy's paired difference from the base, and a persona-conditioned policy's
-from its agnostic twin, averaged over the seeds, with a 95% bootstrap interval over the requests, the t
-interval over the seeds, and whether every seed is positive.
+``over_seeds`` then gives each policy's paired difference from the base, a persona-conditioned policy's
+from its agnostic twin, and an ablated policy's from what it ablates (``ABLATED``: e.g. ``dpo-mirrored minus
+sft-mirrored``), averaged over the seeds, with a 95% bootstrap interval over the requests, the t interval over
+the seeds, and whether every seed is positive. The paper's ablations on mirrored pairs, five seeds, one command:
+``--only dpo-mirrored sft-mirrored dpo-mirrored-scratch dpo-mirrored-unfiltered dpo-mirrored-top10
+dpo-mirrored-many --seeds 0 1 2 3 4 --max-steps 64 --max-requests 0 --max-new-tokens 192``.
 """
 
 from __future__ import annotations
@@ -113,10 +125,19 @@ POLICIES = {  # name: (pairs, method, persona)
     "dpo-unfiltered": ("unfiltered", "dpo", True),
     "dpo-top10": ("top10", "dpo", True),
     "dpo-many": ("many", "dpo", True),
+    "dpo-mirrored-scratch": ("scratch-mirrored", "dpo", True),
+    "dpo-mirrored-unfiltered": ("unfiltered-mirrored", "dpo", True),
+    "dpo-mirrored-top10": ("top10-mirrored", "dpo", True),
+    "dpo-mirrored-many": ("many-mirrored", "dpo", True),
     "online": ("online", "dpo", True),
     "online-agnostic": ("online", "dpo", False),
 }
 OFFLINE = ("dpo", "dpo-agnostic", "dpo-scratch", "sft-chosen", "dpo-unfiltered", "dpo-top10", "dpo-many")
+ABLATED = {  # the paper's ablations: policy -> the policy it ablates (over_seeds reports "REFERENCE minus POLICY")
+    "dpo-scratch": "dpo", "sft-chosen": "dpo", "dpo-unfiltered": "dpo", "dpo-top10": "dpo-many",
+    "dpo-mirrored-scratch": "dpo-mirrored", "sft-mirrored": "dpo-mirrored", "dpo-mirrored-unfiltered": "dpo-mirrored",
+    "dpo-mirrored-top10": "dpo-mirrored-many",
+}
 ACCEPT_ALL = ['{"addresses_feedback": true}']  # the judge of the unfiltered build: every changed rewrite passes
 FREQUENT_USERS = 10
 BOOTSTRAP = 2000
@@ -142,17 +163,19 @@ def write_rows(rows: list[dict], path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
-def scratch_rewrites(guided: list[dict], data: Path, seed: int) -> tuple[list[dict], dict]:
-    """The ``scratch`` pairs: each guided pair's original rewritten without its feedback (module docstring)."""
+def scratch_rewrites(guided: list[dict], data: Path, seed: int, editor: bool = False) -> tuple[list[dict], dict]:
+    """The ``scratch`` pairs: each guided pair's original rewritten without its feedback (module docstring); with
+    ``editor``, edited by the testbed editor (``scratch-mirrored``), each row keeping the drawn request as its
+    ``feedback`` so that its mirrors are drawn along the axis it changed."""
     from userloop.rlhi.followups import FollowUp, Labels
-    from userloop.rlhi.rewrites import Candidate, ScorerJudge, TestbedRewriter, rewrite_and_filter
+    from userloop.rlhi.rewrites import Candidate, ScorerJudge, TestbedEditor, TestbedRewriter, rewrite_and_filter
     from userloop.testbed import read_truth
     from userloop.testbed.population import truth_folder
 
     rng = random.Random(seed)
     users, _ = read_truth(truth_folder(data))
     judge = ScorerJudge({user_id: record["persona"] for user_id, record in users.items()})
-    rewriter = TestbedRewriter()
+    rewriter = TestbedEditor() if editor else TestbedRewriter()
     candidates = []
     for i, pair in enumerate(guided):
         request = STYLE_REQUESTS[rng.choice(sorted(STYLE_REQUESTS))]
@@ -162,7 +185,8 @@ def scratch_rewrites(guided: list[dict], data: Path, seed: int) -> tuple[list[di
                                     pair["prompt"], original))
     results = rewrite_and_filter(candidates, [p["persona"] for p in guided], rewriter, judge)
     outcomes = Counter(r.why for r in results)
-    rows = [{**pair, "chosen": [{"role": "assistant", "content": r.rewrite}], "feedback": None}
+    rows = [{**pair, "chosen": [{"role": "assistant", "content": r.rewrite}],
+             "feedback": r.candidate.followup.text if editor else None}
             for pair, r in zip(guided, results, strict=True) if r.accepted]
     return rows, dict(outcomes)
 
@@ -233,18 +257,67 @@ def onpolicy_pairs(guided: list[dict], base: Path, data: Path, max_new_tokens: i
     return rows, dict(outcomes)
 
 
-def mirrored_pairs(pairs: list[dict], personas: Path, users: Counter, data: Path) -> tuple[list[dict], dict]:
+class KeepOriginal:
+    """A pairwise judge that always prefers the original answer of an edit pair, so every mirror drafted for a
+    user who prefers the opposite is kept: the mirrors without their quality filter (``unfiltered-mirrored``)."""
+
+    def __init__(self, pairs: list[dict]):
+        self.originals = {pair["rejected"][0]["content"] for pair in pairs}
+
+    def compare(self, items: list, personalised: bool) -> list[str]:
+        return ["A" if item.first in self.originals else "B" for item in items]
+
+
+def mirrored_pairs(pairs: list[dict], personas: Path, users: Counter, data: Path,
+                   filtered: bool = True) -> tuple[list[dict], dict]:
     """The mirrors of edit pairs (``edited``, ``onpolicy``): ``rlhi build --mirrors`` (``rlhi.mirrors``) among
-    the ``train``-split users' derived personas, judged by the testbed judge (the user's TRUE persona, as part
-    1's filter)."""
+    the derived personas of ``users`` (``train``-split users), judged by the testbed judge (the user's TRUE
+    persona, as part 1's filter), or with ``filtered=False`` all kept (``KeepOriginal``)."""
     from userloop.data.personas import persona_records
     from userloop.rlhi.mirrors import mirror_pairs
     from userloop.rlhi.pairwise_judges import TestbedJudge
     from userloop.rlhi.personas import DerivedPersona
 
     derived = [DerivedPersona.from_record(record) for record in persona_records(personas) if str(record["user_id"]) in users]
-    rows, outcomes = mirror_pairs(pairs, derived, TestbedJudge.from_data(data))
+    rows, outcomes = mirror_pairs(pairs, derived, TestbedJudge.from_data(data) if filtered else KeepOriginal(pairs))
     return rows, dict(outcomes)
+
+
+def mirrored_ablation_pairs(edited: list[dict], personas: Path, users: Counter, frequent: set[str], work: Path,
+                            data: Path, seed: int) -> dict:
+    """The paper's ablations on the ``mirrored`` pairs (module docstring, step 3): writes ``pairs-scratch-mirrored``,
+    ``pairs-unfiltered-mirrored``, ``pairs-top10-mirrored`` and ``pairs-many-mirrored``; returns their counts."""
+    counts: dict = {}
+    scratch, scratch_outcomes = scratch_rewrites(edited, default_data(prepared=False), seed, editor=True)
+    mirrors, outcomes = mirrored_pairs(scratch, personas, users, data)
+    write_rows([{**row, "feedback": None} for row in scratch + mirrors], work / "pairs-scratch-mirrored.parquet")
+    counts["scratch-mirrored"] = {"pairs": len(scratch) + len(mirrors), "edits": len(scratch),
+                                  "edit_outcomes": scratch_outcomes, "mirrors": outcomes}
+    unfiltered_run = work / "run-edited-unfiltered"
+    if not (unfiltered_run / "pairs.parquet").is_file():
+        accept_all = work / "accept-all.json"
+        accept_all.write_text(json.dumps(ACCEPT_ALL))
+        userloop("rlhi", "build", "--rewriter", "testbed:editor", "--judge", f"scripted:{accept_all}",
+                 "--out", str(unfiltered_run))
+    unfiltered = [p for p in read_pairs(unfiltered_run / "pairs.parquet") if p["user_id"] in users]
+    mirrors, outcomes = mirrored_pairs(unfiltered, personas, users, data, filtered=False)
+    write_rows(unfiltered + mirrors, work / "pairs-unfiltered-mirrored.parquet")
+    counts["unfiltered-mirrored"] = {"pairs": len(unfiltered) + len(mirrors), "edits": len(unfiltered), "mirrors": outcomes}
+    top = [p for p in edited if p["user_id"] in frequent]
+    top_mirrors, outcomes = mirrored_pairs(top, personas, Counter({u: users[u] for u in frequent}), data)
+    write_rows(top + top_mirrors, work / "pairs-top10-mirrored.parquet")
+    counts["top10-mirrored"] = {"pairs": len(top) + len(top_mirrors), "edits": len(top), "mirrors": outcomes,
+                                "users": len({p["user_id"] for p in top + top_mirrors}),
+                                "distinct_personas": len({p["persona"] for p in top + top_mirrors})}
+    rng = random.Random(seed)
+    many = rng.sample(edited, len(top))
+    many_mirrors, outcomes = mirrored_pairs(many, personas, users, data)
+    many_mirrors = rng.sample(many_mirrors, min(len(many_mirrors), len(top_mirrors)))
+    write_rows(many + many_mirrors, work / "pairs-many-mirrored.parquet")
+    counts["many-mirrored"] = {"pairs": len(many) + len(many_mirrors), "edits": len(many), "mirrors": outcomes,
+                               "mirrors_kept": len(many_mirrors), "users": len({p["user_id"] for p in many + many_mirrors}),
+                               "distinct_personas": len({p["persona"] for p in many + many_mirrors})}
+    return counts
 
 
 def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
@@ -276,7 +349,8 @@ def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
     write_rows(top, work / "pairs-top10.parquet")
     many = random.Random(seed).sample(guided, len(top))
     write_rows(many, work / "pairs-many.parquet")
-    return {"all": len(pairs), "held_out_users_dropped": len(pairs) - len(guided), "guided": len(guided),
+    mirrored_ablations = mirrored_ablation_pairs(edited, run / "personas.jsonl", users, frequent, work, data, seed)
+    return mirrored_ablations | {"all": len(pairs), "held_out_users_dropped": len(pairs) - len(guided), "guided": len(guided),
             "guided_with_persona": sum(bool(p["persona"]) for p in guided), "scratch": len(scratch),
             "scratch_outcomes": outcomes, "minimal": len(minimal), "minimal_outcomes": minimal_outcomes,
             "edited": len(edited), "mirrored": {"pairs": len(edited) + len(mirrors), "mirrors": mirror_outcomes},
@@ -462,11 +536,12 @@ def over_seeds(scores: dict[str, list[float]]) -> dict:
             continue
         out[f"{name} minus base"] = paired_over_seeds({seed: [v - b for v, b in zip(values, base, strict=True)]
                                                        for seed, values in by_seed.items()})
-        twin = groups.get(f"{name}-agnostic", {})
-        shared = sorted(set(by_seed) & set(twin))
-        if len(shared) >= 2:
-            out[f"{name} minus {name}-agnostic"] = paired_over_seeds(
-                {seed: [a - b for a, b in zip(by_seed[seed], twin[seed], strict=True)] for seed in shared})
+        for minuend, subtrahend in ((name, f"{name}-agnostic"), (ABLATED.get(name), name)):
+            first, second = groups.get(minuend or "", {}), groups.get(subtrahend, {})
+            shared = sorted(set(first) & set(second))
+            if len(shared) >= 2:
+                out[f"{minuend} minus {subtrahend}"] = paired_over_seeds(
+                    {seed: [a - b for a, b in zip(first[seed], second[seed], strict=True)] for seed in shared})
     return out
 
 
