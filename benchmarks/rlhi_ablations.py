@@ -77,9 +77,10 @@ trained once per seed (the base and the pairs are shared) and is a row of its ow
 ``over_seeds`` then gives each policy's paired difference from the base, a persona-conditioned policy's
 from its agnostic twin, and an ablated policy's from what it ablates (``ABLATED``: e.g. ``dpo-mirrored minus
 sft-mirrored``), averaged over the seeds, with a 95% bootstrap interval over the requests, the t interval over
-the seeds, and whether every seed is positive. The paper's ablations on mirrored pairs, five seeds, one command:
-``--only dpo-mirrored sft-mirrored dpo-mirrored-scratch dpo-mirrored-unfiltered dpo-mirrored-top10
-dpo-mirrored-many --seeds 0 1 2 3 4 --max-steps 64 --max-requests 0 --max-new-tokens 192``.
+the seeds, and whether every seed is positive. The paper's ablations on mirrored pairs (docs/rlhi.md run 3
+part 3b), one command: ``--only dpo-mirrored sft-mirrored dpo-mirrored-scratch dpo-mirrored-unfiltered
+dpo-mirrored-top10 dpo-mirrored-many --seeds 0 1 2 --max-steps 64 --max-requests 0 --max-new-tokens 192
+--task-success``.
 """
 
 from __future__ import annotations
