@@ -31,7 +31,8 @@ Steps (each reuses its output when it is already in ``--work``):
      a judge that accepts every rewrite that changed the answer (``WORK/run-unfiltered``).
    * ``top10``: the guided pairs of the 10 users with the most ``train`` conversations; ``many``: as many
      guided pairs drawn at random from all users (seeded): the paper's user-diversity ablation.
-   * The paper's ablations on the ``mirrored`` pairs (each built like ``mirrored``, from the editor's pairs):
+   * The paper's ablations on the ``mirrored`` pairs (each built like ``mirrored``, from the editor's pairs, and
+     only when a policy asks for it):
      ``scratch-mirrored`` (each edit pair's original edited by the testbed editor toward one style axis drawn at
      random instead of the user's feedback, the same quality filter, then mirrored along the drawn axis);
      ``unfiltered-mirrored`` (``rlhi build --rewriter testbed:editor`` with the accept-all judge, and every
@@ -141,6 +142,7 @@ ABLATED = {  # the paper's ablations: policy -> the policy it ablates (over_seed
 }
 ACCEPT_ALL = ['{"addresses_feedback": true}']  # the judge of the unfiltered build: every changed rewrite passes
 FREQUENT_USERS = 10
+MIRRORED_ABLATIONS = ("scratch-mirrored", "unfiltered-mirrored", "top10-mirrored", "many-mirrored")
 BOOTSTRAP = 2000
 
 
@@ -284,10 +286,17 @@ def mirrored_pairs(pairs: list[dict], personas: Path, users: Counter, data: Path
     return rows, dict(outcomes)
 
 
-def mirrored_ablation_pairs(edited: list[dict], personas: Path, users: Counter, frequent: set[str], work: Path,
-                            data: Path, seed: int) -> dict:
-    """The paper's ablations on the ``mirrored`` pairs (module docstring, step 3): writes ``pairs-scratch-mirrored``,
-    ``pairs-unfiltered-mirrored``, ``pairs-top10-mirrored`` and ``pairs-many-mirrored``; returns their counts."""
+def most_frequent(users: Counter) -> set[str]:
+    """The ``FREQUENT_USERS`` users with the most ``train`` conversations (ties by id)."""
+    return {user for user, _ in sorted(users.items(), key=lambda item: (-item[1], item[0]))[:FREQUENT_USERS]}
+
+
+def mirrored_ablation_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
+    """The paper's ablations on the ``mirrored`` pairs (module docstring, step 3), from ``WORK/pairs-edited``: writes
+    ``pairs-scratch-mirrored``, ``pairs-unfiltered-mirrored``, ``pairs-top10-mirrored`` and ``pairs-many-mirrored``;
+    returns their counts. Built only when a policy asks for one of them (``MIRRORED_ABLATIONS``)."""
+    users, personas = train_users(data), run / "personas.jsonl"
+    edited, frequent = read_pairs(work / "pairs-edited.parquet"), most_frequent(users)
     counts: dict = {}
     scratch, scratch_outcomes = scratch_rewrites(edited, default_data(prepared=False), seed, editor=True)
     mirrors, outcomes = mirrored_pairs(scratch, personas, users, data)
@@ -345,13 +354,12 @@ def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
         userloop("rlhi", "build", "--judge", f"scripted:{accept_all}", "--out", str(unfiltered_run))
     unfiltered = [p for p in read_pairs(unfiltered_run / "pairs.parquet") if p["user_id"] in users]
     write_rows(unfiltered, work / "pairs-unfiltered.parquet")
-    frequent = {user for user, _ in sorted(users.items(), key=lambda item: (-item[1], item[0]))[:FREQUENT_USERS]}
+    frequent = most_frequent(users)
     top = [p for p in guided if p["user_id"] in frequent]
     write_rows(top, work / "pairs-top10.parquet")
     many = random.Random(seed).sample(guided, len(top))
     write_rows(many, work / "pairs-many.parquet")
-    mirrored_ablations = mirrored_ablation_pairs(edited, run / "personas.jsonl", users, frequent, work, data, seed)
-    return mirrored_ablations | {"all": len(pairs), "held_out_users_dropped": len(pairs) - len(guided), "guided": len(guided),
+    return {"all": len(pairs), "held_out_users_dropped": len(pairs) - len(guided), "guided": len(guided),
             "guided_with_persona": sum(bool(p["persona"]) for p in guided), "scratch": len(scratch),
             "scratch_outcomes": outcomes, "minimal": len(minimal), "minimal_outcomes": minimal_outcomes,
             "edited": len(edited), "mirrored": {"pairs": len(edited) + len(mirrors), "mirrors": mirror_outcomes},
@@ -623,6 +631,8 @@ def run_ablations(args: argparse.Namespace) -> None:
         userloop("rlhi", "policy-data", "--personas", str(run / "personas.jsonl"), "--out", str(work / "policy_data"))
         userloop("train", "assistant", "--data", str(work / "policy_data"), "--out", str(base))
     pair_counts = prepare_pairs(run, data, work, seed=0)
+    if any(POLICIES[name][0] in MIRRORED_ABLATIONS for name in args.only or ()):
+        pair_counts |= mirrored_ablation_pairs(run, data, work, seed=0)
     print(json.dumps(pair_counts), flush=True)
     pair_counts["diagnostic"] = pair_diagnostic(read_pairs(work / "pairs-guided.parquet"), data)
     print(json.dumps(pair_counts["diagnostic"]), flush=True)
