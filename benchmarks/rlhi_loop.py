@@ -14,7 +14,11 @@ stated corrections become rewrites too) and ``ground-truth-mirrored-corrector-ta
 testbed:task-scorer`` (sampled answers are also rewarded for passing the task's check), and
 ``ground-truth-mirrored-corrector-task-sft`` then ``--sft-weight`` (default 1: the chosen answers' NLL added to
 each round's DPO loss) or ``-anchored`` ``--reference initial`` (every round's DPO reference is the initial
-policy, not the round's own). Every arm is evaluated by the
+policy, not the round's own); ``ground-truth-mirrored-checked`` is ``ground-truth-mirrored`` with checked
+anchors (``--anchors``, default 512, and ``--anchor-weight``, default 1: the initial policy's answers to
+training tasks that pass their check add an NLL term to every round's DPO loss), and
+``ground-truth-mirrored-checked-renewed`` then ``--anchors-refresh`` (each round's starting policy answers the
+anchor tasks again; a task's newest passing answer becomes its anchor). Every arm is evaluated by the
 testbed users (``--eval-user testbed:users``), so the arms are compared on the ground truth, and the gap
 between ``simulated`` and ``ground-truth`` is what the simulated users cost RLHI. Each run resumes where it
 stopped (``--work/ARM-seedS``). Prints one Markdown table: per arm, seed and round, the pairs, DPO's loss and
@@ -40,7 +44,8 @@ from userloop.statistics import mean_se
 
 ARMS = ("ground-truth", "simulated", "logged", "ground-truth-mirrored", "simulated-mirrored",
         "ground-truth-mirrored-corrector", "ground-truth-mirrored-corrector-task",
-        "ground-truth-mirrored-corrector-task-sft", "ground-truth-mirrored-corrector-task-anchored")
+        "ground-truth-mirrored-corrector-task-sft", "ground-truth-mirrored-corrector-task-anchored",
+        "ground-truth-mirrored-checked", "ground-truth-mirrored-checked-renewed")
 
 
 def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
@@ -65,6 +70,10 @@ def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict:
         command += ["--reference", "initial"]
     if "sft" in parts:
         command += ["--sft-weight", str(args.sft_weight)]
+    if "checked" in parts:
+        command += ["--anchors", str(args.anchors), "--anchor-weight", str(args.anchor_weight)]
+    if "renewed" in parts:
+        command.append("--anchors-refresh")
     print(" ".join(command[2:]).replace("userloop.cli", "userloop"), flush=True)
     subprocess.run(command, check=True)
     return json.loads((out / "report.json").read_text())
@@ -176,6 +185,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--sft-weight", type=float, default=1.0, help="the -sft arms' --sft-weight")
+    parser.add_argument("--anchors", type=int, default=512, help="the -checked arms' --anchors")
+    parser.add_argument("--anchor-weight", type=float, default=1.0, help="the -checked arms' --anchor-weight")
     parser.add_argument("--only", nargs="+", choices=ARMS, default=list(ARMS[:3]))
     args = parser.parse_args()
     reports = {(name, seed): run_arm(args, name, seed) for seed in args.seeds for name in args.only}

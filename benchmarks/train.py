@@ -295,14 +295,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from userloop.train.common import quiet_libraries, use_bf16
+    from userloop.train.common import large_allocations_mapped, quiet_libraries, use_bf16
 
     quiet_libraries()
     started = datetime.now()
     print(f"{started:%Y-%m-%d %H:%M}, {machine()}, load average {os.getloadavg()[0]:.2f}; "
           f"bf16 auto here: {'on' if use_bf16('auto') else 'off'}", flush=True)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, large_allocations_mapped():   # both sides as the trainers run
         for name in args.workloads:
             workload = (UserLMWorkload if name == "user-lm" else DPOWorkload)(args.steps, Path(tmp))
             for repeat in range(args.repeats):

@@ -45,7 +45,7 @@ from userloop.simulate.runs import SUMMARY_JSON, SimulationConfig
 from userloop.simulate.scenarios import build_scenario_file
 from userloop.testbed import generate
 from userloop.testbed.population import truth_folder
-from userloop.train.common import map_large_allocations, release_freed_memory
+from userloop.train.common import release_freed_memory
 from userloop.userlm.train import UserLMTrainConfig, train_user_lm
 
 # (stage name, title): the order the stages run in.
@@ -157,7 +157,6 @@ def run_demo(config: DemoConfig, progress: Progress = no_progress) -> Path:
     error propagates."""
     config.validate()
     _quiet_libraries()
-    map_large_allocations()
     demo = _Demo(config, progress)
     try:
         return demo.run()

@@ -198,6 +198,60 @@ def test_the_task_scorer_and_corrector_play_the_loop(finished, models, prepared,
     assert report["config"]["reference"] == "initial"                                  # against the initial policy
 
 
+def test_checked_anchors_are_the_initial_policys_passing_answers_and_join_every_rounds_loss(finished, models, prepared,
+                                                                                            tmp_path, monkeypatch):
+    """--anchors N: the initial policy answers N training tasks once; those passing the check (here every task
+    but math's, by a stand-in check: the tiny policy passes none) are the anchors, and DPO adds their NLL."""
+    from userloop.rlhi import loop
+    from userloop.rlhi.anchors import read_anchors
+
+    _, _, trained = finished
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
+    monkeypatch.setattr(loop, "passes", lambda task, answer: task["family"] != "math")
+    report = run_loop(config(models, prepared, rounds=1, anchors=12, anchor_weight=0.5), tmp_path / "run")
+    anchors = read_anchors(tmp_path / "run" / "anchors.jsonl")
+    counts = report["anchors"]
+    assert counts["tried"] == 12 and counts["passed"] == len(anchors) == 12 - counts["by_family"].get("math", [0, 0])[1]
+    assert all(a["family"] != "math" and a["completion"][0]["role"] == "assistant" for a in anchors)
+    assert {a["user_id"] for a in anchors} <= set(json.loads((tmp_path / "run" / "users.json").read_text())["train_pool"])
+    assert all(a["persona"] and a["prompt"][0]["role"] == "user" for a in anchors)   # persona kept apart
+    training = report["rounds"][1]["training"]
+    assert training["trained"] and training["anchor_nll_mean"] > 0
+    monkeypatch.setattr(loop, "passes", lambda task, answer: False)
+    with pytest.raises(UserError, match="none of the initial policy's 12 answers"):
+        run_loop(config(models, prepared, rounds=1, anchors=12), tmp_path / "none")
+
+
+def test_renewed_anchors_take_each_tasks_newest_passing_answer(finished, models, prepared, tmp_path, monkeypatch):
+    """--anchors-refresh: round 2's starting policy answers the same tasks again; a task it passes gets the new
+    answer, one it no longer passes keeps its anchor (here the stand-in check passes all but math for the
+    initial anchors, then facts only)."""
+    from userloop.rlhi import loop
+    from userloop.rlhi.anchors import read_anchors
+
+    _, _, trained = finished
+    monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
+    calls = Counter()
+
+    def stand_in(task, answer):
+        calls["n"] += 1
+        return task["family"] == "fact" or (calls["n"] <= 12 and task["family"] != "math")
+
+    monkeypatch.setattr(loop, "passes", stand_in)
+    report = run_loop(config(models, prepared, rounds=2, anchors=12, anchors_refresh=True), tmp_path / "run")
+    initial = read_anchors(tmp_path / "run" / "anchors.jsonl")
+    facts = [a["conversation_id"] for a in initial if a["family"] == "fact"]
+    assert facts and len(facts) < len(initial)
+    assert not (tmp_path / "run" / "round-1" / "anchors.jsonl").exists()     # round 1 starts from the initial policy
+    renewed = read_anchors(tmp_path / "run" / "round-2" / "anchors.jsonl")
+    assert [a["conversation_id"] for a in renewed] == [a["conversation_id"] for a in initial]
+    counts = report["rounds"][2]["counts"]
+    assert counts["anchors_renewed"] == len(facts) and counts["anchors_gained"] == 0
+    assert counts["anchors_kept_from_before"] == len(initial) - len(facts)
+    kept = {a["conversation_id"]: a for a in initial}
+    assert all(a == kept[a["conversation_id"]] for a in renewed if a["family"] != "fact")
+
+
 def test_mirrors_with_a_personas_file_of_texts_only(finished, models, prepared, tmp_path, monkeypatch):
     """A personas file without the axes (user_id and persona only): a rewrite pair's mirror needs a user known
     to prefer the opposite, so none is made; a sampled pair's needs only another persona text."""
@@ -305,6 +359,8 @@ def test_training_and_held_out_users_and_personas_are_disjoint():
     ({"personas": "/no/such.jsonl"}, "no such file"),
     ({"reference": "base"}, "--reference must be one of previous, initial"),
     ({"sft_weight": -1.0}, "sft_weight must be 0"),
+    ({"anchors": -1}, "anchors must be 0"),
+    ({"anchors": 4, "anchor_weight": 0.0}, "anchor_weight positive"),
 ])
 def test_config_errors_are_one_line(models, prepared, changes, message):
     with pytest.raises(UserError, match=message):

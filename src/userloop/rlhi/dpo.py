@@ -44,14 +44,15 @@ from userloop.errors import UserError, missing_dependency
 from userloop.files import write_atomic
 from userloop.models import load_model
 from userloop.models.registry import role_spec
+from userloop.rlhi.anchors import AnchorBatches, anchored, read_anchors, tokenized_anchors
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.reward_scorers import load_scorer
 from userloop.rlhi.user_rewards import best_worst_pairs, requests_without_feedback, sample_candidates, score_candidates
 from userloop.train.common import (
     TrainResult,
     curve_rows,
+    large_allocations_mapped,
     load_pretrained,
-    map_large_allocations,
     release_freed_memory,
     score_labelled_positions,
     step_progress,
@@ -94,6 +95,9 @@ class DPOTrainConfig:
     beta: float = option(0.1, "DPO beta: the strength of the KL tie to the reference (the paper's default 0.1)")
     sft_weight: float = option(0.0, "weight of a negative log-likelihood term on the chosen answers added to the DPO "
                                      "loss (RPO, Pang et al. 2024: it holds the policy on the chosen text; 0: plain DPO)")
+    anchors: str | None = option(None, "checked anchors (JSONL, userloop.rlhi.anchors): answers that passed their "
+                                        "task's check; each update adds anchor_weight x one batch's token NLL")
+    anchor_weight: float = option(1.0, "weight of the anchors' NLL term (with --anchors)")
     learning_rate: float = option(1e-4, "peak learning rate (1e-4 suits the tiny testbed policies; use ~5e-7 "
                                          "for 8B models)")
     batch_size: int = option(8, "pairs per device per step")
@@ -138,6 +142,10 @@ class DPOTrainConfig:
             raise UserError(f"sft_weight must be 0 (plain DPO) or positive, got {self.sft_weight}")
         if self.sft_weight and self.method != "dpo":
             raise UserError("sft_weight adds an SFT term to the DPO loss; method sft takes no sft_weight")
+        if self.anchors and (self.method != "dpo" or self.anchor_weight <= 0):
+            raise UserError("--anchors adds a term to the DPO loss: it needs method dpo and a positive anchor_weight")
+        if self.anchors and not Path(self.anchors).is_file():
+            raise UserError(f"--anchors {self.anchors}: no such file")
         if not 0 < self.top_p <= 1 or self.temperature < 0:
             raise UserError(f"top_p must be in (0, 1] and temperature >= 0, got {self.top_p} and {self.temperature}")
         for name in ("policy", "ref"):
@@ -264,16 +272,18 @@ def run_training(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref
                  on_progress: Callable[[int, int], None] | None) -> dict:
     """One DPO (or SFT) run on ``pairs`` from ``policy`` (reference ``ref``); saves the model to ``out``
     and returns the training numbers (loss, reward accuracy and margins from TRL's logs)."""
-    trainer = build_trainer(config, pairs, policy, ref, out, on_progress)
-    release_freed_memory()
-    with warnings.catch_warnings():  # TRL's own use of deprecated transformers names
-        warnings.simplefilter("ignore", FutureWarning)
-        output = trainer.train()
-    trainer.save_model(str(out))
-    if trainer.is_world_process_zero():
-        save_tokenizer(trainer.processing_class, out)
-        write_curve_rows(curve_rows(trainer.state.log_history), out)
-    return {**_training_numbers(output.training_loss, trainer.state), "bf16": bool(trainer.args.bf16)}
+    with large_allocations_mapped():
+        trainer = build_trainer(config, pairs, policy, ref, out, on_progress)
+        release_freed_memory()
+        with warnings.catch_warnings():  # TRL's own use of deprecated transformers names
+            warnings.simplefilter("ignore", FutureWarning)
+            output = trainer.train()
+        trainer.save_model(str(out))
+        if trainer.is_world_process_zero():
+            save_tokenizer(trainer.processing_class, out)
+            write_curve_rows(curve_rows(trainer.state.log_history), out)
+    return {**_training_numbers(output.training_loss, trainer.state), **getattr(trainer, "anchor_counts", {}),
+            "bf16": bool(trainer.args.bf16)}
 
 
 def build_trainer(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, ref: str, out: Path,
@@ -285,7 +295,6 @@ def build_trainer(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, re
     except ImportError as err:
         raise missing_dependency(err.name or "transformers", "train") from None
 
-    map_large_allocations()
     progress = step_progress(on_progress)
     tokenizer, model = load_pretrained(policy, dtype="float32")
     if not tokenizer.chat_template:
@@ -297,9 +306,15 @@ def build_trainer(config: DPOTrainConfig, pairs: Sequence[dict], policy: str, re
 
             _, ref_model = load_pretrained(ref, dtype="float32")
             ref_model.eval().requires_grad_(False)
-            trainer = DPOTrainer(model=model, ref_model=ref_model, args=_trainer_args(config, out, "dpo"),
-                                 train_dataset=datasets.Dataset.from_list(preference_rows(pairs, config.persona)),
-                                 processing_class=tokenizer, callbacks=[progress])
+            trainer_class = DPOTrainer
+            if config.anchors:
+                batches = AnchorBatches(tokenized_anchors(read_anchors(config.anchors), tokenizer, config.persona,
+                                                          config.max_length),
+                                        config.batch_size, config.seed)
+                trainer_class = anchored(DPOTrainer, batches, config.anchor_weight)
+            trainer = trainer_class(model=model, ref_model=ref_model, args=_trainer_args(config, out, "dpo"),
+                                    train_dataset=datasets.Dataset.from_list(preference_rows(pairs, config.persona)),
+                                    processing_class=tokenizer, callbacks=[progress])
         else:
             from trl import SFTTrainer
 
@@ -332,7 +347,7 @@ def _training_numbers(training_loss: float, state) -> dict:
     logs = [entry for entry in state.log_history if "loss" in entry]
     numbers: dict[str, Any] = {"steps": state.global_step, "train_loss": round(training_loss, 4)}
     for key, name in (("loss", "loss"), ("rewards/accuracies", "reward_accuracy"), ("rewards/margins", "reward_margin"),
-                      ("mean_token_accuracy", "token_accuracy")):
+                      ("mean_token_accuracy", "token_accuracy"), ("anchor_nll", "anchor_nll")):
         values = [entry[key] for entry in logs if key in entry]
         if values:
             numbers[f"{name}_last"] = round(values[-1], 4)

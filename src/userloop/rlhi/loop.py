@@ -23,8 +23,11 @@ arXiv 2510.06552) can be such a user. Each round r = 1..R:
 3. **Train.** Persona-conditioned DPO (``rlhi.dpo.run_training``) on the round's pairs, ``max_steps``
    updates from the current policy against it as reference (iterative DPO: model t+1 against model t; with
    ``reference="initial"``, against the loop's initial policy every round), with
-   ``sft_weight`` times the chosen answers' NLL added (RPO, Pang et al. 2024; default 0);
-   the result is the next round's policy.
+   ``sft_weight`` times the chosen answers' NLL added (RPO, Pang et al. 2024; default 0) and, with
+   ``anchors``, ``anchor_weight`` times the NLL of checked anchors: the initial policy's answers to training
+   users' full tasks that pass the task's check (:mod:`userloop.rlhi.anchors`, made once before round 1;
+   with ``anchors_refresh`` each round's starting policy answers the same tasks again and a task's newest
+   passing answer replaces its anchor); the result is the next round's policy.
 4. **Evaluate** (also before round 1) on held-out users: ``eval_users`` users of the test split, none
    of whose persona texts any training user has (asserted; training users that share one are left out
    and counted). Persona match: the testbed scorer with the user's TRUE persona, over the policy's
@@ -38,9 +41,10 @@ arXiv 2510.06552) can be such a user. Each round r = 1..R:
 the round's training users' LOGGED train-split conversations instead of simulated ones (training on
 the logged interactions only). Outputs in ``out``: ``config.json``, ``users.json`` (who trained, who
 evaluated), ``rounds.jsonl`` (one line per finished round, round 0 the initial policy), ``round-K/``
-(the policy, ``pairs.parquet``, ``conversations.jsonl``, ``eval_conversations.jsonl``), ``report.json``
-and ``report.md`` (roles, guard, per-round table). A re-run with the same config resumes after the last
-finished round; with a larger ``rounds`` it goes on from there.
+(the policy, ``pairs.parquet``, ``conversations.jsonl``, ``eval_conversations.jsonl``; with
+``anchors_refresh`` the round's ``anchors.jsonl``), with ``anchors`` ``anchors.jsonl`` and
+``anchors_report.json``, ``report.json`` and ``report.md`` (roles, guard, per-round table). A re-run with
+the same config resumes after the last finished round; with a larger ``rounds`` it goes on from there.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from userloop.files import read_user_json, write_atomic
 from userloop.models import GenerationParams, load_model
 from userloop.models.registry import canonical_spec, load_role, parse_spec, role_spec
 from userloop.progress import Progress, no_progress
+from userloop.rlhi.anchors import anchor_row, read_anchors, write_anchors
 from userloop.rlhi.build import candidate_key, output_folder, read_split_conversations
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import DPOTrainConfig, fitting_requests, run_training
@@ -148,6 +153,13 @@ class LoopConfig:
                                         "is to it)")
     sft_weight: float = option(0.0, "weight of a negative log-likelihood term on the chosen answers added to each "
                                     "round's DPO loss (RPO; 0: plain DPO)")
+    anchors: int = option(0, "checked anchors: the initial policy answers the full tasks of up to this many training "
+                             "users' conversations (greedy, with the user's persona); the answers that pass the task's "
+                             "check add an NLL term to every round's DPO loss (userloop.rlhi.anchors; 0: none)")
+    anchor_weight: float = option(1.0, "weight of the checked anchors' NLL term (with --anchors)")
+    anchors_refresh: bool = option(False, "renew the checked anchors every round: the round's starting policy answers "
+                                          "the same training tasks, and each task's anchor is its newest passing "
+                                          "answer (else the one before)")
     temperature: float = option(0.6, "policy sampling temperature while interacting and for candidates (RLHI: 0.6)")
     top_p: float = option(0.9, "policy nucleus sampling (RLHI: 0.9)")
     max_new_tokens: int = option(192, "longest policy answer in tokens")
@@ -177,6 +189,9 @@ class LoopConfig:
             setattr(self, role, role_spec(role, getattr(self, role)))
         require_at_least_one(self, ("rounds", "users", "eval_users", "turns", "max_steps", "batch_size",
                                     "max_new_tokens", "min_conversations"))
+        if self.anchors < 0 or self.anchor_weight <= 0:
+            raise UserError(f"anchors must be 0 (none) or positive and anchor_weight positive, got {self.anchors} "
+                            f"and {self.anchor_weight}")
         if self.n < 2:
             raise UserError(f"n must be at least 2 to pair a best with a worst answer, got {self.n}")
         if self.learning_rate <= 0 or self.beta <= 0:
@@ -407,6 +422,66 @@ def sampled_pairs(policy_path: Path, conversations, labelled, personas: dict[str
                    "skipped_all_tied": pairing["all_tied"]}
 
 
+def checked_anchors(policy_path: Path, population: LoopUsers, truth: dict[str, dict], config: LoopConfig,
+                    out: Path) -> Path:
+    """``out/anchors.jsonl`` (made once; a resumed run reads it): the initial policy's greedy answers to the
+    full tasks of ``config.anchors`` training-pool conversations (:func:`anchor_tasks`), kept where the task's
+    check passes; the counts go to ``out/anchors_report.json``."""
+    path = out / "anchors.jsonl"
+    if path.is_file():
+        return path
+    drawn = anchor_tasks(population, truth, config)
+    rows, tasks, solved = passing_answers(policy_path, drawn, population, truth, config)
+    if not rows:
+        raise UserError(f"none of the initial policy's {len(drawn):,} answers to training tasks passed its check: "
+                        "there is nothing to anchor to; raise --anchors or leave it at 0")
+    write_atomic(out / "anchors_report.json", json.dumps({"tried": len(drawn), "passed": len(rows),
+                                                          "by_family": _by_family(tasks, solved)}, indent=2))
+    write_anchors(rows, path)
+    return path
+
+
+def renewed_anchors(policy_path: Path, previous: Path, population: LoopUsers, truth: dict[str, dict],
+                    config: LoopConfig, folder: Path, counts: Counter) -> Path:
+    """``folder/anchors.jsonl``: ``policy_path`` answers the anchor tasks again; each task's anchor is its
+    passing answer, or else the one in ``previous``. Counted: renewed, kept from before, and how many
+    of the tasks the policy passes now that it passed in ``previous`` (held) or did not (gained)."""
+    drawn = anchor_tasks(population, truth, config)
+    rows, _, _ = passing_answers(policy_path, drawn, population, truth, config)
+    before = {row["conversation_id"]: row for row in read_anchors(previous)}
+    now = {row["conversation_id"]: row for row in rows}
+    counts.update({"anchors_renewed": len(now), "anchors_kept_from_before": len(before.keys() - now.keys()),
+                   "anchors_gained": len(now.keys() - before.keys())})
+    merged = [now.get(conversation_id) or before[conversation_id] for _, conversation_id in drawn
+              if conversation_id in now or conversation_id in before]
+    write_anchors(merged, folder / "anchors.jsonl")
+    return folder / "anchors.jsonl"
+
+
+def anchor_tasks(population: LoopUsers, truth: dict[str, dict], config: LoopConfig) -> list[tuple[str, str]]:
+    """``config.anchors`` (user id, conversation id) of the training pool, a draw seeded by ``config.seed``."""
+    pool = [(user_id, c.id) for user_id in sorted(population.train) for c in population.train[user_id]
+            if c.id in truth]
+    return random.Random(f"anchors-{config.seed}").sample(pool, min(config.anchors, len(pool)))
+
+
+def passing_answers(policy_path: Path, drawn: Sequence[tuple[str, str]], population: LoopUsers,
+                    truth: dict[str, dict], config: LoopConfig) -> tuple[list[dict], list[dict], list[bool]]:
+    """The policy's greedy answers to the ``drawn`` conversations' full tasks (with the user's persona): the
+    anchor rows of those that pass their check, the tasks, and which passed."""
+    tasks = [truth[conversation_id]["tasks"][0] for _, conversation_id in drawn]
+    personas = [population.personas[user_id] if config.persona else None for user_id, _ in drawn]
+    requests = [[{"role": "user", "content": t["full_request"]}] for t in tasks]
+    greedy = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0, seed=config.seed)
+    answers = [c.text for c in load_model(f"hf:{policy_path}").generate(
+        [with_persona(r, p) for r, p in zip(requests, personas, strict=True)], greedy)]
+    solved = [passes(t, a) for t, a in zip(tasks, answers, strict=True)]
+    rows = [anchor_row(request, persona, answer, family=task["family"], user_id=user_id, conversation_id=conversation_id)
+            for (user_id, conversation_id), task, request, persona, answer, ok
+            in zip(drawn, tasks, requests, personas, answers, solved, strict=True) if ok]
+    return rows, tasks, solved
+
+
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(policy_path: Path, users_for, population: LoopUsers, truth: dict[str, dict],
              true_personas: dict[str, dict], config: LoopConfig, out: Path) -> dict[str, Any]:
@@ -514,6 +589,11 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
     pair_judge = load_judge(config.judge, data) if config.mirrors else None   # the same --judge, comparing two answers
     logged = _with_intent(train)
 
+    anchors = None
+    if config.anchors:
+        with progress("checked anchors: the initial policy answers training tasks", 1) as advance:
+            anchors = checked_anchors(policy_folder(config.policy), population, truth, config, out)
+            advance(1)
     rounds = _read_rounds(out)
     if not rounds:
         with progress("evaluating the initial policy", 1) as advance:
@@ -563,10 +643,18 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
         _write_pairs(pairs, folder)
         training: dict[str, Any] = {"trained": False}
         next_policy = policy
+        round_anchors = anchors
+        if anchors and config.anchors_refresh and index > 1:
+            with progress(f"round {index}: anchors", 1) as advance:
+                previous = out / f"round-{index - 1}" / "anchors.jsonl"
+                round_anchors = renewed_anchors(policy, previous if previous.is_file() else anchors, population, truth,
+                                                config, folder, counts)
+                advance(1)
         if pairs:
             dpo = DPOTrainConfig(policy=str(policy), out=str(folder), persona=config.persona, max_steps=config.max_steps,
                                  batch_size=config.batch_size, learning_rate=config.learning_rate, beta=config.beta,
-                                 sft_weight=config.sft_weight,
+                                 sft_weight=config.sft_weight, anchors=str(round_anchors) if round_anchors else None,
+                                 anchor_weight=config.anchor_weight,
                                  logging_steps=max(1, config.max_steps // 8), seed=config.seed + index)
             with progress(f"round {index}: DPO", config.max_steps) as advance:
                 reference = policy if config.reference == "previous" else policy_folder(config.policy)
@@ -585,6 +673,8 @@ def run_loop(config: LoopConfig, out: Path, progress: Progress = no_progress) ->
         rounds.append(record)
         _append_round(out, record)
     report = _report(config, data, population, rounds, scorer.name, time.perf_counter() - started)
+    if anchors:
+        report["anchors"] = read_user_json(out / "anchors_report.json", "anchors report")
     write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     write_atomic(out / "report.md", report_markdown(report))
     return report

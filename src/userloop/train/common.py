@@ -4,10 +4,11 @@ progress, the loss curve rows, and the CPU LM head that scores only labelled pos
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,27 +115,42 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def map_large_allocations(threshold_bytes: int = 1 << 20) -> None:
-    """On glibc, give every allocation of ``threshold_bytes`` or more its own memory mapping, which goes back to
-    the system as soon as it is freed.
+@contextlib.contextmanager
+def large_allocations_mapped(threshold_bytes: int = 1 << 20) -> Iterator[None]:
+    """While a training runs, on glibc, give every allocation of ``threshold_bytes`` or more its own memory
+    mapping, which goes back to the system as soon as it is freed.
 
     glibc otherwise raises this threshold to the largest block freed so far (up to 32 MiB), so that after the
     first batch the activations, logits and gradients of a batch (1-130 MiB each for the demo's models) come
     from its heap and stay resident, fragmented, once freed: a training of the demo's models held about 750 MiB
     more between updates and peaked about 170 MiB higher (benchmarks/README.md). What is computed is unchanged.
-    The setting is the process's; elsewhere (macOS, musl) this does nothing."""
+    On exit the thresholds become what glibc's own reach (mmap 32 MiB, trim 64 MiB; glibc adjusts them no more
+    once set): generation in the same process afterwards (``rlhi loop``'s evaluation) took 2.1x as long with
+    the 1 MiB threshold (benchmarks/README.md). Elsewhere (macOS, musl) this does nothing."""
+    mallopt = _glibc_mallopt()
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, threshold_bytes)
+    try:
+        yield
+    finally:
+        if mallopt is not None:
+            mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+            mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+
+
+def _glibc_mallopt():
     import ctypes
     import sys
 
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, threshold_bytes)
+        return ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc
-        pass
+        return None
 
 
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD = -3, -1  # glibc's mallopt parameter numbers (malloc.h)
 
 
 def release_freed_memory() -> None:

@@ -43,8 +43,8 @@ from userloop.train.common import (
     TrainResult,
     curve_rows,
     in_memory_dataset,
+    large_allocations_mapped,
     load_pretrained,
-    map_large_allocations,
     release_freed_memory,
     score_labelled_positions,
     step_progress,
@@ -172,7 +172,12 @@ def train_user_lm(config: UserLMTrainConfig, on_progress: Callable[[int, int], N
     (data accounting, resumption) as they happen.
     """
     config.validate()
-    map_large_allocations()
+    with large_allocations_mapped():
+        return _train(config, on_progress, on_message)
+
+
+def _train(config: UserLMTrainConfig, on_progress: Callable[[int, int], None] | None,
+           on_message: Callable[[str], None]) -> TrainResult:
     started = time.time()
     out = Path(config.out)
     checkpoint = _last_checkpoint(out) if config.resume else None
