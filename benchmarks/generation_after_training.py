@@ -1,13 +1,15 @@
-"""Generation speed under glibc's mmap threshold: the process's default, the trainers' 1 MiB, and 32 MiB.
+"""Generation speed under glibc's mmap threshold: the process's own, inside a training's scope, and after it.
 
     python benchmarks/generation_after_training.py --policy runs/rlhi3/base [--prompts 32] [--new-tokens 192]
                                                    [--repeats 3]
 
-The trainers map every allocation of 1 MiB or more (``train.common.map_large_allocations``: freed activations
-go back to the system). A process that trains and then generates (``rlhi loop``, ``benchmarks/
-rlhi_ablations.py``, the demo) generated with that setting too. Each mode runs in a fresh process: load the
-policy, set the threshold (``default`` leaves glibc's own, which starts at 128 KiB and grows with every
-larger block freed, up to 32 MiB), warm up on 4 prompts, then answer --prompts testbed requests (the first
+The trainers map every allocation of 1 MiB or more while they run (``train.common.large_allocations_mapped``:
+freed activations go back to the system); until 2026-12-05 the setting stayed for the rest of the process, so
+a process that trained and then generated (``rlhi loop``, ``benchmarks/rlhi_ablations.py``, the demo)
+generated under it. Each mode runs in a fresh process: load the policy, set the thresholds (``default``
+leaves glibc's own, which start at 128 KiB and grow with every larger block freed, up to 32 MiB;
+``training`` is inside the trainers' scope, 1 MiB; ``after`` is what the scope leaves: mmap 32 MiB, trim
+64 MiB; ``mmap-32MiB`` sets the mmap threshold alone), warm up on 4 prompts, then answer --prompts testbed requests (the first
 user turns of the prepared test split, each with its user's persona line as the policy sees it) greedily,
 --repeats times; prints the median seconds per mode and checks that every mode gives the same answers.
 """
@@ -23,18 +25,19 @@ import sys
 WORKER = r"""
 import ctypes, json, statistics, sys, time
 from userloop.models import GenerationParams, load_model
-from userloop.train.common import map_large_allocations
+from userloop.train.common import large_allocations_mapped
 
 policy, mode, count, new_tokens, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 prompts = json.loads(sys.stdin.read())[:count]
 model = load_model(f"hf:{policy}")
-if mode == "1MiB":
-    map_large_allocations()
-elif mode == "32MiB":
+scope = large_allocations_mapped()
+if mode == "training":
+    scope.__enter__()
+elif mode == "after":
+    with scope:
+        pass
+elif mode == "mmap-32MiB":
     ctypes.CDLL("libc.so.6").mallopt(-3, 32 << 20)
-elif mode == "32MiB+trim":
-    ctypes.CDLL("libc.so.6").mallopt(-3, 32 << 20)
-    ctypes.CDLL("libc.so.6").mallopt(-1, 64 << 20)
 params = GenerationParams(max_new_tokens=new_tokens, temperature=0, seed=0)
 model.generate(prompts[:4], params)
 seconds = []
@@ -70,7 +73,7 @@ def main() -> None:
     prompts = json.dumps(testbed_prompts(args.prompts))
     print(f"load average before: {os.getloadavg()}")
     results = {}
-    for mode in ("default", "1MiB", "32MiB", "32MiB+trim", "default"):
+    for mode in ("default", "training", "mmap-32MiB", "after", "default"):
         run = subprocess.run([sys.executable, "-c", WORKER, args.policy, mode, str(args.prompts), str(args.new_tokens),
                               str(args.repeats)], input=prompts, capture_output=True, text=True, check=True)
         result = json.loads(run.stdout.strip().splitlines()[-1])

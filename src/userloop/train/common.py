@@ -125,8 +125,8 @@ def large_allocations_mapped(threshold_bytes: int = 1 << 20) -> Iterator[None]:
     from its heap and stay resident, fragmented, once freed: a training of the demo's models held about 750 MiB
     more between updates and peaked about 170 MiB higher (benchmarks/README.md). What is computed is unchanged.
     On exit the thresholds become what glibc's own reach (mmap 32 MiB, trim 64 MiB; glibc adjusts them no more
-    once set): generation in the same process afterwards (``rlhi loop``'s evaluation) took 2.1x as long with
-    the 1 MiB threshold (benchmarks/README.md). Elsewhere (macOS, musl) this does nothing."""
+    once set): generation in the same process afterwards (``rlhi loop``'s evaluation) took 1.7-2.1x as long
+    with the 1 MiB threshold (benchmarks/README.md). Elsewhere (macOS, musl) this does nothing."""
     mallopt = _glibc_mallopt()
     if mallopt is not None:
         mallopt(_M_MMAP_THRESHOLD, threshold_bytes)
