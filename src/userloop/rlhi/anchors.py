@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from userloop.errors import UserError
 from userloop.files import write_atomic
-from userloop.rlhi.conditioning import with_persona
+from userloop.rlhi.conditioning import is_message_list, with_persona
 
 
 def read_anchors(path: str | Path) -> list[dict[str, Any]]:
@@ -40,7 +40,7 @@ def read_anchors(path: str | Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise UserError(f"{path}:{number}: not a JSON line") from None
-        if not (isinstance(row, dict) and _messages(row.get("prompt")) and _messages(row.get("completion"))):
+        if not (isinstance(row, dict) and is_message_list(row.get("prompt")) and is_message_list(row.get("completion"))):
             raise UserError(f"{path}:{number}: an anchor needs 'prompt' and 'completion' as lists of "
                             "{role, content} messages")
         rows.append(row)
@@ -129,7 +129,3 @@ def anchored(trainer_class, batches: AnchorBatches, weight: float):
 
     return AnchoredTrainer
 
-
-def _messages(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)

@@ -18,6 +18,12 @@ def persona_line(persona: str) -> str:
     return PERSONA_PREFIX + " ".join(persona.split())
 
 
+def is_message_list(value) -> bool:
+    """Whether ``value`` is a non-empty list of ``{role, content}`` messages with text in both."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
+
+
 def with_persona(prompt: Sequence[dict], persona: str | None) -> list[dict]:
     """``prompt`` with ``persona`` in its system message (a new copy; the input is not changed).
 

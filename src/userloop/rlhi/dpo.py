@@ -45,7 +45,7 @@ from userloop.files import write_atomic
 from userloop.models import load_model
 from userloop.models.registry import role_spec
 from userloop.rlhi.anchors import AnchorBatches, anchored, read_anchors, tokenized_anchors
-from userloop.rlhi.conditioning import with_persona
+from userloop.rlhi.conditioning import is_message_list, with_persona
 from userloop.rlhi.reward_scorers import load_scorer
 from userloop.rlhi.user_rewards import best_worst_pairs, requests_without_feedback, sample_candidates, score_candidates
 from userloop.train.common import (
@@ -214,8 +214,7 @@ def pair_problem(row: dict[str, Any]) -> str | None:
                     "(lists of {role, content} messages, as 'rlhi build' writes)")
         if not isinstance(value, list) or not value:
             return f"{column} is {'empty' if isinstance(value, list) else 'null' if value is None else type(value).__name__}"
-        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                   for m in value):
+        if not is_message_list(value):
             return f"{column} has a message without a text role and content"
     return None
 

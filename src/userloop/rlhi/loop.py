@@ -444,8 +444,8 @@ def checked_anchors(policy_path: Path, population: LoopUsers, truth: dict[str, d
 def renewed_anchors(policy_path: Path, previous: Path, population: LoopUsers, truth: dict[str, dict],
                     config: LoopConfig, folder: Path, counts: Counter) -> Path:
     """``folder/anchors.jsonl``: ``policy_path`` answers the anchor tasks again; each task's anchor is its
-    passing answer, or else the one in ``previous``. Counted: renewed, kept from before, and how many
-    of the tasks the policy passes now that it passed in ``previous`` (held) or did not (gained)."""
+    passing answer, or else the one in ``previous``. Counted: renewed (passing now), kept from before (passing
+    no more), and gained (passing now, with no anchor in ``previous``)."""
     drawn = anchor_tasks(population, truth, config)
     rows, _, _ = passing_answers(policy_path, drawn, population, truth, config)
     before = {row["conversation_id"]: row for row in read_anchors(previous)}
@@ -471,15 +471,26 @@ def passing_answers(policy_path: Path, drawn: Sequence[tuple[str, str]], populat
     anchor rows of those that pass their check, the tasks, and which passed."""
     tasks = [truth[conversation_id]["tasks"][0] for _, conversation_id in drawn]
     personas = [population.personas[user_id] if config.persona else None for user_id, _ in drawn]
-    requests = [[{"role": "user", "content": t["full_request"]}] for t in tasks]
     greedy = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0, seed=config.seed)
-    answers = [c.text for c in load_model(f"hf:{policy_path}").generate(
-        [with_persona(r, p) for r, p in zip(requests, personas, strict=True)], greedy)]
-    solved = [passes(t, a) for t, a in zip(tasks, answers, strict=True)]
-    rows = [anchor_row(request, persona, answer, family=task["family"], user_id=user_id, conversation_id=conversation_id)
-            for (user_id, conversation_id), task, request, persona, answer, ok
-            in zip(drawn, tasks, requests, personas, answers, solved, strict=True) if ok]
+    answers, solved = answer_full_tasks(load_model(f"hf:{policy_path}"), tasks, personas, greedy)
+    rows = [anchor_row(full_request(task), persona, answer, family=task["family"], user_id=user_id,
+                       conversation_id=conversation_id)
+            for (user_id, conversation_id), task, persona, answer, ok
+            in zip(drawn, tasks, personas, answers, solved, strict=True) if ok]
     return rows, tasks, solved
+
+
+def answer_full_tasks(policy, tasks: Sequence[dict], personas: Sequence[str | None],
+                      params: GenerationParams) -> tuple[list[str], list[bool]]:
+    """``policy``'s answers to each task's full request (its shards in one turn, the persona in the system
+    message) and whether each passes the task's check."""
+    answers = [c.text for c in policy.generate([with_persona(full_request(t), p)
+                                                for t, p in zip(tasks, personas, strict=True)], params)]
+    return answers, [passes(t, a) for t, a in zip(tasks, answers, strict=True)]
+
+
+def full_request(task: dict) -> list[dict]:
+    return [{"role": "user", "content": task["full_request"]}]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -494,10 +505,8 @@ def evaluate(policy_path: Path, users_for, population: LoopUsers, truth: dict[st
     by_user = persona_match_by_user(conversations, true_personas)
     per_user = list(by_user.values())
     tasks = [truth[e.conversation_id]["tasks"][0] for e in episodes]
-    prompts = [with_persona([{"role": "user", "content": t["full_request"]}], e.persona if config.persona else None)
-               for e, t in zip(episodes, tasks, strict=True)]
-    full_answers = [c.text for c in policy.generate(prompts, greedy)]
-    solved = [passes(t, a) for t, a in zip(tasks, full_answers, strict=True)]
+    full_answers, solved = answer_full_tasks(policy, tasks, [e.persona if config.persona else None for e in episodes],
+                                             greedy)
     full_match = [score(true_personas[e.user_id], a) for e, a in zip(episodes, full_answers, strict=True)]
     labelled = classify(conversations)
     user_turns = [len(m.content.split()) for c in conversations for m in c.messages if m.role == "user"]
