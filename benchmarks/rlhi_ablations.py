@@ -286,6 +286,17 @@ def mirrored_pairs(pairs: list[dict], personas: Path, users: Counter, data: Path
     return rows, dict(outcomes)
 
 
+def unfiltered_pairs(work: Path, name: str, users: Counter, *build_args: str) -> list[dict]:
+    """The pairs of ``rlhi build BUILD_ARGS`` with the accept-all judge (no quality filter), built once into
+    ``WORK/NAME``, of the ``train``-split ``users`` only."""
+    out = work / name
+    if not (out / "pairs.parquet").is_file():
+        accept_all = work / "accept-all.json"
+        accept_all.write_text(json.dumps(ACCEPT_ALL))
+        userloop("rlhi", "build", *build_args, "--judge", f"scripted:{accept_all}", "--out", str(out))
+    return [p for p in read_pairs(out / "pairs.parquet") if p["user_id"] in users]
+
+
 def most_frequent(users: Counter) -> set[str]:
     """The ``FREQUENT_USERS`` users with the most ``train`` conversations (ties by id)."""
     return {user for user, _ in sorted(users.items(), key=lambda item: (-item[1], item[0]))[:FREQUENT_USERS]}
@@ -303,13 +314,7 @@ def mirrored_ablation_pairs(run: Path, data: Path, work: Path, seed: int) -> dic
     write_rows([{**row, "feedback": None} for row in scratch + mirrors], work / "pairs-scratch-mirrored.parquet")
     counts["scratch-mirrored"] = {"pairs": len(scratch) + len(mirrors), "edits": len(scratch),
                                   "edit_outcomes": scratch_outcomes, "mirrors": outcomes}
-    unfiltered_run = work / "run-edited-unfiltered"
-    if not (unfiltered_run / "pairs.parquet").is_file():
-        accept_all = work / "accept-all.json"
-        accept_all.write_text(json.dumps(ACCEPT_ALL))
-        userloop("rlhi", "build", "--rewriter", "testbed:editor", "--judge", f"scripted:{accept_all}",
-                 "--out", str(unfiltered_run))
-    unfiltered = [p for p in read_pairs(unfiltered_run / "pairs.parquet") if p["user_id"] in users]
+    unfiltered = unfiltered_pairs(work, "run-edited-unfiltered", users, "--rewriter", "testbed:editor")
     mirrors, outcomes = mirrored_pairs(unfiltered, personas, users, data, filtered=False)
     write_rows(unfiltered + mirrors, work / "pairs-unfiltered-mirrored.parquet")
     counts["unfiltered-mirrored"] = {"pairs": len(unfiltered) + len(mirrors), "edits": len(unfiltered), "mirrors": outcomes}
@@ -347,12 +352,7 @@ def prepare_pairs(run: Path, data: Path, work: Path, seed: int) -> dict:
     write_rows(edited, work / "pairs-edited.parquet")
     mirrors, mirror_outcomes = mirrored_pairs(edited, run / "personas.jsonl", users, data)
     write_rows(edited + mirrors, work / "pairs-mirrored.parquet")
-    unfiltered_run = work / "run-unfiltered"
-    if not (unfiltered_run / "pairs.parquet").is_file():
-        accept_all = work / "accept-all.json"
-        accept_all.write_text(json.dumps(ACCEPT_ALL))
-        userloop("rlhi", "build", "--judge", f"scripted:{accept_all}", "--out", str(unfiltered_run))
-    unfiltered = [p for p in read_pairs(unfiltered_run / "pairs.parquet") if p["user_id"] in users]
+    unfiltered = unfiltered_pairs(work, "run-unfiltered", users)
     write_rows(unfiltered, work / "pairs-unfiltered.parquet")
     frequent = most_frequent(users)
     top = [p for p in guided if p["user_id"] in frequent]
