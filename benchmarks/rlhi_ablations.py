@@ -46,7 +46,9 @@ Steps (each reuses its output when it is already in ``--work``):
    ``dpo-onpolicy-mirrored`` (those pairs, persona) and their ``-agnostic`` twins (no persona); ``sft-chosen`` and
    ``sft-mirrored`` (SFT on the guided or mirrored pairs' chosen answers, persona),
    ``dpo-unfiltered``, ``dpo-top10`` and ``dpo-many`` (those pairs, persona); ``dpo-mirrored-scratch``,
-   ``dpo-mirrored-unfiltered``, ``dpo-mirrored-top10`` and ``dpo-mirrored-many`` (those pairs, persona); with
+   ``dpo-mirrored-unfiltered``, ``dpo-mirrored-top10`` and ``dpo-mirrored-many`` (those pairs, persona); ``dpo-mirrored-anchored`` (the
+   mirrored pairs, persona, plus ``--anchor-weight`` x the NLL of ``--anchors``' checked anchors: ``train dpo
+   --anchors``; over seeds against ``dpo-mirrored``); with
    ``--online`` also ``online`` and ``online-agnostic``: online iterative DPO (``train dpo --online``:
    ``--online-rounds`` rounds of ``--online-requests`` train-split requests without feedback, 4 samples each,
    scored by the testbed scorer, best vs worst, ``--online-max-steps`` updates per round), with and without
@@ -131,6 +133,7 @@ POLICIES = {  # name: (pairs, method, persona)
     "dpo-mirrored-unfiltered": ("unfiltered-mirrored", "dpo", True),
     "dpo-mirrored-top10": ("top10-mirrored", "dpo", True),
     "dpo-mirrored-many": ("many-mirrored", "dpo", True),
+    "dpo-mirrored-anchored": ("mirrored", "dpo", True),
     "online": ("online", "dpo", True),
     "online-agnostic": ("online", "dpo", False),
 }
@@ -140,6 +143,7 @@ ABLATED = {  # the paper's ablations: policy -> the policy it ablates (over_seed
     "dpo-mirrored-scratch": "dpo-mirrored", "sft-mirrored": "dpo-mirrored", "dpo-mirrored-unfiltered": "dpo-mirrored",
     "dpo-mirrored-top10": "dpo-mirrored-many",
 }
+ADDS_TO = {"dpo-mirrored-anchored": "dpo-mirrored"}  # policy -> the policy it adds a term to ("POLICY minus IT")
 ACCEPT_ALL = ['{"addresses_feedback": true}']  # the judge of the unfiltered build: every changed rewrite passes
 FREQUENT_USERS = 10
 MIRRORED_ABLATIONS = ("scratch-mirrored", "unfiltered-mirrored", "top10-mirrored", "many-mirrored")
@@ -545,8 +549,8 @@ def over_seeds(scores: dict[str, list[float]]) -> dict:
             continue
         out[f"{name} minus base"] = paired_over_seeds({seed: [v - b for v, b in zip(values, base, strict=True)]
                                                        for seed, values in by_seed.items()})
-        for minuend, subtrahend in ((name, f"{name}-agnostic"), (ABLATED.get(name), name)):
-            first, second = groups.get(minuend or "", {}), groups.get(subtrahend, {})
+        for minuend, subtrahend in ((name, f"{name}-agnostic"), (ABLATED.get(name), name), (name, ADDS_TO.get(name))):
+            first, second = groups.get(minuend or "", {}), groups.get(subtrahend or "", {})
             shared = sorted(set(first) & set(second))
             if len(shared) >= 2:
                 out[f"{minuend} minus {subtrahend}"] = paired_over_seeds(
@@ -596,6 +600,10 @@ def main() -> None:
     parser.add_argument("--eval-temperature", type=float, default=0.0,
                         help="0: greedy answers; above 0: --eval-samples answers per request at this temperature (top_p 0.9)")
     parser.add_argument("--eval-samples", type=int, default=4, help="answers per request when --eval-temperature > 0")
+    parser.add_argument("--anchors", type=Path,
+                        help="checked anchors (JSONL; e.g. the out/anchors.jsonl of 'rlhi loop --anchors N' from the same "
+                             "base) for the -anchored policies")
+    parser.add_argument("--anchor-weight", type=float, default=1.0, help="weight of the anchors' NLL term")
     parser.add_argument("--only", nargs="*", choices=sorted(POLICIES),
                         help="train and evaluate only these policies (none: evaluate the base alone)")
     parser.add_argument("--extra", nargs="+", default=[], metavar="NAME=FOLDER",
@@ -612,6 +620,8 @@ def main() -> None:
     args = parser.parse_args()
     if any("=" not in item for item in args.extra):
         parser.error("--extra takes NAME=FOLDER pairs")
+    if any(name.endswith("-anchored") for name in args.only or ()) and not (args.anchors and args.anchors.is_file()):
+        parser.error("the -anchored policies need --anchors FILE (checked anchors, e.g. a loop's out/anchors.jsonl)")
     if args.eval_temperature < 0 or args.eval_samples < 1:
         parser.error("--eval-temperature must be 0 or more and --eval-samples 1 or more")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -667,9 +677,12 @@ def run_ablations(args: argparse.Namespace) -> None:
                 source = (f"--online --rounds {config.rounds} --requests {config.requests} --n 4 --scorer testbed "
                           f"--personas {config.personas} --followups {config.followups} --max_steps {config.max_steps}")
             else:
-                config = DPOTrainConfig(**common, pairs=str(work / f"pairs-{pairs}.parquet"), method=method,
+                anchors = ({"anchors": str(args.anchors), "anchor_weight": args.anchor_weight}
+                           if name.endswith("-anchored") else {})
+                config = DPOTrainConfig(**common, **anchors, pairs=str(work / f"pairs-{pairs}.parquet"), method=method,
                                         max_steps=args.max_steps)
-                source = f"--pairs {config.pairs} --method {method} --max_steps {args.max_steps}"
+                source = f"--pairs {config.pairs} --method {method} --max_steps {args.max_steps}" + "".join(
+                    f" --{key} {value}" for key, value in anchors.items())
             print(f"training {key}: userloop train dpo --policy {base} --out {out} {source} --persona {str(persona).lower()} "
                   f"--learning_rate {args.learning_rate} --beta {args.beta} --sft_weight {common['sft_weight']} --seed {seed}",
                   flush=True)
