@@ -46,9 +46,9 @@ Steps (each reuses its output when it is already in ``--work``):
    ``dpo-onpolicy-mirrored`` (those pairs, persona) and their ``-agnostic`` twins (no persona); ``sft-chosen`` and
    ``sft-mirrored`` (SFT on the guided or mirrored pairs' chosen answers, persona),
    ``dpo-unfiltered``, ``dpo-top10`` and ``dpo-many`` (those pairs, persona); ``dpo-mirrored-scratch``,
-   ``dpo-mirrored-unfiltered``, ``dpo-mirrored-top10`` and ``dpo-mirrored-many`` (those pairs, persona); ``dpo-mirrored-anchored`` (the
-   mirrored pairs, persona, plus ``--anchor-weight`` x the NLL of ``--anchors``' checked anchors: ``train dpo
-   --anchors``; over seeds against ``dpo-mirrored``); with
+   ``dpo-mirrored-unfiltered``, ``dpo-mirrored-top10`` and ``dpo-mirrored-many`` (those pairs, persona);
+   ``dpo-mirrored-anchored`` (the mirrored pairs, persona, plus ``--anchor-weight`` x the NLL of ``--anchors``'
+   checked anchors: ``train dpo --anchors``; over seeds also against ``dpo-mirrored``); with
    ``--online`` also ``online`` and ``online-agnostic``: online iterative DPO (``train dpo --online``:
    ``--online-rounds`` rounds of ``--online-requests`` train-split requests without feedback, 4 samples each,
    scored by the testbed scorer, best vs worst, ``--online-max-steps`` updates per round), with and without
