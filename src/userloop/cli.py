@@ -231,6 +231,16 @@ def rlhi_loop_command(out: Annotated[Path, typer.Option("--out", "-o", help="fol
     display.loop_summary(report, out)
 
 
+@command(rlhi_app, "anchors", "userloop.rlhi.task_answers:AnchorsConfig", first=("policy", "tasks", "data", "personas"),
+         policy=REQUIRED, data=PATH, personas=PATH)
+def rlhi_anchors_command(out: Annotated[Path, typer.Option("--out", "-o", help="the anchors file (JSONL; its counts go to NAME.report.json beside it)")], *, config) -> None:
+    """Checked anchors for 'train dpo --anchors': the policy's answers to training users' tasks that pass the task's check."""
+    from userloop.rlhi.task_answers import make_anchors
+
+    with display.bars(log_to=out.parent) as progress:
+        display.anchors_summary(make_anchors(config, out, progress=progress), out)
+
+
 @command(app, "eval-personal", "userloop.rlhi.usereval:UserEvalConfig", first=("policy", "baseline", "out", "judge", "data"),
          policy=REQUIRED, baseline=REQUIRED, models=True)
 def eval_personal_command(out: Annotated[Path, typer.Option("--out", "-o", help="folder: report.json and comparisons.jsonl (every answer and verdict)")],
@@ -261,19 +271,11 @@ def train_assistant_command(ctx: typer.Context) -> None:
     _train_chat_lm(ctx.args, "assistant")
 
 
-def _train(train, config):
-    """Run a trainer under a progress bar of its updates, the libraries' warnings and logs into ``config.out``/log.txt."""
-    with display.training(config.out) as bar:
-        return train(config, on_progress=bar.set, on_message=bar.print)
-
-
 def _train_chat_lm(args: list[str], role: str) -> None:
     from userloop.userlm.train import parse_config, train_user_lm
 
     config = parse_config(args, role)
-    if config.data is None:
-        config.data = str(default_data(prepared=True))
-    display.user_lm_training_summary(_train(train_user_lm, config))
+    display.user_lm_training_summary(display.run_training(train_user_lm, config))
 
 
 @train_app.command("dpo", **_TRAIN)
@@ -283,7 +285,7 @@ def train_dpo_command(ctx: typer.Context) -> None:
     from userloop.rlhi.dpo import parse_config, train_dpo
 
     config = parse_config(ctx.args)
-    display.dpo_summary(_train(train_dpo, config), config)
+    display.dpo_summary(display.run_training(train_dpo, config), config)
 
 
 @train_app.command("reward", **_TRAIN)
@@ -293,9 +295,7 @@ def train_reward_command(ctx: typer.Context) -> None:
     from userloop.rlhi.reward_model import parse_config, train_reward_model
 
     config = parse_config(ctx.args)
-    if config.pairs is None and config.data is None:
-        config.data = str(default_data(prepared=True))
-    display.reward_model_summary(_train(train_reward_model, config))
+    display.reward_model_summary(display.run_training(train_reward_model, config))
 
 
 # --------------------------------------------------------------------------- simulations and their metrics

@@ -131,6 +131,12 @@ def training(trainer_out: str | Path) -> Iterator[_Bar]:
         yield bar
 
 
+def run_training(train, config):
+    """Run ``train(config, on_progress, on_message)`` under :func:`training`'s bar; returns what it returns."""
+    with training(config.out) as bar:
+        return train(config, on_progress=bar.set, on_message=bar.print)
+
+
 # --------------------------------------------------------------------------- summaries
 def viewer_ready(counter: Counter):
     """The viewer's ``on_ready(url, index)``: the indexing counter goes, a line says what is served where."""
@@ -322,6 +328,12 @@ def loop_summary(report: dict, out: Path) -> None:
         typer.echo(f"round {r['round']}: {pairs}persona match {e['persona_match']}, task success {e['task_success']}, "
                    f"held-out feedback rate {e['feedback_rate']}")
     typer.echo(f"wrote {out}/ (report.md: roles, guard, per-round table)")
+
+
+def anchors_summary(report: dict, out: Path) -> None:
+    by_family = ", ".join(f"{family} {passed}/{tried}" for family, (passed, tried) in report["by_family"].items())
+    typer.echo(f"{report['passed']:,} of {report['tried']:,} answers passed their task's check ({by_family})")
+    typer.echo(f"wrote {out} and {report['report']}")
 
 
 def usereval_summary(report: dict, out: Path) -> None:

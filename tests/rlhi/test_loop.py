@@ -202,12 +202,12 @@ def test_checked_anchors_are_the_initial_policys_passing_answers_and_join_every_
                                                                                             tmp_path, monkeypatch):
     """--anchors N: the initial policy answers N training tasks once; those passing the check (here every task
     but math's, by a stand-in check: the tiny policy passes none) are the anchors, and DPO adds their NLL."""
-    from userloop.rlhi import loop
+    from userloop.rlhi import task_answers
     from userloop.rlhi.anchors import read_anchors
 
     _, _, trained = finished
     monkeypatch.setattr(followup_classifier, "load_offline", lambda cache=None: trained)
-    monkeypatch.setattr(loop, "passes", lambda task, answer: task["family"] != "math")
+    monkeypatch.setattr(task_answers, "passes", lambda task, answer: task["family"] != "math")
     report = run_loop(config(models, prepared, rounds=1, anchors=12, anchor_weight=0.5), tmp_path / "run")
     anchors = read_anchors(tmp_path / "run" / "anchors.jsonl")
     counts = report["anchors"]
@@ -217,7 +217,7 @@ def test_checked_anchors_are_the_initial_policys_passing_answers_and_join_every_
     assert all(a["persona"] and a["prompt"][0]["role"] == "user" for a in anchors)   # persona kept apart
     training = report["rounds"][1]["training"]
     assert training["trained"] and training["anchor_nll_mean"] > 0
-    monkeypatch.setattr(loop, "passes", lambda task, answer: False)
+    monkeypatch.setattr(task_answers, "passes", lambda task, answer: False)
     with pytest.raises(UserError, match="none of the initial policy's 12 answers"):
         run_loop(config(models, prepared, rounds=1, anchors=12), tmp_path / "none")
 
@@ -226,7 +226,7 @@ def test_renewed_anchors_take_each_tasks_newest_passing_answer(finished, models,
     """--anchors-refresh: round 2's starting policy answers the same tasks again; a task it passes gets the new
     answer, one it no longer passes keeps its anchor (here the stand-in check passes all but math for the
     initial anchors, then facts only)."""
-    from userloop.rlhi import loop
+    from userloop.rlhi import task_answers
     from userloop.rlhi.anchors import read_anchors
 
     _, _, trained = finished
@@ -237,7 +237,7 @@ def test_renewed_anchors_take_each_tasks_newest_passing_answer(finished, models,
         calls["n"] += 1
         return task["family"] == "fact" or (calls["n"] <= 12 and task["family"] != "math")
 
-    monkeypatch.setattr(loop, "passes", stand_in)
+    monkeypatch.setattr(task_answers, "passes", stand_in)
     report = run_loop(config(models, prepared, rounds=2, anchors=12, anchors_refresh=True), tmp_path / "run")
     initial = read_anchors(tmp_path / "run" / "anchors.jsonl")
     facts = [a["conversation_id"] for a in initial if a["family"] == "fact"]

@@ -8,7 +8,8 @@ holds what the policy could verifiably do and nothing it could not. Each DPO upd
 x the mean token negative log-likelihood of one batch of anchors (the answer's tokens only, the prompt with
 the user's persona in its system message as the policy saw it), drawn in a seeded order, cycling.
 
-An anchors file is JSONL, one row per answer: ``prompt`` (messages, without the persona), ``persona`` (text
+``userloop rlhi anchors`` (:mod:`userloop.rlhi.task_answers`) and ``rlhi loop --anchors N`` make them. An
+anchors file is JSONL, one row per answer: ``prompt`` (messages, without the persona), ``persona`` (text
 or null), ``completion`` (one assistant message), and what produced it (``family``, ``user_id``,
 ``conversation_id``).
 """

@@ -71,7 +71,7 @@ from userloop.files import read_user_json, write_atomic
 from userloop.models import GenerationParams, load_model
 from userloop.models.registry import canonical_spec, load_role, parse_spec, role_spec
 from userloop.progress import Progress, no_progress
-from userloop.rlhi.anchors import anchor_row, read_anchors, write_anchors
+from userloop.rlhi.anchors import read_anchors, write_anchors
 from userloop.rlhi.build import candidate_key, output_folder, read_split_conversations
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.dpo import DPOTrainConfig, fitting_requests, run_training
@@ -82,7 +82,7 @@ from userloop.rlhi.pairwise_judges import load_judge
 from userloop.rlhi.personas import DerivedPersona
 from userloop.rlhi.reward_scorers import load_scorer
 from userloop.rlhi.rewrites import ModelJudge, ModelRewriter, candidates, rewrite_and_filter
-from userloop.rlhi.tasks import passes
+from userloop.rlhi.task_answers import answer_full_tasks, passing_answers, policy_folder, tasks_by_family
 from userloop.rlhi.taxonomy import NEGATIVE_FEEDBACK
 from userloop.rlhi.user_rewards import (
     best_worst_pairs,
@@ -204,14 +204,6 @@ class LoopConfig:
             raise UserError(f"top_p must be in (0, 1] and temperature in (0, 100], got {self.top_p} and {self.temperature}")
         if self.personas and not Path(self.personas).is_file():
             raise UserError(f"--personas {self.personas}: no such file")
-
-
-def policy_folder(spec: str) -> Path:
-    """The local folder of a policy given as ``FOLDER`` or ``hf:FOLDER``."""
-    folder = Path(spec.removeprefix("hf:")).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"--policy {spec}: no such model folder")
-    return folder
 
 
 # ----------------------------------------------------------------------------- who plays a user
@@ -431,12 +423,13 @@ def checked_anchors(policy_path: Path, population: LoopUsers, truth: dict[str, d
     if path.is_file():
         return path
     drawn = anchor_tasks(population, truth, config)
-    rows, tasks, solved = passing_answers(policy_path, drawn, population, truth, config)
+    rows, tasks, solved = passing_answers(policy_path, drawn, _anchor_personas(population, config), truth,
+                                          _greedy(config))
     if not rows:
         raise UserError(f"none of the initial policy's {len(drawn):,} answers to training tasks passed its check: "
                         "there is nothing to anchor to; raise --anchors or leave it at 0")
     write_atomic(out / "anchors_report.json", json.dumps({"tried": len(drawn), "passed": len(rows),
-                                                          "by_family": _by_family(tasks, solved)}, indent=2))
+                                                          "by_family": tasks_by_family(tasks, solved)}, indent=2))
     write_anchors(rows, path)
     return path
 
@@ -447,7 +440,7 @@ def renewed_anchors(policy_path: Path, previous: Path, population: LoopUsers, tr
     passing answer, or else the one in ``previous``. Counted: renewed (passing now), kept from before (passing
     no more), and gained (passing now, with no anchor in ``previous``)."""
     drawn = anchor_tasks(population, truth, config)
-    rows, _, _ = passing_answers(policy_path, drawn, population, truth, config)
+    rows, _, _ = passing_answers(policy_path, drawn, _anchor_personas(population, config), truth, _greedy(config))
     before = {row["conversation_id"]: row for row in read_anchors(previous)}
     now = {row["conversation_id"]: row for row in rows}
     counts.update({"anchors_renewed": len(now), "anchors_kept_from_before": len(before.keys() - now.keys()),
@@ -465,39 +458,19 @@ def anchor_tasks(population: LoopUsers, truth: dict[str, dict], config: LoopConf
     return random.Random(f"anchors-{config.seed}").sample(pool, min(config.anchors, len(pool)))
 
 
-def passing_answers(policy_path: Path, drawn: Sequence[tuple[str, str]], population: LoopUsers,
-                    truth: dict[str, dict], config: LoopConfig) -> tuple[list[dict], list[dict], list[bool]]:
-    """The policy's greedy answers to the ``drawn`` conversations' full tasks (with the user's persona): the
-    anchor rows of those that pass their check, the tasks, and which passed."""
-    tasks = [truth[conversation_id]["tasks"][0] for _, conversation_id in drawn]
-    personas = [population.personas[user_id] if config.persona else None for user_id, _ in drawn]
-    greedy = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0, seed=config.seed)
-    answers, solved = answer_full_tasks(load_model(f"hf:{policy_path}"), tasks, personas, greedy)
-    rows = [anchor_row(full_request(task), persona, answer, family=task["family"], user_id=user_id,
-                       conversation_id=conversation_id)
-            for (user_id, conversation_id), task, persona, answer, ok
-            in zip(drawn, tasks, personas, answers, solved, strict=True) if ok]
-    return rows, tasks, solved
+def _anchor_personas(population: LoopUsers, config: LoopConfig) -> dict[str, str] | None:
+    return population.personas if config.persona else None
 
 
-def answer_full_tasks(policy, tasks: Sequence[dict], personas: Sequence[str | None],
-                      params: GenerationParams) -> tuple[list[str], list[bool]]:
-    """``policy``'s answers to each task's full request (its shards in one turn, the persona in the system
-    message) and whether each passes the task's check."""
-    answers = [c.text for c in policy.generate([with_persona(full_request(t), p)
-                                                for t, p in zip(tasks, personas, strict=True)], params)]
-    return answers, [passes(t, a) for t, a in zip(tasks, answers, strict=True)]
-
-
-def full_request(task: dict) -> list[dict]:
-    return [{"role": "user", "content": task["full_request"]}]
+def _greedy(config: LoopConfig) -> GenerationParams:
+    return GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0, seed=config.seed)
 
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(policy_path: Path, users_for, population: LoopUsers, truth: dict[str, dict],
              true_personas: dict[str, dict], config: LoopConfig, out: Path) -> dict[str, Any]:
     """Persona match, task success and the held-out simulated users' feedback rate (module docstring)."""
-    greedy = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0, seed=config.seed)
+    greedy = _greedy(config)
     policy = load_model(f"hf:{policy_path}")
     episodes = population.held_out
     conversations = converse(policy, users_for(config.seed), episodes, config.turns, greedy, config.persona, "eval")
@@ -513,7 +486,7 @@ def evaluate(policy_path: Path, users_for, population: LoopUsers, truth: dict[st
     return {"persona_match": _mean(per_user), "persona_match_se": _se(per_user), "persona_match_by_user": by_user,
             "conversations_with_an_answer": len(per_user), "conversations": len(conversations),
             "task_success": _share(sum(solved), len(solved)), "task_success_se": _binomial_se(sum(solved), len(solved)),
-            "task_success_by_family": _by_family(tasks, solved),
+            "task_success_by_family": tasks_by_family(tasks, solved),
             "persona_match_full_request": _mean(full_match), "persona_match_full_request_se": _se(full_match),
             **feedback_counts(labelled),
             "policy_answers": sum(m.role == "assistant" for c in conversations for m in c.messages),
@@ -540,15 +513,6 @@ def paired_change(before: dict[str, float], after: dict[str, float]) -> dict[str
 def _ends(conversations: Sequence[Conversation]) -> dict[str, int]:
     """How the conversations ended (``logged``: a logged conversation, as it ended in the log)."""
     return dict(Counter(c.extra.get("end", "logged") for c in conversations).most_common())
-
-
-def _by_family(tasks, solved) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for task, ok in zip(tasks, solved, strict=True):
-        out.setdefault(task["family"], [0, 0])
-        out[task["family"]][0] += ok
-        out[task["family"]][1] += 1
-    return dict(sorted(out.items()))
 
 
 def _mean(values: Sequence[float]) -> float | None:
