@@ -112,5 +112,15 @@ def test_command_errors_are_one_line(policy, prepared, tmp_path, monkeypatch):
     one_line_error(result, "not the testbed")
     result = runner.invoke(app, ["rlhi", "anchors", "--policy", str(tmp_path / "missing"), "--out", str(tmp_path / "a.jsonl")])
     one_line_error(result, "no such model folder")
+    result = runner.invoke(app, ["rlhi", "anchors", "--policy", str(raw), "--out", str(tmp_path / "a.jsonl")])
+    one_line_error(result, "not a model folder (no config.json)")
+    result = runner.invoke(app, ["rlhi", "anchors", "--policy", str(policy), "--data", str(tmp_path / "nowhere"),
+                                 "--out", str(tmp_path / "a.jsonl")])
+    one_line_error(result, "no such folder")
+    broken = tmp_path / "personas.jsonl"
+    broken.write_text('{"user_id": 1}\n')
+    result = runner.invoke(app, ["rlhi", "anchors", "--policy", str(policy), "--data", str(prepared), "--personas",
+                                 str(broken), "--out", str(tmp_path / "a.jsonl")])
+    one_line_error(result, "not a persona record")
     with pytest.raises(UserError, match="tasks"):
         make_anchors(config(policy, prepared, tasks=0), tmp_path / "a.jsonl")

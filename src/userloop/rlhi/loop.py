@@ -170,10 +170,7 @@ class LoopConfig:
         """Raise :class:`UserError` for a value that cannot work."""
         if not self.policy:
             raise UserError("--policy is required (a save_pretrained folder, e.g. from 'userloop train assistant')")
-        folder = policy_folder(self.policy)
-        if not (folder / "config.json").is_file():
-            raise UserError(f"--policy {self.policy}: not a model folder (no config.json); DPO needs a local "
-                            "save_pretrained folder")
+        policy_folder(self.policy)
         if not self.user:
             raise UserError("--user is required (the user LM that plays the users, e.g. hf:runs/ulm, or testbed:users)")
         self.user = self.user.strip()

@@ -72,10 +72,13 @@ def tasks_by_family(tasks: Sequence[dict], solved: Sequence[bool]) -> dict[str, 
 
 
 def policy_folder(spec: str) -> Path:
-    """The local folder of a policy given as ``FOLDER`` or ``hf:FOLDER``."""
+    """The local folder of a policy given as ``FOLDER`` or ``hf:FOLDER``: a ``save_pretrained`` folder."""
     folder = Path(spec.removeprefix("hf:")).expanduser()
     if not folder.is_dir():
         raise UserError(f"--policy {spec}: no such model folder")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"--policy {spec}: not a model folder (no config.json); give a local save_pretrained folder, "
+                        "e.g. from 'userloop train assistant'")
     return folder
 
 
@@ -100,6 +103,11 @@ class AnchorsConfig:
         """Raise :class:`UserError` for a value that cannot work."""
         if not self.policy:
             raise UserError("--policy is required: the model folder whose answers become the anchors")
+        policy_folder(self.policy)
+        if self.data and not Path(self.data).is_dir():
+            raise UserError(f"--data {self.data}: no such folder (give a prepared testbed folder)")
+        if self.personas and not Path(self.personas).is_file():
+            raise UserError(f"--personas {self.personas}: no such file")
         require_at_least_one(self, ("tasks", "max_new_tokens", "min_conversations"))
 
 
