@@ -120,3 +120,18 @@ def test_freed_large_blocks_go_back_to_the_system_while_training_only():
 
     assert returned_mib("mapped") >= 76
     assert returned_mib("restored") <= 8 and returned_mib("default") <= 8
+
+
+def test_the_process_group_a_launcher_made_ends_with_the_command(tmp_path):
+    """``accelerate launch`` leaves a gloo process group; the training commands destroy it before exiting."""
+    import torch.distributed as dist
+
+    from userloop.train.common import end_process_group
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
+    end_process_group()                                                          # none: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_process_group()
+    assert not dist.is_initialized()

@@ -132,9 +132,15 @@ def training(trainer_out: str | Path) -> Iterator[_Bar]:
 
 
 def run_training(train, config):
-    """Run ``train(config, on_progress, on_message)`` under :func:`training`'s bar; returns what it returns."""
-    with training(config.out) as bar:
-        return train(config, on_progress=bar.set, on_message=bar.print)
+    """Run ``train(config, on_progress, on_message)`` under :func:`training`'s bar; returns what it returns.
+    Under ``accelerate launch``, the process group ends with the command."""
+    from userloop.train.common import end_process_group
+
+    try:
+        with training(config.out) as bar:
+            return train(config, on_progress=bar.set, on_message=bar.print)
+    finally:
+        end_process_group()
 
 
 # --------------------------------------------------------------------------- summaries

@@ -221,6 +221,16 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def end_process_group() -> None:
+    """Destroy torch.distributed's process group if a launcher made one (``accelerate launch``): left to the
+    interpreter's exit, gloo's threads can abort a rank that has finished ("terminate called without an active
+    exception"), failing a run that trained and saved."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def step_progress(on_progress: Callable[[int, int], None] | None):
     """Quiet the libraries' own progress bars and logs (progress is reported through ``on_progress(update,
     total)`` instead) and return the ``TrainerCallback`` that calls it after every update, having returned the
