@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from userloop.config import option, require_at_least_one
-from userloop.data.personas import persona_records
+from userloop.data.personas import read_personas
 from userloop.errors import UserError
 from userloop.files import write_atomic
 from userloop.models import GenerationParams, load_model
@@ -28,7 +28,7 @@ from userloop.rlhi.anchors import anchor_row, write_anchors
 from userloop.rlhi.build import read_split_conversations
 from userloop.rlhi.conditioning import with_persona
 from userloop.rlhi.tasks import passes
-from userloop.rlhi.user_rewards import derived_personas, label_followups
+from userloop.rlhi.user_rewards import derive_personas, label_followups
 from userloop.testbed.population import read_truth, truth_folder
 
 
@@ -158,10 +158,8 @@ def report_path(anchors: Path) -> Path:
 
 def _personas(config: AnchorsConfig, train) -> dict[str, str]:
     if config.personas:
-        return {row["user_id"]: row["persona"] for row in persona_records(Path(config.personas))
-                if row["persona"] and row["persona"].strip()}
-    return {p.user_id: p.persona for p in derived_personas(train, label_followups(train, None, Counter()),
-                                                           config.min_conversations)}
+        return read_personas(Path(config.personas))
+    return derive_personas(train, label_followups(train, None, Counter()), config.min_conversations)
 
 
 def _default_data() -> Path:
